@@ -1,0 +1,234 @@
+//! Roster's storage: the only crate that knows SQL.
+//!
+//! The main design choice is that every change is one database transaction that also writes its
+//! audit event (and, for new users, the welcome email's outbox row), so a change and its record
+//! can never disagree. The same sea-orm code runs on SQLite (the embedded default) and PostgreSQL
+//! (production, many `rosterd` processes); the URL's scheme picks the backend. On SQLite, write
+//! transactions begin `IMMEDIATE` so that two processes sharing one file queue on the busy timeout
+//! instead of failing at their first write.
+//!
+//! `sea_orm::DbErr` never crosses this crate's boundary: callers see [`StoreError`], whose variants
+//! name outcomes (not found, conflict, unavailable), never drivers.
+
+mod audit;
+mod entity;
+mod migration;
+pub mod model;
+mod outbox;
+mod sessions;
+mod users;
+mod workspaces;
+
+pub use model::*;
+
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, RuntimeErr,
+    SqlErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
+use std::fmt;
+use std::time::Duration;
+
+/// What a store operation can come to, besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The addressed record does not exist (in the caller's workspace).
+    #[error("{0} not found")]
+    NotFound(Entity),
+    /// The change collides with the current state.
+    #[error("{0}")]
+    Conflict(Conflict),
+    /// The database cannot be reached or is not writable right now; retrying later may work.
+    #[error("database unavailable")]
+    Unavailable(#[source] DbErr),
+    /// The database answered with an error no caller input explains: a bug.
+    #[error("database error")]
+    Database(#[source] DbErr),
+    /// A stored value does not parse: a bug or a manual edit.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// The kinds of records an operation can fail to find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entity {
+    Workspace,
+    User,
+    Role,
+    Session,
+}
+
+impl fmt::Display for Entity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Entity::Workspace => "workspace",
+            Entity::User => "user",
+            Entity::Role => "role",
+            Entity::Session => "session",
+        })
+    }
+}
+
+/// Collisions with the current state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Conflict {
+    #[error("a workspace with this slug already exists")]
+    SlugTaken,
+    #[error("a user with this email already exists in the workspace")]
+    EmailTaken,
+    #[error("the record changed since it was read (current version {current})")]
+    StaleVersion { current: i64 },
+    #[error("the database was busy with a conflicting transaction; retry")]
+    Busy,
+}
+
+/// Result of a store operation.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `sqlite://path` (created when missing) or `postgres://…`.
+    pub url: String,
+    /// Pool size; SQLite uses at most this many readers and one writer at a time.
+    pub max_connections: u32,
+    /// How long a call waits for a pooled connection (and, on SQLite, for the write lock)
+    /// before answering UNAVAILABLE.
+    pub acquire_timeout: Duration,
+}
+
+impl StoreConfig {
+    /// Defaults for a URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into(), max_connections: 16, acquire_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// A handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").field("backend", &self.db.get_database_backend()).finish()
+    }
+}
+
+impl Store {
+    /// Connects (creating a missing SQLite file) and brings the schema up to date.
+    pub async fn connect(config: &StoreConfig) -> Result<Self> {
+        let mut options = ConnectOptions::new(config.url.clone());
+        let busy = config.acquire_timeout;
+        options
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .connect_timeout(config.acquire_timeout)
+            .sqlx_logging(false)
+            .map_sqlx_sqlite_opts(move |opts| {
+                opts.create_if_missing(true)
+                    .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                    .busy_timeout(busy)
+                    .foreign_keys(true)
+            });
+        let db = Database::connect(options).await.map_err(classify)?;
+        migration::Migrator::up(&db, None).await.map_err(classify)?;
+        Ok(Self { db })
+    }
+
+    /// The backend in use, for logs.
+    pub fn backend_name(&self) -> &'static str {
+        match self.db.get_database_backend() {
+            DbBackend::Postgres => "postgresql",
+            DbBackend::Sqlite => "sqlite",
+            _ => "other",
+        }
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        self.db.ping().await.map_err(classify)
+    }
+
+    /// Closes the pool, waiting for connections in use.
+    pub async fn close(self) -> Result<()> {
+        self.db.close().await.map_err(classify)
+    }
+
+    /// Begins a write transaction: `BEGIN IMMEDIATE` on SQLite, plain `BEGIN` on PostgreSQL.
+    async fn write(&self) -> Result<DatabaseTransaction> {
+        self.db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await
+            .map_err(classify)
+    }
+}
+
+/// Commits, classifying the error.
+async fn commit(txn: DatabaseTransaction) -> Result<()> {
+    txn.commit().await.map_err(classify)
+}
+
+/// Sorts a database error into what the caller can act on.
+pub(crate) fn classify(err: DbErr) -> StoreError {
+    use sea_orm::sqlx::Error as Sqlx;
+    match &err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => return StoreError::Unavailable(err),
+        DbErr::Exec(RuntimeErr::SqlxError(inner)) | DbErr::Query(RuntimeErr::SqlxError(inner)) => match &**inner {
+            Sqlx::Io(_) | Sqlx::PoolTimedOut | Sqlx::PoolClosed | Sqlx::WorkerCrashed | Sqlx::Tls(_) => {
+                return StoreError::Unavailable(err);
+            }
+            Sqlx::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                match &*code {
+                    // PostgreSQL: serialization failure, deadlock. SQLite: BUSY, LOCKED (and extended codes).
+                    "40001" | "40P01" => return StoreError::Conflict(Conflict::Busy),
+                    c if c == "5" || c == "6" || c.parse::<i32>().is_ok_and(|n| n & 0xff == 5 || n & 0xff == 6) => {
+                        return StoreError::Conflict(Conflict::Busy);
+                    }
+                    // SQLite: READONLY, IOERR, CANTOPEN, FULL. PostgreSQL: admin shutdown, cannot connect now.
+                    c if c.parse::<i32>().is_ok_and(|n| matches!(n & 0xff, 8 | 10 | 13 | 14)) => {
+                        return StoreError::Unavailable(err);
+                    }
+                    "57P01" | "57P02" | "57P03" | "53300" => return StoreError::Unavailable(err),
+                    _ => {}
+                }
+            }
+            _ => {}
+        },
+        _ => {}
+    }
+    StoreError::Database(err)
+}
+
+/// The unique index a violation hit, by a word its name contains (both backends name the columns
+/// or the index in the message).
+pub(crate) fn unique_violation(err: &DbErr) -> Option<String> {
+    match err.sql_err() {
+        Some(SqlErr::UniqueConstraintViolation(message)) => Some(message),
+        _ => None,
+    }
+}
+
+/// Counts the rows `select` matches.
+pub(crate) async fn count<C: ConnectionTrait, E: sea_orm::EntityTrait>(
+    conn: &C,
+    select: sea_orm::Select<E>,
+) -> Result<i64>
+where
+    E::Model: Sync,
+{
+    use sea_orm::PaginatorTrait;
+    let n = select.count(conn).await.map_err(classify)?;
+    Ok(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+/// A fresh opaque id.
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}

@@ -1,0 +1,312 @@
+//! The schema, as additive migrations that run at start-up on SQLite and PostgreSQL alike.
+//!
+//! Enumerations are stored as upper-case text, timestamps as milliseconds since the Unix epoch,
+//! ids as text: the same representation on both backends, and nothing SQLite would have to alter.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+/// Runs every migration in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(Foundation)]
+    }
+}
+
+#[derive(DeriveIden)]
+enum Workspaces {
+    Table,
+    Id,
+    Slug,
+    Name,
+    Plan,
+    ExtraSeats,
+    CreateRequestId,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Roles {
+    Table,
+    Id,
+    WorkspaceId,
+    Name,
+    Builtin,
+    Grants,
+    Version,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Users {
+    Table,
+    Id,
+    WorkspaceId,
+    Email,
+    FullName,
+    PasswordHash,
+    RoleId,
+    Status,
+    Availability,
+    Version,
+    CreateRequestId,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Sessions {
+    Table,
+    TokenHash,
+    UserId,
+    WorkspaceId,
+    CreatedAt,
+    ExpiresAt,
+}
+
+#[derive(DeriveIden)]
+enum Outbox {
+    Table,
+    Id,
+    WorkspaceId,
+    Recipient,
+    Subject,
+    Body,
+    Status,
+    Attempts,
+    NextAttemptAt,
+    LeaseUntil,
+    LastError,
+    CreatedAt,
+    SentAt,
+}
+
+#[derive(DeriveIden)]
+enum AuditEvents {
+    Table,
+    Id,
+    WorkspaceId,
+    Actor,
+    Action,
+    Target,
+    RequestId,
+    Details,
+    CreatedAt,
+}
+
+struct Foundation;
+
+impl MigrationName for Foundation {
+    fn name(&self) -> &str {
+        "m0001_foundation"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Foundation {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Workspaces::Table)
+                    .col(string(Workspaces::Id).primary_key())
+                    .col(string_uniq(Workspaces::Slug))
+                    .col(string(Workspaces::Name))
+                    .col(string(Workspaces::Plan))
+                    .col(integer(Workspaces::ExtraSeats))
+                    .col(string_null(Workspaces::CreateRequestId).unique_key())
+                    .col(big_integer(Workspaces::CreatedAt))
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(Roles::Table)
+                    .col(string(Roles::Id).primary_key())
+                    .col(string_null(Roles::WorkspaceId))
+                    .col(string(Roles::Name))
+                    .col(boolean(Roles::Builtin))
+                    .col(text(Roles::Grants))
+                    .col(big_integer(Roles::Version))
+                    .col(big_integer(Roles::CreatedAt))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(Roles::Table, Roles::WorkspaceId)
+                            .to(Workspaces::Table, Workspaces::Id),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("roles_workspace_name")
+                    .table(Roles::Table)
+                    .col(Roles::WorkspaceId)
+                    .col(Roles::Name)
+                    .unique()
+                    .to_owned(),
+            )
+            .await?;
+        // The built-in roles are rows like any custom role, shared by every workspace, so that a
+        // user's role is always a foreign key and custom roles (the Authorization issue) join them.
+        let mut seed = Query::insert()
+            .into_table(Roles::Table)
+            .columns([
+                Roles::Id,
+                Roles::WorkspaceId,
+                Roles::Name,
+                Roles::Builtin,
+                Roles::Grants,
+                Roles::Version,
+                Roles::CreatedAt,
+            ])
+            .to_owned();
+        for (id, name, grants) in [
+            ("admin", "Admin", "*"),
+            (
+                "supervisor",
+                "Supervisor",
+                "conversations.read:ALL conversations.reply:ALL conversations.assign:ALL contacts.read:ALL contacts.write:ALL templates.read analytics.read users.read users.manage teams.manage",
+            ),
+            (
+                "agent",
+                "Agent",
+                "conversations.read:ASSIGNED conversations.reply:ASSIGNED contacts.read:ASSIGNED templates.read",
+            ),
+        ] {
+            seed.values_panic([
+                id.into(),
+                Option::<String>::None.into(),
+                name.into(),
+                true.into(),
+                grants.into(),
+                1i64.into(),
+                0i64.into(),
+            ]);
+        }
+        manager.exec_stmt(seed).await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(Users::Table)
+                    .col(string(Users::Id).primary_key())
+                    .col(string(Users::WorkspaceId))
+                    .col(string(Users::Email))
+                    .col(string(Users::FullName))
+                    .col(string(Users::PasswordHash))
+                    .col(string(Users::RoleId))
+                    .col(string(Users::Status))
+                    .col(string(Users::Availability))
+                    .col(big_integer(Users::Version))
+                    .col(string_null(Users::CreateRequestId))
+                    .col(big_integer(Users::CreatedAt))
+                    .col(big_integer(Users::UpdatedAt))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(Users::Table, Users::WorkspaceId)
+                            .to(Workspaces::Table, Workspaces::Id),
+                    )
+                    .foreign_key(ForeignKey::create().from(Users::Table, Users::RoleId).to(Roles::Table, Roles::Id))
+                    .to_owned(),
+            )
+            .await?;
+        for (name, cols, unique) in [
+            ("users_workspace_email", vec![Users::WorkspaceId, Users::Email], true),
+            ("users_workspace_request", vec![Users::WorkspaceId, Users::CreateRequestId], true),
+            ("users_workspace_status", vec![Users::WorkspaceId, Users::Status], false),
+            ("users_role", vec![Users::RoleId], false),
+        ] {
+            let mut index = Index::create().name(name).table(Users::Table).to_owned();
+            for col in cols {
+                index.col(col);
+            }
+            if unique {
+                index.unique();
+            }
+            manager.create_index(index).await?;
+        }
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(Sessions::Table)
+                    .col(string(Sessions::TokenHash).primary_key())
+                    .col(string(Sessions::UserId))
+                    .col(string(Sessions::WorkspaceId))
+                    .col(big_integer(Sessions::CreatedAt))
+                    .col(big_integer(Sessions::ExpiresAt))
+                    .foreign_key(
+                        ForeignKey::create().from(Sessions::Table, Sessions::UserId).to(Users::Table, Users::Id),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(Index::create().name("sessions_user").table(Sessions::Table).col(Sessions::UserId).to_owned())
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(Outbox::Table)
+                    .col(string(Outbox::Id).primary_key())
+                    .col(string(Outbox::WorkspaceId))
+                    .col(string(Outbox::Recipient))
+                    .col(string(Outbox::Subject))
+                    .col(text(Outbox::Body))
+                    .col(string(Outbox::Status))
+                    .col(integer(Outbox::Attempts))
+                    .col(big_integer(Outbox::NextAttemptAt))
+                    .col(big_integer(Outbox::LeaseUntil))
+                    .col(text_null(Outbox::LastError))
+                    .col(big_integer(Outbox::CreatedAt))
+                    .col(big_integer_null(Outbox::SentAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("outbox_due")
+                    .table(Outbox::Table)
+                    .col(Outbox::Status)
+                    .col(Outbox::NextAttemptAt)
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(AuditEvents::Table)
+                    .col(big_pk_auto(AuditEvents::Id))
+                    .col(string(AuditEvents::WorkspaceId))
+                    .col(string(AuditEvents::Actor))
+                    .col(string(AuditEvents::Action))
+                    .col(string(AuditEvents::Target))
+                    .col(string(AuditEvents::RequestId))
+                    .col(text(AuditEvents::Details))
+                    .col(big_integer(AuditEvents::CreatedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("audit_workspace_id")
+                    .table(AuditEvents::Table)
+                    .col(AuditEvents::WorkspaceId)
+                    .col(AuditEvents::Id)
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+}

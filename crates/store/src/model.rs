@@ -1,0 +1,262 @@
+//! The records the store hands out and takes in. Database models never leave the crate; these do.
+
+use roster_identity::{Email, FullName, PasswordHash, RoleId, Slug, WorkspaceName};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Milliseconds since the Unix epoch; every timestamp in the store.
+pub type Millis = i64;
+
+macro_rules! text_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            /// The stored text.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+
+            pub(crate) fn from_stored(text: &str) -> Result<Self, crate::StoreError> {
+                match text {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(crate::StoreError::Corrupt(format!(
+                        concat!("unknown ", stringify!($name), " {:?}"),
+                        other
+                    ))),
+                }
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// The plans a workspace can be on.
+    Plan {
+        /// One seat.
+        FreeTrial = "FREE_TRIAL",
+        /// Five seats.
+        Growth = "GROWTH",
+        /// Ten seats.
+        Scale = "SCALE",
+    }
+);
+
+impl Plan {
+    /// The seats the plan includes.
+    pub fn seats(self) -> i64 {
+        match self {
+            Plan::FreeTrial => 1,
+            Plan::Growth => 5,
+            Plan::Scale => 10,
+        }
+    }
+}
+
+text_enum!(
+    /// Whether a user holds a seat and may log in.
+    UserStatus {
+        /// Holds a seat, may log in.
+        Active = "ACTIVE",
+        /// Holds no seat, may not log in, keeps history.
+        Deactivated = "DEACTIVATED",
+    }
+);
+
+text_enum!(
+    /// Whether a user takes new conversations.
+    Availability {
+        /// Takes new conversations.
+        Online = "ONLINE",
+        /// Takes none.
+        Away = "AWAY",
+    }
+);
+
+/// A workspace with its current seat use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workspace {
+    pub id: String,
+    pub slug: Slug,
+    pub name: WorkspaceName,
+    pub plan: Plan,
+    pub extra_seats: i32,
+    /// Active users right now.
+    pub seats_used: i64,
+    pub created_at: Millis,
+}
+
+impl Workspace {
+    /// Plan seats plus extra seats.
+    pub fn seat_limit(&self) -> i64 {
+        self.plan.seats() + i64::from(self.extra_seats)
+    }
+}
+
+/// A user. The password hash is deliberately not here: only [`crate::LoginCandidate`] carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub workspace_id: String,
+    pub email: Email,
+    pub full_name: FullName,
+    pub role: RoleId,
+    pub status: UserStatus,
+    pub availability: Availability,
+    /// Increases on every change; the API's etag.
+    pub version: i64,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// What it takes to create a user.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: Email,
+    pub full_name: FullName,
+    pub password_hash: PasswordHash,
+    pub role: RoleId,
+}
+
+/// A new workspace.
+#[derive(Debug, Clone)]
+pub struct NewWorkspace {
+    pub slug: Slug,
+    pub name: WorkspaceName,
+}
+
+/// An email to queue in the outbox in the same transaction as the change that causes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mail {
+    pub to: Email,
+    pub subject: String,
+    pub body: String,
+}
+
+/// Changes to a user; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct UserChanges {
+    pub full_name: Option<FullName>,
+    pub role: Option<RoleId>,
+}
+
+/// Filters for listing users.
+#[derive(Debug, Clone, Default)]
+pub struct UserFilter {
+    pub status: Option<UserStatus>,
+    pub role: Option<RoleId>,
+}
+
+/// One page of a listing, and where the next one starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// The key of the last item, when more may follow.
+    pub next: Option<String>,
+}
+
+/// Who made a change, as recorded in the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// A person, by user id.
+    User(String),
+    /// A service key, by its configured name.
+    Service(String),
+    /// Nobody authenticated (a failed login).
+    Anonymous,
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Actor::User(id) => write!(f, "user:{id}"),
+            Actor::Service(name) => write!(f, "service:{name}"),
+            Actor::Anonymous => f.write_str("anonymous"),
+        }
+    }
+}
+
+/// The facts every change records: who, which request, when.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub actor: Actor,
+    pub request_id: String,
+    pub now: Millis,
+}
+
+/// A recorded change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub workspace_id: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub request_id: String,
+    pub details: BTreeMap<String, String>,
+    pub created_at: Millis,
+}
+
+/// Exact-match filters for the audit trail.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub target: Option<String>,
+    pub action: Option<String>,
+}
+
+/// A live session and the active user it belongs to.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub user: User,
+    pub expires_at: Millis,
+}
+
+/// What login needs to decide: the workspace if the slug exists, the user and hash if the email does.
+#[derive(Debug, Clone)]
+pub struct LoginCandidate {
+    pub workspace_id: String,
+    pub user: Option<(User, PasswordHash)>,
+}
+
+/// An outbox message due for delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMail {
+    pub id: String,
+    pub recipient: String,
+    pub subject: String,
+    pub body: String,
+    /// Attempts so far, including the one this claim starts.
+    pub attempts: i32,
+}
+
+/// Where an outbox message stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    pub id: String,
+    pub workspace_id: String,
+    pub recipient: String,
+    pub subject: String,
+    pub body: String,
+    pub status: OutboxStatus,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+}
+
+text_enum!(
+    /// Where an outbox message stands.
+    OutboxStatus {
+        /// Waiting for (another) delivery attempt.
+        Pending = "PENDING",
+        /// Accepted by the SMTP server.
+        Sent = "SENT",
+        /// Given up after too many attempts.
+        Abandoned = "ABANDONED",
+    }
+);

@@ -1,0 +1,96 @@
+//! Sessions: stored only as the hash of their token, valid while unexpired and the user active.
+
+use crate::entity::{session, user};
+use crate::users::to_user;
+use crate::{Context, Entity, Result, Session, Store, StoreError, User, UserStatus, audit, classify, commit};
+use roster_identity::TokenHash;
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+
+impl Store {
+    /// Opens a session for `user_id` if the user is still active (a deactivation may have landed
+    /// since the password was checked), recording `login.succeeded`.
+    pub async fn create_session(
+        &self,
+        ctx: &Context,
+        workspace_id: &str,
+        user_id: &str,
+        token: &TokenHash,
+        expires_at: i64,
+    ) -> Result<User> {
+        let txn = self.write().await?;
+        let row = user::Entity::find_by_id(user_id.to_owned())
+            .filter(user::Column::WorkspaceId.eq(workspace_id))
+            .filter(user::Column::Status.eq(UserStatus::Active.as_str()))
+            .one(&txn)
+            .await
+            .map_err(classify)?
+            .ok_or(StoreError::NotFound(Entity::User))?;
+        let model = session::ActiveModel {
+            token_hash: Set(token.as_stored().to_owned()),
+            user_id: Set(user_id.to_owned()),
+            workspace_id: Set(workspace_id.to_owned()),
+            created_at: Set(ctx.now),
+            expires_at: Set(expires_at),
+        };
+        session::Entity::insert(model).exec_without_returning(&txn).await.map_err(classify)?;
+        audit::record(&txn, workspace_id, ctx, "login.succeeded", &format!("user:{user_id}"), &[]).await?;
+        let user = to_user(row)?;
+        commit(txn).await?;
+        Ok(user)
+    }
+
+    /// Records a refused login. `target` names the attempted email; the reason is not recorded,
+    /// so the trail does not tell apart an unknown email from a wrong password either.
+    pub async fn record_login_failure(&self, ctx: &Context, workspace_id: &str, email: &str) -> Result<()> {
+        let txn = self.write().await?;
+        audit::record(&txn, workspace_id, ctx, "login.failed", &format!("email:{email}"), &[]).await?;
+        commit(txn).await
+    }
+
+    /// The live session with this token hash: unexpired at `now`, its user active.
+    pub async fn session(&self, token: &TokenHash, now: i64) -> Result<Option<Session>> {
+        let Some(row) = session::Entity::find_by_id(token.as_stored().to_owned())
+            .filter(session::Column::ExpiresAt.gt(now))
+            .one(&self.db)
+            .await
+            .map_err(classify)?
+        else {
+            return Ok(None);
+        };
+        let user = user::Entity::find_by_id(row.user_id.clone())
+            .filter(user::Column::Status.eq(UserStatus::Active.as_str()))
+            .one(&self.db)
+            .await
+            .map_err(classify)?;
+        match user {
+            Some(user) => Ok(Some(Session { user: to_user(user)?, expires_at: row.expires_at })),
+            None => Ok(None),
+        }
+    }
+
+    /// Ends a session, recording `logout`. Ending an ended session is not an error.
+    pub async fn delete_session(
+        &self,
+        ctx: &Context,
+        workspace_id: &str,
+        user_id: &str,
+        token: &TokenHash,
+    ) -> Result<()> {
+        let txn = self.write().await?;
+        let deleted = session::Entity::delete_by_id(token.as_stored().to_owned()).exec(&txn).await.map_err(classify)?;
+        if deleted.rows_affected > 0 {
+            audit::record(&txn, workspace_id, ctx, "logout", &format!("user:{user_id}"), &[]).await?;
+        }
+        commit(txn).await
+    }
+
+    /// Deletes sessions that expired before `now`; returns how many.
+    pub async fn purge_expired_sessions(&self, now: i64) -> Result<u64> {
+        let result = session::Entity::delete_many()
+            .filter(session::Column::ExpiresAt.lte(now))
+            .exec(&self.db)
+            .await
+            .map_err(classify)?;
+        Ok(result.rows_affected)
+    }
+}

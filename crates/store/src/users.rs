@@ -1,0 +1,375 @@
+//! Users: creation with the welcome email, changes guarded by version, deactivation.
+
+use crate::entity::{outbox, role, session, user};
+use crate::{
+    Availability, Conflict, Context, Entity, LoginCandidate, Mail, NewUser, OutboxStatus, Page, Result, Store,
+    StoreError, User, UserChanges, UserFilter, UserStatus, audit, classify, commit, new_id, unique_violation,
+};
+use roster_identity::{Email, FullName, PasswordHash, RoleId, Slug, TokenHash};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+};
+
+pub(crate) fn to_user(row: user::Model) -> Result<User> {
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("user {}: {what}: {e}", row.id));
+    Ok(User {
+        email: Email::parse(&row.email).map_err(|e| corrupt("email", &e))?,
+        full_name: FullName::parse(&row.full_name).map_err(|e| corrupt("full name", &e))?,
+        role: RoleId::parse(&row.role_id).map_err(|e| corrupt("role", &e))?,
+        status: UserStatus::from_stored(&row.status)?,
+        availability: Availability::from_stored(&row.availability)?,
+        version: row.version,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        workspace_id: row.workspace_id,
+        id: row.id,
+    })
+}
+
+/// Checks that `role` names a built-in role or one of the workspace's custom roles.
+async fn ensure_role<C: ConnectionTrait>(conn: &C, workspace_id: &str, role: &RoleId) -> Result<()> {
+    role::Entity::find_by_id(role.as_str().to_owned())
+        .filter(
+            Condition::any().add(role::Column::WorkspaceId.is_null()).add(role::Column::WorkspaceId.eq(workspace_id)),
+        )
+        .one(conn)
+        .await
+        .map_err(classify)?
+        .map(|_| ())
+        .ok_or(StoreError::NotFound(Entity::Role))
+}
+
+/// Inserts a user, their welcome email and the audit event on `txn`.
+pub(crate) async fn insert_user(
+    txn: &DatabaseTransaction,
+    ctx: &Context,
+    workspace_id: &str,
+    new: NewUser,
+    request_id: Option<&str>,
+    welcome: &Mail,
+) -> Result<User> {
+    ensure_role(txn, workspace_id, &new.role).await?;
+    let id = new_id();
+    let row = user::ActiveModel {
+        id: Set(id.clone()),
+        workspace_id: Set(workspace_id.to_owned()),
+        email: Set(new.email.as_str().to_owned()),
+        full_name: Set(new.full_name.as_str().to_owned()),
+        password_hash: Set(new.password_hash.as_stored().to_owned()),
+        role_id: Set(new.role.as_str().to_owned()),
+        status: Set(UserStatus::Active.as_str().to_owned()),
+        availability: Set(Availability::Online.as_str().to_owned()),
+        version: Set(1),
+        create_request_id: Set(request_id.map(str::to_owned)),
+        created_at: Set(ctx.now),
+        updated_at: Set(ctx.now),
+    };
+    let inserted = user::Entity::insert(row.clone()).exec_without_returning(txn).await;
+    if let Err(err) = inserted {
+        return Err(match unique_violation(&err) {
+            Some(msg) if msg.contains("request") => StoreError::Conflict(Conflict::Busy),
+            Some(_) => StoreError::Conflict(Conflict::EmailTaken),
+            None => classify(err),
+        });
+    }
+    let mail = outbox::ActiveModel {
+        id: Set(new_id()),
+        workspace_id: Set(workspace_id.to_owned()),
+        recipient: Set(welcome.to.as_str().to_owned()),
+        subject: Set(welcome.subject.clone()),
+        body: Set(welcome.body.clone()),
+        status: Set(OutboxStatus::Pending.as_str().to_owned()),
+        attempts: Set(0),
+        next_attempt_at: Set(ctx.now),
+        lease_until: Set(0),
+        last_error: Set(None),
+        created_at: Set(ctx.now),
+        sent_at: Set(None),
+    };
+    outbox::Entity::insert(mail).exec_without_returning(txn).await.map_err(classify)?;
+    audit::record(
+        txn,
+        workspace_id,
+        ctx,
+        "user.created",
+        &format!("user:{id}"),
+        &[("email", new.email.as_str()), ("role", new.role.as_str())],
+    )
+    .await?;
+    to_user(user::Model {
+        id,
+        workspace_id: workspace_id.to_owned(),
+        email: new.email.as_str().to_owned(),
+        full_name: new.full_name.as_str().to_owned(),
+        password_hash: String::new(),
+        role_id: new.role.as_str().to_owned(),
+        status: UserStatus::Active.as_str().to_owned(),
+        availability: Availability::Online.as_str().to_owned(),
+        version: 1,
+        create_request_id: None,
+        created_at: ctx.now,
+        updated_at: ctx.now,
+    })
+}
+
+/// Loads a user of a workspace inside `conn`.
+async fn load<C: ConnectionTrait>(conn: &C, workspace_id: &str, user_id: &str) -> Result<user::Model> {
+    user::Entity::find_by_id(user_id.to_owned())
+        .filter(user::Column::WorkspaceId.eq(workspace_id))
+        .one(conn)
+        .await
+        .map_err(classify)?
+        .ok_or(StoreError::NotFound(Entity::User))
+}
+
+/// Applies `changes` to a user row if its version is still `row.version`, bumping the version.
+async fn update_row(
+    txn: &DatabaseTransaction,
+    row: &user::Model,
+    now: i64,
+    changes: Vec<(user::Column, sea_orm::Value)>,
+) -> Result<()> {
+    let mut update = user::Entity::update_many()
+        .col_expr(user::Column::Version, Expr::col(user::Column::Version).add(1))
+        .col_expr(user::Column::UpdatedAt, Expr::val(now));
+    for (column, value) in changes {
+        update = update.col_expr(column, Expr::val(value));
+    }
+    let result = update
+        .filter(user::Column::Id.eq(row.id.as_str()))
+        .filter(user::Column::Version.eq(row.version))
+        .exec(txn)
+        .await
+        .map_err(classify)?;
+    if result.rows_affected == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict(Conflict::StaleVersion { current: row.version }))
+    }
+}
+
+impl Store {
+    /// Creates a user in a workspace and queues their welcome email, atomically. With a
+    /// `request_id` seen before in this workspace, returns the user the first call created.
+    pub async fn create_user(
+        &self,
+        ctx: &Context,
+        workspace_id: &str,
+        new: NewUser,
+        welcome: Mail,
+        request_id: Option<&str>,
+    ) -> Result<User> {
+        if let Some(user) = self.user_by_request(workspace_id, request_id).await? {
+            return Ok(user);
+        }
+        let txn = self.write().await?;
+        crate::workspaces::load_workspace(&txn, workspace_id).await?;
+        match insert_user(&txn, ctx, workspace_id, new, request_id, &welcome).await {
+            Ok(user) => {
+                commit(txn).await?;
+                Ok(user)
+            }
+            Err(StoreError::Conflict(Conflict::Busy)) if request_id.is_some() => {
+                // A concurrent retry with the same request id won the race: answer what it created.
+                txn.rollback().await.map_err(classify)?;
+                self.user_by_request(workspace_id, request_id).await?.ok_or(StoreError::Conflict(Conflict::Busy))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn user_by_request(&self, workspace_id: &str, request_id: Option<&str>) -> Result<Option<User>> {
+        let Some(request_id) = request_id else { return Ok(None) };
+        user::Entity::find()
+            .filter(user::Column::WorkspaceId.eq(workspace_id))
+            .filter(user::Column::CreateRequestId.eq(request_id))
+            .one(&self.db)
+            .await
+            .map_err(classify)?
+            .map(to_user)
+            .transpose()
+    }
+
+    /// A user of a workspace.
+    pub async fn user(&self, workspace_id: &str, user_id: &str) -> Result<User> {
+        to_user(load(&self.db, workspace_id, user_id).await?)
+    }
+
+    /// A user's password hash, for checking a current password.
+    pub async fn password_hash(&self, workspace_id: &str, user_id: &str) -> Result<PasswordHash> {
+        Ok(PasswordHash::from_stored(load(&self.db, workspace_id, user_id).await?.password_hash))
+    }
+
+    /// Users of a workspace ordered by email, starting after the email `after`.
+    pub async fn list_users(
+        &self,
+        workspace_id: &str,
+        filter: &UserFilter,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<Page<User>> {
+        let mut query = user::Entity::find().filter(user::Column::WorkspaceId.eq(workspace_id));
+        if let Some(status) = filter.status {
+            query = query.filter(user::Column::Status.eq(status.as_str()));
+        }
+        if let Some(role) = &filter.role {
+            query = query.filter(user::Column::RoleId.eq(role.as_str()));
+        }
+        if let Some(after) = after {
+            query = query.filter(user::Column::Email.gt(after));
+        }
+        let rows = query.order_by_asc(user::Column::Email).limit(limit + 1).all(&self.db).await.map_err(classify)?;
+        let more = rows.len() as u64 > limit;
+        let items = rows.into_iter().take(limit as usize).map(to_user).collect::<Result<Vec<_>>>()?;
+        let next = if more { items.last().map(|u| u.email.as_str().to_owned()) } else { None };
+        Ok(Page { items, next })
+    }
+
+    /// Changes a user's full name and/or role. With `expected_version`, refuses if the user changed since.
+    pub async fn update_user(
+        &self,
+        ctx: &Context,
+        workspace_id: &str,
+        user_id: &str,
+        changes: UserChanges,
+        expected_version: Option<i64>,
+    ) -> Result<User> {
+        let txn = self.write().await?;
+        let row = load(&txn, workspace_id, user_id).await?;
+        if let Some(expected) = expected_version
+            && expected != row.version
+        {
+            return Err(StoreError::Conflict(Conflict::StaleVersion { current: row.version }));
+        }
+        let mut columns = Vec::new();
+        let mut details: Vec<(&str, String)> = Vec::new();
+        if let Some(name) = &changes.full_name
+            && name.as_str() != row.full_name
+        {
+            columns.push((user::Column::FullName, name.as_str().into()));
+            details.push(("full_name", name.as_str().to_owned()));
+        }
+        if let Some(role) = &changes.role
+            && role.as_str() != row.role_id
+        {
+            ensure_role(&txn, workspace_id, role).await?;
+            columns.push((user::Column::RoleId, role.as_str().into()));
+            details.push(("old_role", row.role_id.clone()));
+            details.push(("role", role.as_str().to_owned()));
+        }
+        if columns.is_empty() {
+            return to_user(row);
+        }
+        update_row(&txn, &row, ctx.now, columns).await?;
+        let details: Vec<(&str, &str)> = details.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        audit::record(&txn, workspace_id, ctx, "user.updated", &format!("user:{user_id}"), &details).await?;
+        let user = to_user(load(&txn, workspace_id, user_id).await?)?;
+        commit(txn).await?;
+        Ok(user)
+    }
+
+    /// Deactivates a user: no more logins, every session revoked, the seat freed, all in one
+    /// transaction. Deactivating a deactivated user changes nothing.
+    pub async fn deactivate_user(&self, ctx: &Context, workspace_id: &str, user_id: &str) -> Result<User> {
+        self.set_status(ctx, workspace_id, user_id, UserStatus::Deactivated).await
+    }
+
+    /// Reactivates a user. Reactivating an active user changes nothing.
+    pub async fn reactivate_user(&self, ctx: &Context, workspace_id: &str, user_id: &str) -> Result<User> {
+        self.set_status(ctx, workspace_id, user_id, UserStatus::Active).await
+    }
+
+    async fn set_status(&self, ctx: &Context, workspace_id: &str, user_id: &str, status: UserStatus) -> Result<User> {
+        let txn = self.write().await?;
+        let row = load(&txn, workspace_id, user_id).await?;
+        if row.status == status.as_str() {
+            return to_user(row);
+        }
+        update_row(&txn, &row, ctx.now, vec![(user::Column::Status, status.as_str().into())]).await?;
+        let action = match status {
+            UserStatus::Deactivated => {
+                session::Entity::delete_many()
+                    .filter(session::Column::UserId.eq(user_id))
+                    .exec(&txn)
+                    .await
+                    .map_err(classify)?;
+                "user.deactivated"
+            }
+            UserStatus::Active => "user.reactivated",
+        };
+        audit::record(&txn, workspace_id, ctx, action, &format!("user:{user_id}"), &[]).await?;
+        let user = to_user(load(&txn, workspace_id, user_id).await?)?;
+        commit(txn).await?;
+        Ok(user)
+    }
+
+    /// Replaces a user's password hash and revokes every session except `keep`.
+    pub async fn change_password(
+        &self,
+        ctx: &Context,
+        workspace_id: &str,
+        user_id: &str,
+        hash: &PasswordHash,
+        keep: Option<&TokenHash>,
+    ) -> Result<()> {
+        let txn = self.write().await?;
+        let row = load(&txn, workspace_id, user_id).await?;
+        update_row(&txn, &row, ctx.now, vec![(user::Column::PasswordHash, hash.as_stored().into())]).await?;
+        let mut revoke = session::Entity::delete_many().filter(session::Column::UserId.eq(user_id));
+        if let Some(keep) = keep {
+            revoke = revoke.filter(session::Column::TokenHash.ne(keep.as_stored()));
+        }
+        revoke.exec(&txn).await.map_err(classify)?;
+        audit::record(&txn, workspace_id, ctx, "user.password_changed", &format!("user:{user_id}"), &[]).await?;
+        commit(txn).await
+    }
+
+    /// Sets a user's availability.
+    pub async fn set_availability(
+        &self,
+        ctx: &Context,
+        workspace_id: &str,
+        user_id: &str,
+        availability: Availability,
+    ) -> Result<User> {
+        let txn = self.write().await?;
+        let row = load(&txn, workspace_id, user_id).await?;
+        if row.availability == availability.as_str() {
+            return to_user(row);
+        }
+        update_row(&txn, &row, ctx.now, vec![(user::Column::Availability, availability.as_str().into())]).await?;
+        audit::record(
+            &txn,
+            workspace_id,
+            ctx,
+            "user.availability_changed",
+            &format!("user:{user_id}"),
+            &[("availability", availability.as_str())],
+        )
+        .await?;
+        let user = to_user(load(&txn, workspace_id, user_id).await?)?;
+        commit(txn).await?;
+        Ok(user)
+    }
+
+    /// What login needs: `None` when no workspace has the slug.
+    pub async fn login_candidate(&self, slug: &Slug, email: &Email) -> Result<Option<LoginCandidate>> {
+        let Some(workspace_id) = self.workspace_id_by_slug(slug).await? else { return Ok(None) };
+        let row = user::Entity::find()
+            .filter(user::Column::WorkspaceId.eq(workspace_id.as_str()))
+            .filter(user::Column::Email.eq(email.as_str()))
+            .one(&self.db)
+            .await
+            .map_err(classify)?;
+        let user = match row {
+            Some(row) => {
+                let hash = PasswordHash::from_stored(row.password_hash.clone());
+                Some((to_user(row)?, hash))
+            }
+            None => None,
+        };
+        Ok(Some(LoginCandidate { workspace_id, user }))
+    }
+}

@@ -1,0 +1,121 @@
+//! Workspaces: created with their first admin in one transaction.
+
+use crate::entity::{user, workspace};
+use crate::users::insert_user;
+use crate::{
+    Conflict, Context, Entity, Mail, NewUser, NewWorkspace, Plan, Result, Store, StoreError, User, UserStatus,
+    Workspace, audit, classify, commit, count, new_id, unique_violation,
+};
+use roster_identity::{Slug, WorkspaceName};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+
+impl Store {
+    /// Creates a workspace on the Free Trial plan and its first admin (whose welcome email is
+    /// queued), atomically. With a `request_id` seen before, returns the first call's result.
+    pub async fn create_workspace(
+        &self,
+        ctx: &Context,
+        new: NewWorkspace,
+        admin: NewUser,
+        welcome: Mail,
+        request_id: Option<&str>,
+    ) -> Result<(Workspace, User)> {
+        if let Some(found) = self.workspace_by_request(request_id).await? {
+            return Ok(found);
+        }
+        let txn = self.write().await?;
+        let id = new_id();
+        let row = workspace::ActiveModel {
+            id: Set(id.clone()),
+            slug: Set(new.slug.as_str().to_owned()),
+            name: Set(new.name.as_str().to_owned()),
+            plan: Set(Plan::FreeTrial.as_str().to_owned()),
+            extra_seats: Set(0),
+            create_request_id: Set(request_id.map(str::to_owned)),
+            created_at: Set(ctx.now),
+        };
+        if let Err(err) = workspace::Entity::insert(row).exec_without_returning(&txn).await {
+            drop(txn);
+            return match unique_violation(&err) {
+                Some(msg) if msg.contains("request") => {
+                    self.workspace_by_request(request_id).await?.ok_or(StoreError::Conflict(Conflict::Busy))
+                }
+                Some(_) => Err(StoreError::Conflict(Conflict::SlugTaken)),
+                None => Err(classify(err)),
+            };
+        }
+        let target = format!("workspace:{id}");
+        audit::record(&txn, &id, ctx, "workspace.created", &target, &[("slug", new.slug.as_str())]).await?;
+        let admin = insert_user(&txn, ctx, &id, admin, None, &welcome).await?;
+        let workspace = load_workspace(&txn, &id).await?;
+        commit(txn).await?;
+        Ok((workspace, admin))
+    }
+
+    async fn workspace_by_request(&self, request_id: Option<&str>) -> Result<Option<(Workspace, User)>> {
+        let Some(request_id) = request_id else { return Ok(None) };
+        let Some(row) = workspace::Entity::find()
+            .filter(workspace::Column::CreateRequestId.eq(request_id))
+            .one(&self.db)
+            .await
+            .map_err(classify)?
+        else {
+            return Ok(None);
+        };
+        // The first admin is the workspace's oldest user.
+        let admin = user::Entity::find()
+            .filter(user::Column::WorkspaceId.eq(row.id.as_str()))
+            .order_by_asc(user::Column::CreatedAt)
+            .one(&self.db)
+            .await
+            .map_err(classify)?
+            .ok_or(StoreError::NotFound(Entity::User))?;
+        Ok(Some((load_workspace(&self.db, &row.id).await?, crate::users::to_user(admin)?)))
+    }
+
+    /// A workspace by id.
+    pub async fn workspace(&self, id: &str) -> Result<Workspace> {
+        load_workspace(&self.db, id).await
+    }
+
+    /// A workspace's id by slug.
+    pub async fn workspace_id_by_slug(&self, slug: &Slug) -> Result<Option<String>> {
+        Ok(workspace::Entity::find()
+            .filter(workspace::Column::Slug.eq(slug.as_str()))
+            .one(&self.db)
+            .await
+            .map_err(classify)?
+            .map(|row| row.id))
+    }
+}
+
+pub(crate) async fn load_workspace<C: ConnectionTrait>(conn: &C, id: &str) -> Result<Workspace> {
+    let row = workspace::Entity::find_by_id(id.to_owned())
+        .one(conn)
+        .await
+        .map_err(classify)?
+        .ok_or(StoreError::NotFound(Entity::Workspace))?;
+    let seats_used = count(
+        conn,
+        user::Entity::find()
+            .filter(user::Column::WorkspaceId.eq(id))
+            .filter(user::Column::Status.eq(UserStatus::Active.as_str())),
+    )
+    .await?;
+    Ok(Workspace {
+        slug: Slug::parse(&row.slug).map_err(|e| StoreError::Corrupt(format!("workspace slug: {e}")))?,
+        name: WorkspaceName::parse(&row.name).map_err(|e| StoreError::Corrupt(format!("workspace name: {e}")))?,
+        plan: Plan::from_stored(&row.plan)?,
+        extra_seats: row.extra_seats,
+        seats_used,
+        created_at: row.created_at,
+        id: row.id,
+    })
+}
+
+impl Store {
+    /// Whether any workspace exists (the first-run check).
+    pub async fn has_workspaces(&self) -> Result<bool> {
+        Ok(workspace::Entity::find().one(&self.db).await.map_err(classify)?.is_some())
+    }
+}

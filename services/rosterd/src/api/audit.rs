@@ -1,0 +1,37 @@
+use crate::app::App;
+use crate::convert;
+use crate::error::{self, invalid};
+use crate::policy::{Need, authorize};
+use roster_proto::v1::{self as pb, audit_service_server::AuditService};
+use roster_store::AuditFilter;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub(crate) struct AuditApi(pub(crate) Arc<App>);
+
+const PAGE_KIND: &str = "audit";
+
+#[tonic::async_trait]
+impl AuditService for AuditApi {
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        let app = &self.0;
+        let caller = app.caller(&request).await?;
+        let workspace_id = caller.workspace(&request.get_ref().workspace_id)?;
+        authorize(&caller, Need::ReadAudit, None)?;
+        let req = request.into_inner();
+        let limit = convert::page_size(req.page_size)?;
+        let after = convert::decode_page_token(PAGE_KIND, &req.page_token)?
+            .map(|c| c.parse::<i64>().map_err(|_| invalid("page_token", "not a page token of this listing")))
+            .transpose()?;
+        let some = |s: String| (!s.is_empty()).then_some(s);
+        let filter = AuditFilter { actor: some(req.actor), target: some(req.target), action: some(req.action) };
+        let page = app.store.list_audit_events(&workspace_id, &filter, after, limit).await.map_err(error::store)?;
+        Ok(Response::new(pb::ListAuditEventsResponse {
+            events: page.items.into_iter().map(convert::audit_event).collect(),
+            next_page_token: convert::encode_page_token(PAGE_KIND, page.next),
+        }))
+    }
+}

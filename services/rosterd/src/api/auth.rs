@@ -1,0 +1,107 @@
+use crate::app::App;
+use crate::auth::{Principal, now_millis, random_bytes, request_id};
+use crate::convert;
+use crate::error::{self, Violations, checked, permission_denied, unauthenticated};
+use roster_identity::{Email, Password, SessionToken, Slug};
+use roster_proto::v1::{self as pb, auth_service_server::AuthService};
+use roster_store::{Actor, Context, Entity, StoreError, UserStatus};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub(crate) struct AuthApi(pub(crate) Arc<App>);
+
+fn person_required() -> Status {
+    permission_denied("PERSON_REQUIRED", "only a person signed in with a session can do this, not a service key")
+}
+
+fn login_failed() -> Status {
+    unauthenticated("INVALID_CREDENTIALS", "the workspace, email or password is wrong")
+}
+
+#[tonic::async_trait]
+impl AuthService for AuthApi {
+    async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
+        let app = &self.0;
+        let request_id = request_id(&request);
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let slug = v.check("workspace_slug", Slug::parse(&req.workspace_slug));
+        let email = v.check("email", Email::parse(&req.email));
+        if req.password.is_empty() {
+            v.add("password", "required");
+        }
+        v.finish()?;
+        let (slug, email) = (checked(slug)?, checked(email)?);
+
+        let candidate = app.store.login_candidate(&slug, &email).await.map_err(error::store)?;
+        let (workspace_id, found) = match candidate {
+            Some(c) => (Some(c.workspace_id), c.user),
+            None => (None, None),
+        };
+        let (user, hash) = found.unzip();
+        // The same bcrypt work whether or not the workspace and the email exist.
+        let matched = app.hasher.verify(hash, Password::candidate(&req.password)).await?;
+        let now = now_millis();
+        let failure = Context { actor: Actor::Anonymous, request_id: request_id.clone(), now };
+        let user = match (matched, user) {
+            (true, Some(user)) if user.status == UserStatus::Active => user,
+            (matched, user) => {
+                if let Some(workspace_id) = &workspace_id {
+                    app.store
+                        .record_login_failure(&failure, workspace_id, email.as_str())
+                        .await
+                        .map_err(error::store)?;
+                }
+                return Err(if matched && user.is_some() {
+                    permission_denied("USER_DEACTIVATED", "this user is deactivated; ask an admin to reactivate it")
+                } else {
+                    login_failed()
+                });
+            }
+        };
+
+        let token = SessionToken::from_random(random_bytes()?);
+        let expires_at = now.saturating_add(i64::try_from(app.session_ttl.as_millis()).unwrap_or(i64::MAX));
+        let success = Context { actor: Actor::User(user.id.clone()), request_id, now };
+        let user =
+            match app.store.create_session(&success, &user.workspace_id, &user.id, &token.hash(), expires_at).await {
+                Ok(user) => user,
+                // Deactivated between the password check and now.
+                Err(StoreError::NotFound(Entity::User)) => {
+                    return Err(permission_denied(
+                        "USER_DEACTIVATED",
+                        "this user is deactivated; ask an admin to reactivate it",
+                    ));
+                }
+                Err(err) => return Err(error::store(err)),
+            };
+        tracing::info!(user_id = %user.id, workspace_id = %user.workspace_id, "login succeeded");
+        Ok(Response::new(pb::LoginResponse {
+            session_token: token.reveal().to_owned(),
+            expire_time: Some(convert::timestamp(expires_at)),
+            user: Some(convert::user(&user)),
+        }))
+    }
+
+    async fn logout(&self, request: Request<pb::LogoutRequest>) -> Result<Response<pb::LogoutResponse>, Status> {
+        let app = &self.0;
+        let caller = app.caller(&request).await?;
+        let Principal::User { user, token, .. } = &caller.principal else { return Err(person_required()) };
+        app.store.delete_session(&caller.context(), &user.workspace_id, &user.id, token).await.map_err(error::store)?;
+        Ok(Response::new(pb::LogoutResponse {}))
+    }
+
+    async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        let caller = self.0.caller(&request).await?;
+        Ok(Response::new(match caller.principal {
+            Principal::Service(name) => pb::WhoAmIResponse {
+                principal: Some(pb::who_am_i_response::Principal::ServiceKeyName(name)),
+                session_expire_time: None,
+            },
+            Principal::User { user, expires_at, .. } => pb::WhoAmIResponse {
+                principal: Some(pb::who_am_i_response::Principal::User(convert::user(&user))),
+                session_expire_time: Some(convert::timestamp(expires_at)),
+            },
+        }))
+    }
+}

@@ -1,0 +1,246 @@
+use crate::app::App;
+use crate::auth::Principal;
+use crate::convert;
+use crate::error::{self, Violations, checked, invalid, permission_denied};
+use crate::policy::{Need, authorize};
+use roster_identity::{Email, FullName, Password, RoleId};
+use roster_proto::v1::{self as pb, user_service_server::UserService};
+use roster_store::{NewUser, UserChanges, UserFilter};
+use std::sync::Arc;
+use tonic::{Code, Request, Response, Status};
+
+pub(crate) struct UserApi(pub(crate) Arc<App>);
+
+const PAGE_KIND: &str = "users";
+
+fn required(v: &mut Violations, field: &str, value: &str) {
+    if value.is_empty() {
+        v.add(field, "required");
+    }
+}
+
+fn user_response(user: &roster_store::User) -> Option<pb::User> {
+    Some(convert::user(user))
+}
+
+#[tonic::async_trait]
+impl UserService for UserApi {
+    async fn create_user(
+        &self,
+        request: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::CreateUserResponse>, Status> {
+        let app = &self.0;
+        let caller = app.caller(&request).await?;
+        let workspace_id = caller.workspace(&request.get_ref().workspace_id)?;
+        authorize(&caller, Need::ManageUsers, None)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let email = v.check("email", Email::parse(&req.email));
+        let full_name = v.check("full_name", FullName::parse(&req.full_name));
+        let password = v.check("password", Password::parse(&req.password));
+        let role = v.check("role", RoleId::parse(&req.role));
+        let request_id = super::request_id(&mut v, &req.request_id);
+        v.finish()?;
+        let (email, full_name, role) = (checked(email)?, checked(full_name)?, checked(role)?);
+        let workspace = app.store.workspace(&workspace_id).await.map_err(error::store)?;
+        let password_hash = app.hasher.hash(checked(password)?).await?;
+        let welcome = app.welcome(&workspace.slug, &workspace.name, &email, &full_name);
+        let new = NewUser { email, full_name, password_hash, role };
+        let user = app
+            .store
+            .create_user(&caller.context(), &workspace_id, new, welcome, request_id)
+            .await
+            .map_err(error::store)?;
+        app.outbox.notify_one();
+        Ok(Response::new(pb::CreateUserResponse { user: user_response(&user) }))
+    }
+
+    async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Result<Response<pb::GetUserResponse>, Status> {
+        let app = &self.0;
+        let caller = app.caller(&request).await?;
+        let req = request.get_ref();
+        let workspace_id = caller.workspace(&req.workspace_id)?;
+        authorize(&caller, Need::ReadUsers, Some(&req.user_id))?;
+        let mut v = Violations::new();
+        required(&mut v, "user_id", &req.user_id);
+        v.finish()?;
+        let user = app.store.user(&workspace_id, &req.user_id).await.map_err(error::store)?;
+        Ok(Response::new(pb::GetUserResponse { user: user_response(&user) }))
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let app = &self.0;
+        let caller = app.caller(&request).await?;
+        let workspace_id = caller.workspace(&request.get_ref().workspace_id)?;
+        authorize(&caller, Need::ReadUsers, None)?;
+        let req = request.into_inner();
+        let limit = convert::page_size(req.page_size)?;
+        let after = convert::decode_page_token(PAGE_KIND, &req.page_token)?;
+        let status = convert::status_filter(req.status)?;
+        let role = if req.role.is_empty() {
+            None
+        } else {
+            Some(RoleId::parse(&req.role).map_err(|e| invalid("role", e.to_string()))?)
+        };
+        let filter = UserFilter { status, role };
+        let page = app.store.list_users(&workspace_id, &filter, after.as_deref(), limit).await.map_err(error::store)?;
+        Ok(Response::new(pb::ListUsersResponse {
+            users: page.items.iter().map(convert::user).collect(),
+            next_page_token: convert::encode_page_token(PAGE_KIND, page.next),
+        }))
+    }
+
+    async fn update_user(
+        &self,
+        request: Request<pb::UpdateUserRequest>,
+    ) -> Result<Response<pb::UpdateUserResponse>, Status> {
+        let app = &self.0;
+        let caller = app.caller(&request).await?;
+        let workspace_id = caller.workspace(&request.get_ref().workspace_id)?;
+        authorize(&caller, Need::ManageUsers, None)?;
+        let req = request.into_inner();
+        let Some(user) = req.user else { return Err(invalid("user", "required")) };
+        let mut v = Violations::new();
+        required(&mut v, "user.id", &user.id);
+        // Without a mask, every updatable field that is set (AIP-134).
+        let paths: Vec<String> = match req.update_mask {
+            Some(mask) if !mask.paths.is_empty() => mask.paths,
+            _ => [("full_name", &user.full_name), ("role", &user.role)]
+                .into_iter()
+                .filter(|(_, value)| !value.is_empty())
+                .map(|(path, _)| path.to_owned())
+                .collect(),
+        };
+        if paths.is_empty() {
+            v.add("update_mask", "name at least one of: full_name, role");
+        }
+        let mut changes = UserChanges::default();
+        for path in &paths {
+            match path.as_str() {
+                "full_name" => changes.full_name = v.check("user.full_name", FullName::parse(&user.full_name)),
+                "role" => changes.role = v.check("user.role", RoleId::parse(&user.role)),
+                "status" => v.add("update_mask", "status changes through DeactivateUser and ReactivateUser"),
+                "availability" => v.add("update_mask", "availability changes through SetAvailability"),
+                other => {
+                    v.add("update_mask", format!("unknown or read-only path {other:?}; updatable: full_name, role"))
+                }
+            }
+        }
+        let expected_version = if user.etag.is_empty() {
+            None
+        } else {
+            v.check("user.etag", user.etag.parse::<i64>().map_err(|_| "not an etag this server issued"))
+        };
+        v.finish()?;
+        let updated = app
+            .store
+            .update_user(&caller.context(), &workspace_id, &user.id, changes, expected_version)
+            .await
+            .map_err(|e| error::store_with_role_field(e, "user.role"))?;
+        Ok(Response::new(pb::UpdateUserResponse { user: user_response(&updated) }))
+    }
+
+    async fn deactivate_user(
+        &self,
+        request: Request<pb::DeactivateUserRequest>,
+    ) -> Result<Response<pb::DeactivateUserResponse>, Status> {
+        let app = &self.0;
+        let caller = app.caller(&request).await?;
+        let req = request.get_ref();
+        let workspace_id = caller.workspace(&req.workspace_id)?;
+        authorize(&caller, Need::ManageUsers, None)?;
+        let mut v = Violations::new();
+        required(&mut v, "user_id", &req.user_id);
+        v.finish()?;
+        let user =
+            app.store.deactivate_user(&caller.context(), &workspace_id, &req.user_id).await.map_err(error::store)?;
+        tracing::info!(user_id = %user.id, "user deactivated");
+        Ok(Response::new(pb::DeactivateUserResponse { user: user_response(&user) }))
+    }
+
+    async fn reactivate_user(
+        &self,
+        request: Request<pb::ReactivateUserRequest>,
+    ) -> Result<Response<pb::ReactivateUserResponse>, Status> {
+        let app = &self.0;
+        let caller = app.caller(&request).await?;
+        let req = request.get_ref();
+        let workspace_id = caller.workspace(&req.workspace_id)?;
+        authorize(&caller, Need::ManageUsers, None)?;
+        let mut v = Violations::new();
+        required(&mut v, "user_id", &req.user_id);
+        super::request_id(&mut v, &req.request_id);
+        v.finish()?;
+        let user =
+            app.store.reactivate_user(&caller.context(), &workspace_id, &req.user_id).await.map_err(error::store)?;
+        Ok(Response::new(pb::ReactivateUserResponse { user: user_response(&user) }))
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        let app = &self.0;
+        let caller = app.caller(&request).await?;
+        let Principal::User { user, token, .. } = &caller.principal else {
+            return Err(permission_denied("PERSON_REQUIRED", "only a person changes their own password"));
+        };
+        let req = request.get_ref();
+        let mut v = Violations::new();
+        required(&mut v, "current_password", &req.current_password);
+        let new_password = v.check("new_password", Password::parse(&req.new_password));
+        v.finish()?;
+        let current = app.store.password_hash(&user.workspace_id, &user.id).await.map_err(error::store)?;
+        if !app.hasher.verify(Some(current), Password::candidate(&req.current_password)).await? {
+            let mut details = tonic_types::ErrorDetails::new();
+            details.add_bad_request_violation("current_password", "does not match");
+            return Err(error::status_with(
+                Code::InvalidArgument,
+                "CURRENT_PASSWORD_INCORRECT",
+                "current_password: does not match",
+                &[("fields", "current_password".to_owned())],
+                details,
+            ));
+        }
+        let hash = app.hasher.hash(checked(new_password)?).await?;
+        app.store
+            .change_password(&caller.context(), &user.workspace_id, &user.id, &hash, Some(token))
+            .await
+            .map_err(error::store)?;
+        Ok(Response::new(pb::ChangePasswordResponse {}))
+    }
+
+    async fn set_availability(
+        &self,
+        request: Request<pb::SetAvailabilityRequest>,
+    ) -> Result<Response<pb::SetAvailabilityResponse>, Status> {
+        let app = &self.0;
+        let caller = app.caller(&request).await?;
+        let req = request.get_ref();
+        let workspace_id = caller.workspace(&req.workspace_id)?;
+        let mut v = Violations::new();
+        let user_id = match (req.user_id.as_str(), caller.user()) {
+            ("", Some(me)) => me.id.clone(),
+            ("", None) => {
+                v.add("user_id", "required when calling with a service key");
+                String::new()
+            }
+            (id, _) => id.to_owned(),
+        };
+        let is_self = caller.user().is_some_and(|me| me.id == user_id);
+        if !is_self {
+            authorize(&caller, Need::ManageUsers, None)?;
+        }
+        let availability = v.check("availability", convert::availability_from(req.availability));
+        v.finish()?;
+        let user = app
+            .store
+            .set_availability(&caller.context(), &workspace_id, &user_id, checked(availability)?)
+            .await
+            .map_err(error::store)?;
+        Ok(Response::new(pb::SetAvailabilityResponse { user: user_response(&user) }))
+    }
+}

@@ -1,0 +1,60 @@
+use crate::app::App;
+use crate::convert;
+use crate::error::{self, Violations, checked};
+use crate::policy::{Need, authorize};
+use roster_identity::{BuiltinRole, Email, FullName, Password, Slug, WorkspaceName};
+use roster_proto::v1::{self as pb, workspace_service_server::WorkspaceService};
+use roster_store::{NewUser, NewWorkspace};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub(crate) struct WorkspaceApi(pub(crate) Arc<App>);
+
+#[tonic::async_trait]
+impl WorkspaceService for WorkspaceApi {
+    async fn create_workspace(
+        &self,
+        request: Request<pb::CreateWorkspaceRequest>,
+    ) -> Result<Response<pb::CreateWorkspaceResponse>, Status> {
+        let app = &self.0;
+        let caller = app.caller(&request).await?;
+        authorize(&caller, Need::ServiceKey, None)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let slug = v.check("slug", Slug::parse(&req.slug));
+        let name = v.check("name", WorkspaceName::parse(&req.name));
+        let admin = req.admin.unwrap_or_default();
+        let email = v.check("admin.email", Email::parse(&admin.email));
+        let full_name = v.check("admin.full_name", FullName::parse(&admin.full_name));
+        let password = v.check("admin.password", Password::parse(&admin.password));
+        let request_id = super::request_id(&mut v, &req.request_id);
+        v.finish()?;
+        let (slug, name, email, full_name) = (checked(slug)?, checked(name)?, checked(email)?, checked(full_name)?);
+        let password_hash = app.hasher.hash(checked(password)?).await?;
+        let welcome = app.welcome(&slug, &name, &email, &full_name);
+        let admin = NewUser { email, full_name, password_hash, role: BuiltinRole::Admin.into() };
+        let (workspace, admin) = app
+            .store
+            .create_workspace(&caller.context(), NewWorkspace { slug, name }, admin, welcome, request_id)
+            .await
+            .map_err(error::store)?;
+        app.outbox.notify_one();
+        tracing::info!(workspace_id = %workspace.id, slug = %workspace.slug, "workspace created");
+        Ok(Response::new(pb::CreateWorkspaceResponse {
+            workspace: Some(convert::workspace(&workspace)),
+            admin: Some(convert::user(&admin)),
+        }))
+    }
+
+    async fn get_workspace(
+        &self,
+        request: Request<pb::GetWorkspaceRequest>,
+    ) -> Result<Response<pb::GetWorkspaceResponse>, Status> {
+        let app = &self.0;
+        let caller = app.caller(&request).await?;
+        let workspace_id = caller.workspace(&request.get_ref().workspace_id)?;
+        authorize(&caller, Need::Member, None)?;
+        let workspace = app.store.workspace(&workspace_id).await.map_err(error::store)?;
+        Ok(Response::new(pb::GetWorkspaceResponse { workspace: Some(convert::workspace(&workspace)) }))
+    }
+}

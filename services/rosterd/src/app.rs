@@ -1,0 +1,45 @@
+//! What every handler shares.
+
+use crate::auth::{self, Caller, Hasher, ServiceKeys};
+use roster_identity::{Email, FullName, Slug, WorkspaceName};
+use roster_store::{Mail, Store};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tonic::{Request, Status};
+
+/// The server's state: the store, the credentials it accepts and how it hashes.
+pub(crate) struct App {
+    pub(crate) store: Store,
+    pub(crate) keys: ServiceKeys,
+    pub(crate) hasher: Hasher,
+    pub(crate) session_ttl: Duration,
+    pub(crate) sign_in_url: String,
+    /// Wakes the outbox worker when a change queued an email.
+    pub(crate) outbox: Arc<Notify>,
+}
+
+impl App {
+    /// Authenticates the caller of a request.
+    pub(crate) async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        auth::authenticate(&self.store, &self.keys, request).await
+    }
+
+    /// The welcome email of a new user: where and as whom to sign in, never the password.
+    pub(crate) fn welcome(&self, slug: &Slug, workspace: &WorkspaceName, email: &Email, name: &FullName) -> Mail {
+        Mail {
+            to: email.clone(),
+            subject: format!("Welcome to {workspace} on Roster"),
+            body: format!(
+                "Hello {name},\n\n\
+                 You have been added to the {workspace} workspace on Roster.\n\n\
+                 Sign in at: {url}\n\
+                 Workspace: {slug}\n\
+                 Email: {email}\n\n\
+                 Your password is the one your administrator set for you; ask them if you do not have it.\n\
+                 You can change it once you are signed in.\n",
+                url = self.sign_in_url,
+            ),
+        }
+    }
+}

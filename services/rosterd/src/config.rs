@@ -1,0 +1,216 @@
+//! Configuration: every setting is a flag and an environment variable.
+
+use clap::{Parser, ValueEnum};
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// How `rosterd` is configured.
+#[derive(Parser, Clone)]
+#[command(
+    name = "rosterd",
+    version,
+    about = "Roster: users, roles, teams and seats for WhatsApp support inboxes, over gRPC."
+)]
+pub struct Config {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "ROSTER_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// `sqlite://path` (created when missing) or `postgres://user@host/db`.
+    #[arg(long, env = "ROSTER_DATABASE_URL", default_value = "sqlite://roster.db")]
+    pub database_url: String,
+
+    /// Database connection pool size.
+    #[arg(long, env = "ROSTER_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+
+    /// bcrypt work factor for new password hashes (4..=31).
+    #[arg(long, env = "ROSTER_BCRYPT_COST", default_value_t = 12, value_parser = clap::value_parser!(u32).range(4..=31))]
+    pub bcrypt_cost: u32,
+
+    /// How long a session token stays valid, in seconds.
+    #[arg(long, env = "ROSTER_SESSION_TTL_SECS", default_value_t = 12 * 3600, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub session_ttl_secs: u64,
+
+    /// Service keys as `name=secret`, comma-separated; a secret has at least 16 characters.
+    #[arg(long = "service-key", env = "ROSTER_SERVICE_KEYS", value_delimiter = ',')]
+    pub service_keys: Vec<ServiceKeySpec>,
+
+    /// SMTP server for welcome emails, `smtp://host:port` (plain SMTP, for a local relay).
+    /// Without it, emails wait in the outbox.
+    #[arg(long, env = "ROSTER_SMTP_URL")]
+    pub smtp_url: Option<SmtpUrl>,
+
+    /// Sender of welcome emails.
+    #[arg(long, env = "ROSTER_MAIL_FROM", default_value = "Roster <no-reply@roster.invalid>")]
+    pub mail_from: String,
+
+    /// Where people sign in, as written in welcome emails.
+    #[arg(long, env = "ROSTER_SIGN_IN_URL", default_value = "https://app.roster.example/sign-in")]
+    pub sign_in_url: String,
+
+    /// Delivery attempts before a welcome email is abandoned.
+    #[arg(long, env = "ROSTER_OUTBOX_MAX_ATTEMPTS", default_value_t = 8, value_parser = clap::value_parser!(i32).range(1..=100))]
+    pub outbox_max_attempts: i32,
+
+    /// Wait before the first retry of a failed delivery, in milliseconds; doubles per attempt, at most 10 minutes.
+    #[arg(long, env = "ROSTER_OUTBOX_RETRY_MS", default_value_t = 2000)]
+    pub outbox_retry_ms: u64,
+
+    /// Longest time one call may take, in seconds.
+    #[arg(long, env = "ROSTER_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+
+    /// Log format; the level comes from `RUST_LOG` (default `info`).
+    #[arg(long, env = "ROSTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// On an empty database with no service keys configured, create a `demo` workspace and print
+    /// its admin's password once, so that a first run can be tried at once.
+    #[arg(long, env = "ROSTER_DEMO", default_value_t = true, action = clap::ArgAction::Set)]
+    pub demo: bool,
+}
+
+impl Config {
+    /// Defaults for everything, as with no flags and no environment.
+    pub fn defaults() -> Self {
+        Self::parse_from(["rosterd"])
+    }
+
+    pub(crate) fn session_ttl(&self) -> Duration {
+        Duration::from_secs(self.session_ttl_secs)
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("bcrypt_cost", &self.bcrypt_cost)
+            .field("session_ttl_secs", &self.session_ttl_secs)
+            .field("service_keys", &self.service_keys)
+            .field("smtp_url", &self.smtp_url)
+            .field("sign_in_url", &self.sign_in_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A URL with any password replaced, for logs.
+pub(crate) fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://<credentials>@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// A log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A configured service key: its name (recorded as the actor) and its secret (never logged).
+#[derive(Clone)]
+pub struct ServiceKeySpec {
+    pub name: String,
+    pub secret: String,
+}
+
+impl fmt::Debug for ServiceKeySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ServiceKey({}=<redacted>)", self.name)
+    }
+}
+
+impl FromStr for ServiceKeySpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, secret) = s.split_once('=').ok_or("a service key is `name=secret`")?;
+        let name = name.trim();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err("a service key name is 1 or more of a-z, A-Z, 0-9, '-' and '_'".into());
+        }
+        if secret.len() < 16 || secret.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!("the secret of service key {name} must be at least 16 characters, no spaces"));
+        }
+        if secret.starts_with("rst_") {
+            return Err(format!("the secret of service key {name} must not start with `rst_` (session tokens do)"));
+        }
+        Ok(Self { name: name.to_owned(), secret: secret.to_owned() })
+    }
+}
+
+/// `smtp://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpUrl {
+    pub host: String,
+    pub port: u16,
+}
+
+impl FromStr for SmtpUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let rest = s.strip_prefix("smtp://").ok_or("the SMTP URL must look like smtp://host:port")?;
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => (host, port.parse::<u16>().map_err(|_| format!("bad SMTP port {port:?}"))?),
+            None => (rest, 25),
+        };
+        if host.is_empty() || host.contains('@') {
+            return Err("the SMTP URL must look like smtp://host:port (credentials are not supported)".into());
+        }
+        Ok(Self { host: host.to_owned(), port })
+    }
+}
+
+impl fmt::Display for SmtpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "smtp://{}:{}", self.host, self.port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_serve_on_loopback_with_a_local_sqlite_file() {
+        let config = Config::defaults();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(config.database_url, "sqlite://roster.db");
+        assert_eq!(config.bcrypt_cost, 12);
+    }
+
+    #[test]
+    fn service_keys_parse_and_never_show_their_secret() {
+        let config = Config::parse_from(["rosterd", "--service-key", "router=0123456789abcdef,web=fedcba9876543210"]);
+        assert_eq!(config.service_keys.len(), 2);
+        assert_eq!(config.service_keys[1].name, "web");
+        assert!(!format!("{config:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn a_short_service_key_secret_is_refused() {
+        assert!(Config::try_parse_from(["rosterd", "--service-key", "router=short"]).is_err());
+    }
+
+    #[test]
+    fn smtp_urls_name_host_and_port() {
+        assert_eq!("smtp://127.0.0.1:2525".parse(), Ok(SmtpUrl { host: "127.0.0.1".into(), port: 2525 }));
+        assert_eq!("smtp://mail".parse(), Ok(SmtpUrl { host: "mail".into(), port: 25 }));
+        assert!("smtps://mail".parse::<SmtpUrl>().is_err());
+    }
+
+    #[test]
+    fn database_credentials_are_redacted() {
+        assert_eq!(redact_url("postgres://roster:hunter2@db/roster"), "postgres://<credentials>@db/roster");
+    }
+}

@@ -1,0 +1,150 @@
+//! Domain and store records to and from their protobuf messages; the only place that knows both.
+
+use crate::error::invalid;
+use roster_proto::v1 as pb;
+use roster_store::{AuditEvent, Availability, Plan, User, UserStatus, Workspace};
+use tonic::Status;
+
+pub(crate) fn timestamp(millis: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: millis.div_euclid(1000), nanos: (millis.rem_euclid(1000) * 1_000_000) as i32 }
+}
+
+pub(crate) fn user(user: &User) -> pb::User {
+    pb::User {
+        id: user.id.clone(),
+        workspace_id: user.workspace_id.clone(),
+        email: user.email.as_str().to_owned(),
+        full_name: user.full_name.as_str().to_owned(),
+        role: user.role.as_str().to_owned(),
+        status: match user.status {
+            UserStatus::Active => pb::UserStatus::Active,
+            UserStatus::Deactivated => pb::UserStatus::Deactivated,
+        } as i32,
+        availability: availability(user.availability) as i32,
+        create_time: Some(timestamp(user.created_at)),
+        update_time: Some(timestamp(user.updated_at)),
+        etag: user.version.to_string(),
+    }
+}
+
+pub(crate) fn availability(a: Availability) -> pb::Availability {
+    match a {
+        Availability::Online => pb::Availability::Online,
+        Availability::Away => pb::Availability::Away,
+    }
+}
+
+pub(crate) fn workspace(ws: &Workspace) -> pb::Workspace {
+    pb::Workspace {
+        id: ws.id.clone(),
+        slug: ws.slug.as_str().to_owned(),
+        name: ws.name.as_str().to_owned(),
+        plan: match ws.plan {
+            Plan::FreeTrial => pb::Plan::FreeTrial,
+            Plan::Growth => pb::Plan::Growth,
+            Plan::Scale => pb::Plan::Scale,
+        } as i32,
+        extra_seats: ws.extra_seats,
+        seat_limit: i32::try_from(ws.seat_limit()).unwrap_or(i32::MAX),
+        seats_used: i32::try_from(ws.seats_used).unwrap_or(i32::MAX),
+        create_time: Some(timestamp(ws.created_at)),
+    }
+}
+
+pub(crate) fn audit_event(event: AuditEvent) -> pb::AuditEvent {
+    pb::AuditEvent {
+        id: event.id.to_string(),
+        workspace_id: event.workspace_id,
+        actor: event.actor,
+        action: event.action,
+        target: event.target,
+        time: Some(timestamp(event.created_at)),
+        request_id: event.request_id,
+        details: event.details.into_iter().collect(),
+    }
+}
+
+/// A user status filter: unspecified means any.
+pub(crate) fn status_filter(value: i32) -> Result<Option<UserStatus>, Status> {
+    match pb::UserStatus::try_from(value) {
+        Ok(pb::UserStatus::Unspecified) => Ok(None),
+        Ok(pb::UserStatus::Active) => Ok(Some(UserStatus::Active)),
+        Ok(pb::UserStatus::Deactivated) => Ok(Some(UserStatus::Deactivated)),
+        Err(_) => Err(invalid("status", format!("unknown user status {value}"))),
+    }
+}
+
+/// An availability to set: unspecified is refused.
+pub(crate) fn availability_from(value: i32) -> Result<Availability, String> {
+    match pb::Availability::try_from(value) {
+        Ok(pb::Availability::Online) => Ok(Availability::Online),
+        Ok(pb::Availability::Away) => Ok(Availability::Away),
+        Ok(pb::Availability::Unspecified) => Err("choose AVAILABILITY_ONLINE or AVAILABILITY_AWAY".into()),
+        Err(_) => Err(format!("unknown availability {value}")),
+    }
+}
+
+/// Page sizes: 0 means the default, above the maximum is lowered to it, negative is refused.
+pub(crate) fn page_size(value: i32) -> Result<u64, Status> {
+    const DEFAULT: u64 = 50;
+    const MAX: u64 = 500;
+    match value {
+        0 => Ok(DEFAULT),
+        n if n < 0 => Err(invalid("page_size", "must not be negative")),
+        n => Ok((n as u64).min(MAX)),
+    }
+}
+
+/// An opaque page token: the listing's kind and the cursor, hex-encoded. It grants nothing: the
+/// next page is still filtered by the caller's workspace and the call's filters.
+pub(crate) fn encode_page_token(kind: &str, cursor: Option<String>) -> String {
+    match cursor {
+        Some(cursor) => format!("{kind}:{cursor}").bytes().map(|b| format!("{b:02x}")).collect(),
+        None => String::new(),
+    }
+}
+
+pub(crate) fn decode_page_token(kind: &str, token: &str) -> Result<Option<String>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bad = || invalid("page_token", "not a page token of this listing; start again without one");
+    if !token.len().is_multiple_of(2) || token.len() > 2048 {
+        return Err(bad());
+    }
+    let bytes = (0..token.len())
+        .step_by(2)
+        .map(|i| token.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(bad)?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let cursor = text.strip_prefix(kind).and_then(|rest| rest.strip_prefix(':')).ok_or_else(bad)?;
+    Ok(Some(cursor.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_are_bound_to_their_listing() {
+        let token = encode_page_token("users", Some("a@example.com".into()));
+        assert_eq!(decode_page_token("users", &token).ok(), Some(Some("a@example.com".to_owned())));
+        assert!(decode_page_token("audit", &token).is_err());
+        assert!(decode_page_token("users", "zz").is_err());
+        assert!(decode_page_token("users", "é1").is_err());
+        assert_eq!(encode_page_token("users", None), "");
+    }
+
+    #[test]
+    fn page_sizes_default_cap_and_refuse_negatives() {
+        assert_eq!(page_size(0).ok(), Some(50));
+        assert_eq!(page_size(10_000).ok(), Some(500));
+        assert!(page_size(-1).is_err());
+    }
+
+    #[test]
+    fn timestamps_before_the_epoch_keep_nanos_positive() {
+        assert_eq!(timestamp(-1), prost_types::Timestamp { seconds: -1, nanos: 999_000_000 });
+    }
+}

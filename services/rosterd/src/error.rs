@@ -1,0 +1,171 @@
+//! The one mapping from everything that can go wrong to a gRPC status with google.rpc details.
+//!
+//! Every status carries `ErrorInfo { reason, domain: "roster" }`; the reasons are listed in
+//! `docs/ERRORS.md`. Store errors map exhaustively (no catch-all arm), so a new variant cannot
+//! silently become INTERNAL.
+
+use roster_store::{Conflict, Entity, StoreError};
+use std::collections::HashMap;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `ErrorInfo` domain of every Roster error.
+pub const DOMAIN: &str = "roster";
+
+/// A status with an `ErrorInfo` and nothing else.
+pub(crate) fn status(code: Code, reason: &str, message: impl Into<String>) -> Status {
+    status_with(code, reason, message, &[], ErrorDetails::new())
+}
+
+/// A status with an `ErrorInfo` carrying `metadata`, plus other `details`.
+pub(crate) fn status_with(
+    code: Code,
+    reason: &str,
+    message: impl Into<String>,
+    metadata: &[(&str, String)],
+    mut details: ErrorDetails,
+) -> Status {
+    let metadata: HashMap<String, String> = metadata.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+    details.set_error_info(reason, DOMAIN, metadata);
+    Status::with_error_details(code, message, details)
+}
+
+pub(crate) fn unauthenticated(reason: &str, message: &str) -> Status {
+    status(Code::Unauthenticated, reason, message)
+}
+
+pub(crate) fn permission_denied(reason: &str, message: impl Into<String>) -> Status {
+    status(Code::PermissionDenied, reason, message)
+}
+
+/// Collects field violations, so that one answer names every bad field.
+#[derive(Default)]
+pub(crate) struct Violations(Vec<(String, String)>);
+
+impl Violations {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records `field` as violated unless `result` is `Ok`.
+    pub(crate) fn check<T, E: std::fmt::Display>(&mut self, field: &str, result: Result<T, E>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(err) => {
+                self.add(field, err.to_string());
+                None
+            }
+        }
+    }
+
+    pub(crate) fn add(&mut self, field: &str, description: impl Into<String>) {
+        self.0.push((field.to_owned(), description.into()));
+    }
+
+    /// `Ok` when nothing was violated, else INVALID_ARGUMENT naming each field.
+    pub(crate) fn finish(self) -> Result<(), Status> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        Err(self.into_status())
+    }
+
+    pub(crate) fn into_status(self) -> Status {
+        let fields: Vec<&str> = self.0.iter().map(|(f, _)| f.as_str()).collect();
+        let message = self.0.iter().map(|(f, d)| format!("{f}: {d}")).collect::<Vec<_>>().join("; ");
+        let mut details = ErrorDetails::new();
+        for (field, description) in &self.0 {
+            details.add_bad_request_violation(field.clone(), description.clone());
+        }
+        status_with(Code::InvalidArgument, "INVALID_FIELD", message, &[("fields", fields.join(","))], details)
+    }
+}
+
+/// INVALID_ARGUMENT for one field.
+pub(crate) fn invalid(field: &str, description: impl Into<String>) -> Status {
+    let mut v = Violations::new();
+    v.add(field, description);
+    v.into_status()
+}
+
+/// Unwraps a value whose violation, if any, was recorded (call after [`Violations::finish`]).
+pub(crate) fn checked<T>(value: Option<T>) -> Result<T, Status> {
+    value.ok_or_else(|| status(Code::Internal, "INTERNAL", "internal error"))
+}
+
+/// Maps a store error to a status; `role_field` names the request field that held a role id.
+pub(crate) fn store(err: StoreError) -> Status {
+    store_with_role_field(err, "role")
+}
+
+pub(crate) fn store_with_role_field(err: StoreError, role_field: &str) -> Status {
+    match err {
+        StoreError::NotFound(Entity::Role) => {
+            let mut details = ErrorDetails::new();
+            details.add_bad_request_violation(role_field, "no role with this id in the workspace");
+            status_with(
+                Code::InvalidArgument,
+                "UNKNOWN_ROLE",
+                "unknown role",
+                &[("fields", role_field.to_owned())],
+                details,
+            )
+        }
+        StoreError::NotFound(entity) => {
+            let (reason, kind) = match entity {
+                Entity::Workspace => ("WORKSPACE_NOT_FOUND", "roster.v1.Workspace"),
+                Entity::User => ("USER_NOT_FOUND", "roster.v1.User"),
+                Entity::Session => ("SESSION_NOT_FOUND", "session"),
+                Entity::Role => ("ROLE_NOT_FOUND", "role"),
+            };
+            let mut details = ErrorDetails::new();
+            details.set_resource_info(kind, "", "", format!("{entity} not found"));
+            status_with(Code::NotFound, reason, format!("{entity} not found"), &[], details)
+        }
+        StoreError::Conflict(conflict) => match conflict {
+            Conflict::SlugTaken => already_exists("SLUG_TAKEN", "roster.v1.Workspace", "slug", &conflict),
+            Conflict::EmailTaken => already_exists("EMAIL_TAKEN", "roster.v1.User", "email", &conflict),
+            Conflict::StaleVersion { current } => status_with(
+                Code::Aborted,
+                "ETAG_MISMATCH",
+                "the user changed since it was read: read it again and retry with the new etag",
+                &[("current_etag", current.to_string())],
+                ErrorDetails::new(),
+            ),
+            Conflict::Busy => status(Code::Aborted, "CONCURRENT_UPDATE", "a concurrent change won: retry the call"),
+        },
+        StoreError::Unavailable(source) => {
+            tracing::warn!(error = %error_chain(&source), "database unavailable");
+            status(Code::Unavailable, "DATABASE_UNAVAILABLE", "the database is unavailable; retry later")
+        }
+        StoreError::Database(source) => internal(&source),
+        StoreError::Corrupt(what) => {
+            tracing::error!(what, "stored data is corrupt");
+            status(Code::Internal, "INTERNAL", "internal error")
+        }
+    }
+}
+
+fn already_exists(reason: &str, kind: &str, field: &str, conflict: &Conflict) -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_resource_info(kind, "", "", conflict.to_string());
+    status_with(Code::AlreadyExists, reason, conflict.to_string(), &[("field", field.to_owned())], details)
+}
+
+/// Logs a bug with its whole cause chain and answers a generic INTERNAL.
+pub(crate) fn internal(err: &(dyn std::error::Error + 'static)) -> Status {
+    tracing::error!(error = %error_chain(err), "internal error");
+    status(Code::Internal, "INTERNAL", "internal error")
+}
+
+/// `err: cause: cause …`.
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,37 @@
+//! `rosterd`, the Roster gRPC server: the only crate that knows tonic.
+//!
+//! The main design choice is that handlers stay thin: a request-context layer assigns the request
+//! id and lifts the bearer credential, each handler authenticates, resolves the workspace,
+//! authorizes through [`policy`] (one table), parses into `roster-identity` types, makes one
+//! store call (one transaction) and converts the answer. Every error goes through one mapping in
+//! [`error`], so every status carries an `ErrorInfo` reason.
+//!
+//! The binary (`main.rs`) only parses the configuration, sets up logging and waits for a signal;
+//! tests start the same [`serve`] in-process.
+
+mod api;
+mod app;
+mod auth;
+mod config;
+mod context;
+mod convert;
+mod error;
+mod outbox;
+mod policy;
+mod server;
+
+pub use config::{Config, LogFormat, ServiceKeySpec, SmtpUrl};
+pub use context::REQUEST_ID_HEADER;
+pub use error::DOMAIN as ERROR_DOMAIN;
+pub use server::{ServeError, serve};
+
+/// Sets up logging: `RUST_LOG` picks the levels (default `info`), `format` the shape.
+pub fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+    };
+}

@@ -1,0 +1,153 @@
+//! Assembling and running the server: store, services, reflection, health, the outbox worker.
+
+use crate::api::{AuditApi, AuthApi, UserApi, WorkspaceApi};
+use crate::app::App;
+use crate::auth::{Hasher, ServiceKeys, random_bytes};
+use crate::config::{Config, redact_url};
+use crate::context::RequestContextLayer;
+use crate::outbox::{self, Mailer};
+use roster_identity::{BcryptCost, BuiltinRole, Email, FullName, Password, Slug, WorkspaceName};
+use roster_proto::v1::{
+    audit_service_server::AuditServiceServer, auth_service_server::AuthServiceServer,
+    user_service_server::UserServiceServer, workspace_service_server::WorkspaceServiceServer,
+};
+use roster_store::{Actor, Context, NewUser, NewWorkspace, Store, StoreConfig, StoreError};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("serving: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// The fully qualified names of the services we report health for.
+const SERVICES: [&str; 4] =
+    ["roster.v1.WorkspaceService", "roster.v1.AuthService", "roster.v1.UserService", "roster.v1.AuditService"];
+
+/// Serves on `listener` until `shutdown` resolves, then turns health NOT_SERVING, lets in-flight
+/// calls finish, stops the outbox worker and closes the database.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let started = Instant::now();
+    let cost =
+        BcryptCost::new(config.bcrypt_cost).ok_or_else(|| ServeError::Config("bcrypt cost must be 4..=31".into()))?;
+    let mailer = match &config.smtp_url {
+        Some(url) => Some(Mailer::new(url, &config.mail_from).map_err(ServeError::Config)?),
+        None => None,
+    };
+    let mut store_config = StoreConfig::new(config.database_url.clone());
+    store_config.max_connections = config.db_max_connections;
+    let store = Store::connect(&store_config).await?;
+    tracing::info!(backend = store.backend_name(), url = %redact_url(&config.database_url), "database ready");
+
+    let keys = ServiceKeys::new(&config.service_keys);
+    let app = Arc::new(App {
+        store: store.clone(),
+        hasher: Hasher::new(cost),
+        session_ttl: config.session_ttl(),
+        sign_in_url: config.sign_in_url.clone(),
+        outbox: Arc::new(Notify::new()),
+        keys,
+    });
+    if config.demo && app.keys.is_empty() {
+        create_demo_workspace(&app).await?;
+    }
+    app.hasher.warm_up();
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let policy = outbox::Policy {
+        max_attempts: config.outbox_max_attempts,
+        first_retry: Duration::from_millis(config.outbox_retry_ms),
+        poll: Duration::from_millis(config.outbox_retry_ms.clamp(50, 5_000)),
+        lease: Duration::from_secs(60),
+    };
+    let worker = tokio::spawn(outbox::run(store.clone(), mailer, policy, app.outbox.clone(), stop_rx));
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    for name in SERVICES.into_iter().chain([""]) {
+        reporter.set_service_status(name, ServingStatus::Serving).await;
+    }
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(roster_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+    };
+    let router = tonic::transport::Server::builder()
+        .timeout(Duration::from_secs(config.request_timeout_secs))
+        .layer(RequestContextLayer)
+        .add_service(health)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(WorkspaceServiceServer::new(WorkspaceApi(app.clone())))
+        .add_service(AuthServiceServer::new(AuthApi(app.clone())))
+        .add_service(UserServiceServer::new(UserApi(app.clone())))
+        .add_service(AuditServiceServer::new(AuditApi(app.clone())));
+
+    let addr = listener.local_addr().map_err(|e| ServeError::Config(format!("listener: {e}")))?;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    tracing::info!(%addr, startup_ms = started.elapsed().as_millis() as u64, "serving");
+    let drain = async move {
+        shutdown.await;
+        for name in SERVICES.into_iter().chain([""]) {
+            reporter.set_service_status(name, ServingStatus::NotServing).await;
+        }
+        tracing::info!("shutting down: health is NOT_SERVING, finishing in-flight calls");
+    };
+    let served = router.serve_with_incoming_shutdown(incoming, drain).await;
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(Duration::from_secs(15), worker).await.is_err() {
+        tracing::warn!("the outbox worker did not stop in time; its leased emails will be retried");
+    }
+    drop(app);
+    store.close().await?;
+    tracing::info!("stopped");
+    Ok(served?)
+}
+
+/// On an empty database, creates the `demo` workspace and prints its admin's password once, so
+/// that a first run can log in at once. Never runs when service keys are configured.
+async fn create_demo_workspace(app: &App) -> Result<(), ServeError> {
+    if app.store.has_workspaces().await? {
+        return Ok(());
+    }
+    let bytes = random_bytes::<12>().map_err(|_| ServeError::Config("no randomness".into()))?;
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let slug = Slug::parse("demo").map_err(|e| ServeError::Config(e.to_string()))?;
+    let name = WorkspaceName::parse("Demo").map_err(|e| ServeError::Config(e.to_string()))?;
+    let email = Email::parse("admin@demo.example").map_err(|e| ServeError::Config(e.to_string()))?;
+    let full_name = FullName::parse("Demo Admin").map_err(|e| ServeError::Config(e.to_string()))?;
+    let password = Password::parse(&secret).map_err(|e| ServeError::Config(e.to_string()))?;
+    let password_hash = app.hasher.hash(password).await.map_err(|s| ServeError::Config(s.message().to_owned()))?;
+    let welcome = app.welcome(&slug, &name, &email, &full_name);
+    let ctx = Context {
+        actor: Actor::Service("rosterd-first-run".into()),
+        request_id: String::new(),
+        now: crate::auth::now_millis(),
+    };
+    let admin = NewUser { email, full_name, password_hash, role: BuiltinRole::Admin.into() };
+    app.store.create_workspace(&ctx, NewWorkspace { slug, name }, admin, welcome, None).await?;
+    // Printed, not logged: shown once on the terminal of whoever started the first run.
+    println!(
+        "\nFirst run: created the workspace `demo` and its admin.\n  \
+         workspace_slug: demo\n  email:          admin@demo.example\n  password:       {secret}\n\
+         This password is shown only now. Configure service keys (ROSTER_SERVICE_KEYS) to manage workspaces.\n"
+    );
+    Ok(())
+}
