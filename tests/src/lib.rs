@@ -1,1 +1,301 @@
-//! stub
+//! The harness of Roster's integration tests: a real `rosterd` per test, in-process on a free
+//! port, on a fresh database — a SQLite file in a temporary directory, or, when
+//! `ROSTER_TEST_DATABASE_URL` names a PostgreSQL server, a database created for the test and
+//! dropped after it. Tests talk to it with the generated gRPC clients, like any other service.
+
+pub mod smtp;
+
+use roster_proto::v1 as pb;
+use roster_proto::v1::{
+    audit_service_client::AuditServiceClient, auth_service_client::AuthServiceClient,
+    user_service_client::UserServiceClient, workspace_service_client::WorkspaceServiceClient,
+};
+use roster_store::{Store, StoreConfig};
+use sea_orm::{ConnectionTrait, Database};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt;
+
+pub use rosterd::Config;
+
+/// The service key every test server accepts.
+pub const SERVICE_KEY: &str = "test-service-key-0123456789";
+/// The name it is recorded under.
+pub const SERVICE_NAME: &str = "tests";
+/// A password that passes the rules.
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A database for one test; dropped with it.
+pub struct TestDatabase {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    postgres: Option<(String, String)>,
+}
+
+impl TestDatabase {
+    /// A fresh SQLite file, or a fresh PostgreSQL database when `ROSTER_TEST_DATABASE_URL` is set.
+    pub async fn fresh() -> Self {
+        match std::env::var("ROSTER_TEST_DATABASE_URL") {
+            Ok(admin_url) if !admin_url.is_empty() => {
+                let name = format!("roster_test_{}", uuid::Uuid::new_v4().simple());
+                let admin = Database::connect(admin_url.as_str()).await.expect("connect to ROSTER_TEST_DATABASE_URL");
+                admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.expect("create test database");
+                admin.close().await.ok();
+                let base = admin_url.split('?').next().unwrap_or(&admin_url);
+                let url = match base.rfind('/') {
+                    Some(slash) if slash > "postgres://".len() => format!("{}/{name}", &base[..slash]),
+                    _ => format!("{base}/{name}"),
+                };
+                Self { url, _dir: None, postgres: Some((admin_url, name)) }
+            }
+            _ => {
+                let dir = tempfile::tempdir().expect("temporary directory");
+                let url = format!("sqlite://{}", dir.path().join("roster.db").display());
+                Self { url, _dir: Some(dir), postgres: None }
+            }
+        }
+    }
+
+    /// Whether this is PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((admin_url, name)) = self.postgres.take() else { return };
+        // Drop runs outside async; use a private runtime on a plain thread.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                let admin = Database::connect(admin_url.as_str()).await.ok()?;
+                admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await.ok()?;
+                admin.close().await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// A running server and clients for it.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub channel: Channel,
+    /// Another handle on the server's database, for asserting what was (not) written.
+    pub store: Store,
+    pub config: Config,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), rosterd::ServeError>>>,
+    pub db: TestDatabase,
+}
+
+/// Test defaults: a fast bcrypt cost, one service key, no demo workspace.
+pub fn test_config(database_url: &str) -> Config {
+    let mut config = Config::defaults();
+    config.database_url = database_url.to_owned();
+    config.bcrypt_cost = 4;
+    config.service_keys = vec![format!("{SERVICE_NAME}={SERVICE_KEY}").parse().expect("service key")];
+    config.smtp_url = None;
+    config.demo = false;
+    config.outbox_retry_ms = 50;
+    config
+}
+
+/// Starts a server with the test defaults.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts a server with the test defaults changed by `configure`.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let db = TestDatabase::fresh().await;
+    let mut config = test_config(&db.url);
+    configure(&mut config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local address");
+    let (shutdown, signal) = oneshot::channel::<()>();
+    let task = tokio::spawn(rosterd::serve(config.clone(), listener, async move {
+        let _ = signal.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy();
+    // The server migrates before it accepts; wait until it answers health checks.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await;
+        if answer.is_ok() {
+            break;
+        }
+        assert!(!task.is_finished(), "rosterd stopped while starting");
+        assert!(tokio::time::Instant::now() < deadline, "rosterd did not start: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let store = Store::connect(&StoreConfig::new(db.url.clone())).await.expect("store");
+    TestApp { addr, channel, store, config, shutdown: Some(shutdown), task: Some(task), db }
+}
+
+impl TestApp {
+    pub fn workspaces(&self) -> WorkspaceServiceClient<Channel> {
+        WorkspaceServiceClient::new(self.channel.clone())
+    }
+
+    pub fn auth(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::new(self.channel.clone())
+    }
+
+    pub fn users(&self) -> UserServiceClient<Channel> {
+        UserServiceClient::new(self.channel.clone())
+    }
+
+    pub fn audit(&self) -> AuditServiceClient<Channel> {
+        AuditServiceClient::new(self.channel.clone())
+    }
+
+    /// Asks the server to shut down gracefully and waits until it has.
+    pub async fn stop(mut self) -> Result<(), rosterd::ServeError> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.expect("server task"),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends the shutdown signal without waiting.
+    pub fn signal_shutdown(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+
+    /// Creates a workspace with the service key; returns it and a logged-in admin.
+    pub async fn workspace(&self, slug: &str) -> Workspace {
+        let response = self
+            .workspaces()
+            .create_workspace(service(pb::CreateWorkspaceRequest {
+                slug: slug.into(),
+                name: format!("{slug} Ltd"),
+                admin: Some(pb::NewAdmin {
+                    email: format!("admin@{slug}.example"),
+                    full_name: "Ada Admin".into(),
+                    password: PASSWORD.into(),
+                }),
+                request_id: String::new(),
+            }))
+            .await
+            .expect("create workspace")
+            .into_inner();
+        let workspace = response.workspace.expect("workspace");
+        let admin = response.admin.expect("admin");
+        let admin_token = self.login(slug, &admin.email, PASSWORD).await.expect("admin login");
+        Workspace { id: workspace.id.clone(), slug: slug.to_owned(), workspace, admin, admin_token }
+    }
+
+    /// Logs in; the session token.
+    pub async fn login(&self, slug: &str, email: &str, password: &str) -> Result<String, Status> {
+        let response = self
+            .auth()
+            .login(pb::LoginRequest { workspace_slug: slug.into(), email: email.into(), password: password.into() })
+            .await?;
+        Ok(response.into_inner().session_token)
+    }
+
+    /// Creates a user as `token` (the password is [`PASSWORD`]).
+    pub async fn create_user(&self, token: &str, email: &str, role: &str) -> Result<pb::User, Status> {
+        let request = pb::CreateUserRequest {
+            workspace_id: String::new(),
+            email: email.into(),
+            full_name: format!("User {email}"),
+            password: PASSWORD.into(),
+            role: role.into(),
+            request_id: String::new(),
+        };
+        Ok(self.users().create_user(bearer(token, request)).await?.into_inner().user.expect("user"))
+    }
+
+    /// The workspace's audit actions, oldest first.
+    pub async fn audit_actions(&self, workspace_id: &str) -> Vec<String> {
+        let page =
+            self.store.list_audit_events(workspace_id, &Default::default(), None, 10_000).await.expect("audit events");
+        page.items.into_iter().rev().map(|e| e.action).collect()
+    }
+
+    /// What a rejected call must leave untouched: users, outbox rows and audit events of a workspace.
+    pub async fn footprint(&self, workspace_id: &str) -> (usize, usize, usize) {
+        let users =
+            self.store.list_users(workspace_id, &Default::default(), None, 10_000).await.expect("users").items.len();
+        let outbox = self.store.outbox_entries(workspace_id).await.expect("outbox").len();
+        (users, outbox, self.audit_actions(workspace_id).await.len())
+    }
+}
+
+/// A workspace made by [`TestApp::workspace`].
+pub struct Workspace {
+    pub id: String,
+    pub slug: String,
+    pub workspace: pb::Workspace,
+    pub admin: pb::User,
+    pub admin_token: String,
+}
+
+/// A request carrying `authorization: Bearer <secret>`.
+pub fn bearer<T>(secret: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {secret}").parse().expect("header value"));
+    request
+}
+
+/// A request made with the service key.
+pub fn service<T>(message: T) -> Request<T> {
+    bearer(SERVICE_KEY, message)
+}
+
+/// Asserts a status's code and `ErrorInfo` reason (domain `roster`).
+#[track_caller]
+pub fn assert_status(status: &Status, code: Code, reason: &str) {
+    assert_eq!(status.code(), code, "unexpected code: {status:?}");
+    let details = status.get_error_details();
+    let info = details.error_info().unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.reason, reason, "unexpected reason: {status:?}");
+    assert_eq!(info.domain, "roster");
+}
+
+/// The fields a status's `BadRequest` names.
+pub fn violated_fields(status: &Status) -> Vec<String> {
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// Asserts INVALID_ARGUMENT naming exactly `fields`.
+#[track_caller]
+pub fn assert_invalid(status: &Status, reason: &str, fields: &[&str]) {
+    assert_status(status, Code::InvalidArgument, reason);
+    assert_eq!(violated_fields(status), fields, "violations of {status:?}");
+}
+
+/// Polls `check` until it returns `Some`, for at most `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -63,6 +63,11 @@ pub struct Config {
     #[arg(long, env = "ROSTER_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
 
+    /// After SIGINT/SIGTERM, how long in-flight calls and open streams may take before the
+    /// server closes them, in seconds.
+    #[arg(long, env = "ROSTER_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+
     /// Log format; the level comes from `RUST_LOG` (default `info`).
     #[arg(long, env = "ROSTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

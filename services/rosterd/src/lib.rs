@@ -25,11 +25,20 @@ pub use context::REQUEST_ID_HEADER;
 pub use error::DOMAIN as ERROR_DOMAIN;
 pub use server::{ServeError, serve};
 
-/// Sets up logging: `RUST_LOG` picks the levels (default `info`), `format` the shape.
+/// Sets up logging to standard error: `RUST_LOG` picks the levels (default `info`), `format` the shape.
 pub fn init_tracing(format: LogFormat) {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
+    init_tracing_with(format, &filter, std::io::stderr);
+}
+
+/// Sets up logging with an explicit filter and writer (tests capture the output this way).
+pub fn init_tracing_with<W>(format: LogFormat, filter: &str, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),

@@ -103,14 +103,31 @@ pub async fn serve(
     let addr = listener.local_addr().map_err(|e| ServeError::Config(format!("listener: {e}")))?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tracing::info!(%addr, startup_ms = started.elapsed().as_millis() as u64, "serving");
+    let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
     let drain = async move {
         shutdown.await;
         for name in SERVICES.into_iter().chain([""]) {
             reporter.set_service_status(name, ServingStatus::NotServing).await;
         }
         tracing::info!("shutting down: health is NOT_SERVING, finishing in-flight calls");
+        let _ = draining_tx.send(());
     };
-    let served = router.serve_with_incoming_shutdown(incoming, drain).await;
+    // Long-lived streams (a health Watch, say) would hold a graceful shutdown open forever: after
+    // the grace period the server stops anyway.
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let grace_over = async move {
+        match draining_rx.await {
+            Ok(()) => tokio::time::sleep(grace).await,
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    let served = tokio::select! {
+        served = router.serve_with_incoming_shutdown(incoming, drain) => served,
+        () = grace_over => {
+            tracing::warn!(grace_secs = grace.as_secs(), "grace period over: closing the remaining connections");
+            Ok(())
+        }
+    };
     let _ = stop_tx.send(true);
     if tokio::time::timeout(Duration::from_secs(15), worker).await.is_err() {
         tracing::warn!("the outbox worker did not stop in time; its leased emails will be retried");

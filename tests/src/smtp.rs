@@ -1,0 +1,160 @@
+//! A small SMTP server that speaks real SMTP over TCP and keeps what it receives, for asserting
+//! what `rosterd`'s outbox worker delivers.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// A message as the sink received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    /// Headers and body, dot-unstuffed, lines joined with `\n`.
+    pub data: String,
+}
+
+impl Received {
+    /// The value of a header (first occurrence, unfolded).
+    pub fn header(&self, name: &str) -> Option<String> {
+        let head = self.data.split("\n\n").next()?;
+        let prefix = format!("{}:", name.to_ascii_lowercase());
+        let mut lines = head.lines().peekable();
+        while let Some(line) = lines.next() {
+            if line.to_ascii_lowercase().starts_with(&prefix) {
+                let mut value = line[prefix.len()..].trim().to_owned();
+                while let Some(next) = lines.peek().filter(|l| l.starts_with([' ', '\t'])) {
+                    value.push(' ');
+                    value.push_str(next.trim());
+                    lines.next();
+                }
+                return Some(value);
+            }
+        }
+        None
+    }
+
+    /// The body, after the blank line.
+    pub fn body(&self) -> String {
+        self.data.split_once("\n\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
+    }
+}
+
+/// How the sink answers the end of DATA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `250`: accepted.
+    Accept,
+    /// `550`: refused for good.
+    RejectPermanently,
+}
+
+/// See the module documentation.
+pub struct SmtpSink {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    task: JoinHandle<()>,
+}
+
+impl SmtpSink {
+    /// Listens on a free loopback port.
+    pub async fn start(mode: Mode) -> Self {
+        Self::start_on("127.0.0.1:0".parse().expect("address"), mode).await
+    }
+
+    /// Listens on `addr`.
+    pub async fn start_on(addr: SocketAddr, mode: Mode) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind SMTP sink");
+        let addr = listener.local_addr().expect("address");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let store = received.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let _ = session(socket, mode, store).await;
+                });
+            }
+        });
+        Self { addr, received, task }
+    }
+
+    /// `smtp://` URL for rosterd's configuration.
+    pub fn url(&self) -> String {
+        format!("smtp://{}", self.addr)
+    }
+
+    /// Everything accepted so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn session(socket: tokio::net::TcpStream, mode: Mode, store: Arc<Mutex<Vec<Received>>>) -> std::io::Result<()> {
+    let (read, mut write) = socket.into_split();
+    let mut lines = BufReader::new(read);
+    write.write_all(b"220 sink.test ESMTP ready\r\n").await?;
+    let mut mail_from = String::new();
+    let mut rcpt_to = Vec::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if lines.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        let command = line.trim_end().to_owned();
+        let verb = command.split([' ', ':']).next().unwrap_or("").to_ascii_uppercase();
+        match verb.as_str() {
+            "EHLO" | "HELO" => write.write_all(b"250-sink.test\r\n250 8BITMIME\r\n").await?,
+            "MAIL" => {
+                mail_from = command.split_once(':').map_or("", |(_, rest)| rest).trim().to_owned();
+                rcpt_to.clear();
+                write.write_all(b"250 OK\r\n").await?;
+            }
+            "RCPT" => {
+                rcpt_to.push(command.split_once(':').map_or("", |(_, rest)| rest).trim().to_owned());
+                write.write_all(b"250 OK\r\n").await?;
+            }
+            "DATA" => {
+                write.write_all(b"354 end with <CRLF>.<CRLF>\r\n").await?;
+                let mut data = Vec::new();
+                loop {
+                    line.clear();
+                    if lines.read_line(&mut line).await? == 0 {
+                        return Ok(());
+                    }
+                    let text = line.trim_end_matches(['\r', '\n']);
+                    if text == "." {
+                        break;
+                    }
+                    data.push(text.strip_prefix('.').filter(|_| text.starts_with("..")).unwrap_or(text).to_owned());
+                }
+                match mode {
+                    Mode::Accept => {
+                        store.lock().expect("lock").push(Received {
+                            mail_from: mail_from.clone(),
+                            rcpt_to: rcpt_to.clone(),
+                            data: data.join("\n"),
+                        });
+                        write.write_all(b"250 OK queued\r\n").await?;
+                    }
+                    Mode::RejectPermanently => write.write_all(b"550 mailbox unavailable\r\n").await?,
+                }
+            }
+            "RSET" | "NOOP" => write.write_all(b"250 OK\r\n").await?,
+            "QUIT" => {
+                write.write_all(b"221 bye\r\n").await?;
+                return Ok(());
+            }
+            _ => write.write_all(b"502 command not implemented\r\n").await?,
+        }
+    }
+}

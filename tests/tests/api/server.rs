@@ -1,0 +1,92 @@
+use roster_proto::v1 as pb;
+use roster_tests::*;
+use std::time::Duration;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_reflection::pb::v1alpha::{
+    ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+    server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+};
+
+#[tokio::test]
+async fn reflection_v1alpha_lists_every_roster_service_health_and_reflection() {
+    let app = spawn_app().await;
+    let mut client = ServerReflectionClient::new(app.channel.clone());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+
+    let mut stream = client.server_reflection_info(tokio_stream_once(request)).await.expect("reflection").into_inner();
+    let response = stream.message().await.expect("answer").expect("one response");
+
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else { panic!("{response:?}") };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in [
+        "roster.v1.WorkspaceService",
+        "roster.v1.AuthService",
+        "roster.v1.UserService",
+        "roster.v1.AuditService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
+        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+    }
+}
+
+fn tokio_stream_once<T: Send + 'static>(item: T) -> impl tonic::codegen::tokio_stream::Stream<Item = T> + Send {
+    tonic::codegen::tokio_stream::iter([item])
+}
+
+#[tokio::test]
+async fn shutdown_turns_health_not_serving_and_lets_in_flight_calls_finish() {
+    let mut app = spawn_app_with(|c| {
+        c.bcrypt_cost = 11;
+        c.shutdown_grace_secs = 3;
+    })
+    .await;
+    let mut health = HealthClient::new(app.channel.clone());
+    let mut watch =
+        health.watch(HealthCheckRequest { service: "roster.v1.UserService".into() }).await.expect("watch").into_inner();
+    assert_eq!(watch.message().await.expect("status").expect("first").status(), ServingStatus::Serving);
+    // A call that takes a while: bcrypt at cost 12.
+    let workspaces = app.workspaces();
+    let in_flight = tokio::spawn(async move {
+        let mut client = workspaces;
+        client
+            .create_workspace(service(pb::CreateWorkspaceRequest {
+                slug: "acme".into(),
+                name: "Acme".into(),
+                admin: Some(pb::NewAdmin {
+                    email: "a@acme.example".into(),
+                    full_name: "Ada".into(),
+                    password: PASSWORD.into(),
+                }),
+                request_id: String::new(),
+            }))
+            .await
+    });
+    // Ordering, not waiting for state: let the call reach the server before the signal.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    app.signal_shutdown();
+
+    let next = tokio::time::timeout(Duration::from_secs(10), watch.message()).await.expect("in time");
+    assert_eq!(next.expect("status").expect("update").status(), ServingStatus::NotServing);
+    let created = in_flight.await.expect("task");
+    assert!(created.is_ok(), "the in-flight call finished: {created:?}");
+    // The health watch stream is still open: the grace period ends it.
+    let stopped = tokio::time::timeout(Duration::from_secs(10), app.stop()).await;
+    assert!(matches!(stopped, Ok(Ok(()))), "stops cleanly within the grace period: {stopped:?}");
+    drop(watch);
+}
+
+#[tokio::test]
+async fn tests_run_on_the_backend_ci_asks_for() {
+    let app = spawn_app().await;
+    let wanted = match std::env::var("ROSTER_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => "postgresql",
+        _ => "sqlite",
+    };
+    assert_eq!(app.store.backend_name(), wanted);
+    assert_eq!(app.db.is_postgres(), wanted == "postgresql");
+}

@@ -1,0 +1,371 @@
+use roster_proto::v1 as pb;
+use roster_tests::*;
+use tonic::Code;
+
+fn create(email: &str, password: &str, role: &str) -> pb::CreateUserRequest {
+    pb::CreateUserRequest {
+        workspace_id: String::new(),
+        email: email.into(),
+        full_name: "Maria Agent".into(),
+        password: password.into(),
+        role: role.into(),
+        request_id: String::new(),
+    }
+}
+
+fn list(page_size: i32, page_token: &str) -> pb::ListUsersRequest {
+    pb::ListUsersRequest { page_size, page_token: page_token.into(), ..Default::default() }
+}
+
+async fn get(app: &TestApp, token: &str, user_id: &str) -> Result<pb::User, tonic::Status> {
+    let request = pb::GetUserRequest { workspace_id: String::new(), user_id: user_id.into() };
+    Ok(app.users().get_user(bearer(token, request)).await?.into_inner().user.expect("user"))
+}
+
+#[tokio::test]
+async fn an_admin_creates_a_supervisor_and_an_agent_who_can_log_in() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+
+    let supervisor = app.create_user(&acme.admin_token, "sam@acme.example", "supervisor").await.expect("supervisor");
+    let agent = app.create_user(&acme.admin_token, "maria@acme.example", "agent").await.expect("agent");
+
+    assert_eq!((supervisor.role.as_str(), agent.role.as_str()), ("supervisor", "agent"));
+    assert_eq!(agent.status(), pb::UserStatus::Active);
+    assert_eq!(agent.availability(), pb::Availability::Online);
+    assert_eq!(agent.etag, "1");
+    app.login("acme", "maria@acme.example", PASSWORD).await.expect("the agent logs in");
+    let fetched = get(&app, &acme.admin_token, &agent.id).await.expect("get");
+    assert_eq!(fetched, agent);
+    assert_eq!(app.store.outbox_entries(&acme.id).await.expect("outbox").len(), 3);
+}
+
+#[tokio::test]
+async fn each_bad_input_names_its_field_and_writes_nothing() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let before = app.footprint(&acme.id).await;
+    let cases: [(pb::CreateUserRequest, &str, &[&str]); 7] = [
+        (create("", PASSWORD, "agent"), "INVALID_FIELD", &["email"]),
+        (create("maria.example", PASSWORD, "agent"), "INVALID_FIELD", &["email"]),
+        (create("maria@acme.example", "123456789", "agent"), "INVALID_FIELD", &["password"]),
+        (create("maria@acme.example", &"x".repeat(73), "agent"), "INVALID_FIELD", &["password"]),
+        (create("maria@acme.example", PASSWORD, "wizard"), "UNKNOWN_ROLE", &["role"]),
+        (create("maria@acme.example", PASSWORD, "no spaces allowed"), "INVALID_FIELD", &["role"]),
+        (create("maria@acme.example", PASSWORD, ""), "INVALID_FIELD", &["role"]),
+    ];
+
+    for (request, reason, fields) in cases {
+        let status = app.users().create_user(bearer(&acme.admin_token, request)).await.expect_err("invalid");
+        assert_invalid(&status, reason, fields);
+    }
+    let mut blank_name = create("maria@acme.example", PASSWORD, "agent");
+    blank_name.full_name = " \t".into();
+    let status = app.users().create_user(bearer(&acme.admin_token, blank_name)).await.expect_err("invalid");
+    assert_invalid(&status, "INVALID_FIELD", &["full_name"]);
+    assert_eq!(app.footprint(&acme.id).await, before);
+}
+
+#[tokio::test]
+async fn an_email_is_unique_in_its_workspace_whatever_its_case() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let globex = app.workspace("globex").await;
+    app.create_user(&acme.admin_token, "maria@example.com", "agent").await.expect("first");
+    let before = app.footprint(&acme.id).await;
+
+    let status = app.create_user(&acme.admin_token, "Maria@Example.COM", "agent").await.expect_err("taken");
+    let elsewhere = app.create_user(&globex.admin_token, "maria@example.com", "agent").await;
+
+    assert_status(&status, Code::AlreadyExists, "EMAIL_TAKEN");
+    assert_eq!(app.footprint(&acme.id).await, before);
+    assert!(elsewhere.is_ok(), "another workspace may use the same email");
+}
+
+#[tokio::test]
+async fn a_retried_create_with_the_same_request_id_creates_one_user() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let mut request = create("maria@acme.example", PASSWORD, "agent");
+    request.request_id = "invite-maria".into();
+
+    let first = app.users().create_user(bearer(&acme.admin_token, request.clone())).await.expect("first");
+    let retry = app.users().create_user(bearer(&acme.admin_token, request)).await.expect("retry");
+
+    assert_eq!(first.into_inner().user, retry.into_inner().user);
+    assert_eq!(app.store.outbox_entries(&acme.id).await.expect("outbox").len(), 2, "one welcome email each");
+}
+
+#[tokio::test]
+async fn only_admins_and_service_keys_manage_users() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    app.create_user(&acme.admin_token, "sam@acme.example", "supervisor").await.expect("supervisor");
+    let agent = app.create_user(&acme.admin_token, "maria@acme.example", "agent").await.expect("agent");
+    let sam = app.login("acme", "sam@acme.example", PASSWORD).await.expect("login");
+    let maria = app.login("acme", "maria@acme.example", PASSWORD).await.expect("login");
+
+    let by_supervisor = app.create_user(&sam, "x@acme.example", "agent").await.expect_err("supervisor");
+    let by_agent = app.create_user(&maria, "x@acme.example", "agent").await.expect_err("agent");
+    let agent_lists = app.users().list_users(bearer(&maria, list(0, ""))).await.expect_err("agents do not list");
+    let mut by_service = create("x@acme.example", PASSWORD, "agent");
+    by_service.workspace_id = acme.id.clone();
+    app.users().create_user(service(by_service)).await.expect("service keys manage users");
+
+    assert_status(&by_supervisor, Code::PermissionDenied, "PERMISSION_DENIED");
+    assert_status(&by_agent, Code::PermissionDenied, "PERMISSION_DENIED");
+    assert_status(&agent_lists, Code::PermissionDenied, "PERMISSION_DENIED");
+    assert_eq!(get(&app, &maria, &agent.id).await.expect("an agent reads themself").id, agent.id);
+    app.users().list_users(bearer(&sam, list(0, ""))).await.expect("supervisors read users");
+}
+
+#[tokio::test]
+async fn people_never_reach_another_workspace() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let globex = app.workspace("globex").await;
+
+    let by_id = get(&app, &acme.admin_token, &globex.admin.id).await.expect_err("not in acme");
+    let mut request = list(0, "");
+    request.workspace_id = globex.id.clone();
+    let listed = app.users().list_users(bearer(&acme.admin_token, request)).await.expect_err("other workspace");
+
+    assert_status(&by_id, Code::NotFound, "USER_NOT_FOUND");
+    assert_status(&listed, Code::PermissionDenied, "WORKSPACE_MISMATCH");
+}
+
+#[tokio::test]
+async fn list_users_pages_through_everyone_and_filters() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    for i in 0..4 {
+        app.create_user(&acme.admin_token, &format!("agent{i}@acme.example"), "agent").await.expect("agent");
+    }
+    app.create_user(&acme.admin_token, "sam@acme.example", "supervisor").await.expect("supervisor");
+
+    let mut emails = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = app.users().list_users(bearer(&acme.admin_token, list(2, &token))).await.expect("page").into_inner();
+        pages += 1;
+        emails.extend(page.users.into_iter().map(|u| u.email));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let mut request = list(0, "");
+    request.role = "agent".into();
+    let agents = app.users().list_users(bearer(&acme.admin_token, request)).await.expect("agents").into_inner();
+
+    assert_eq!(pages, 3);
+    assert_eq!(emails.len(), 6);
+    assert!(emails.windows(2).all(|w| w[0] < w[1]), "ordered by email: {emails:?}");
+    assert_eq!(agents.users.len(), 4);
+}
+
+#[tokio::test]
+async fn bad_listing_arguments_are_invalid_argument() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+
+    let negative = app.users().list_users(bearer(&acme.admin_token, list(-1, ""))).await.expect_err("negative");
+    let token = app.users().list_users(bearer(&acme.admin_token, list(0, "not-a-token"))).await.expect_err("token");
+    let mut bad_status = list(0, "");
+    bad_status.status = 42;
+    let status = app.users().list_users(bearer(&acme.admin_token, bad_status)).await.expect_err("status");
+
+    assert_invalid(&negative, "INVALID_FIELD", &["page_size"]);
+    assert_invalid(&token, "INVALID_FIELD", &["page_token"]);
+    assert_invalid(&status, "INVALID_FIELD", &["status"]);
+}
+
+fn update(user: pb::User, paths: &[&str]) -> pb::UpdateUserRequest {
+    pb::UpdateUserRequest {
+        workspace_id: String::new(),
+        user: Some(user),
+        update_mask: Some(prost_types::FieldMask { paths: paths.iter().map(|p| (*p).to_owned()).collect() }),
+    }
+}
+
+#[tokio::test]
+async fn update_user_changes_name_and_role_through_the_mask_with_etags() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let agent = app.create_user(&acme.admin_token, "maria@acme.example", "agent").await.expect("agent");
+
+    let changed = pb::User {
+        full_name: "Maria Lead".into(),
+        role: "supervisor".into(),
+        email: "ignored@x.example".into(),
+        ..agent.clone()
+    };
+    let updated = app
+        .users()
+        .update_user(bearer(&acme.admin_token, update(changed, &["full_name", "role"])))
+        .await
+        .expect("updated")
+        .into_inner()
+        .user
+        .expect("user");
+    let stale = app
+        .users()
+        .update_user(bearer(
+            &acme.admin_token,
+            update(pb::User { full_name: "Old".into(), ..agent.clone() }, &["full_name"]),
+        ))
+        .await
+        .expect_err("stale etag");
+
+    assert_eq!((updated.full_name.as_str(), updated.role.as_str()), ("Maria Lead", "supervisor"));
+    assert_eq!(updated.email, "maria@acme.example", "paths outside the mask are ignored");
+    assert_eq!(updated.etag, "2");
+    assert_status(&stale, Code::Aborted, "ETAG_MISMATCH");
+    assert_eq!(app.audit_actions(&acme.id).await.last().map(String::as_str), Some("user.updated"));
+}
+
+#[tokio::test]
+async fn bad_updates_name_their_field_and_write_nothing() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let agent = app.create_user(&acme.admin_token, "maria@acme.example", "agent").await.expect("agent");
+    let before = app.footprint(&acme.id).await;
+
+    let unknown_path = app
+        .users()
+        .update_user(bearer(&acme.admin_token, update(agent.clone(), &["email"])))
+        .await
+        .expect_err("email is not updatable");
+    let unknown_role = app
+        .users()
+        .update_user(bearer(&acme.admin_token, update(pb::User { role: "wizard".into(), ..agent.clone() }, &["role"])))
+        .await
+        .expect_err("unknown role");
+    let missing = app
+        .users()
+        .update_user(bearer(
+            &acme.admin_token,
+            update(pb::User { id: "nobody".into(), ..agent.clone() }, &["full_name"]),
+        ))
+        .await
+        .expect_err("unknown user");
+
+    assert_invalid(&unknown_path, "INVALID_FIELD", &["update_mask"]);
+    assert_invalid(&unknown_role, "UNKNOWN_ROLE", &["user.role"]);
+    assert_status(&missing, Code::NotFound, "USER_NOT_FOUND");
+    assert_eq!(app.footprint(&acme.id).await, before);
+}
+
+#[tokio::test]
+async fn deactivation_revokes_sessions_refuses_login_and_frees_the_seat() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let agent = app.create_user(&acme.admin_token, "maria@acme.example", "agent").await.expect("agent");
+    let maria = app.login("acme", "maria@acme.example", PASSWORD).await.expect("login");
+    let seats = |token: String| {
+        let app = &app;
+        async move {
+            let request = bearer(&token, pb::GetWorkspaceRequest { workspace_id: String::new() });
+            app.workspaces()
+                .get_workspace(request)
+                .await
+                .expect("workspace")
+                .into_inner()
+                .workspace
+                .expect("ws")
+                .seats_used
+        }
+    };
+    assert_eq!(seats(acme.admin_token.clone()).await, 2);
+
+    let request = pb::DeactivateUserRequest { workspace_id: String::new(), user_id: agent.id.clone() };
+    let deactivated = app.users().deactivate_user(bearer(&acme.admin_token, request)).await.expect("deactivate");
+
+    assert_eq!(deactivated.into_inner().user.expect("user").status(), pb::UserStatus::Deactivated);
+    let old_token = app.auth().who_am_i(bearer(&maria, pb::WhoAmIRequest {})).await.expect_err("revoked");
+    assert_status(&old_token, Code::Unauthenticated, "SESSION_INVALID");
+    let login = app.login("acme", "maria@acme.example", PASSWORD).await.expect_err("refused");
+    assert_status(&login, Code::PermissionDenied, "USER_DEACTIVATED");
+    let wrong = app.login("acme", "maria@acme.example", "wrong password!").await.expect_err("refused");
+    assert_status(&wrong, Code::Unauthenticated, "INVALID_CREDENTIALS");
+    assert_eq!(seats(acme.admin_token.clone()).await, 1);
+
+    let request =
+        pb::ReactivateUserRequest { workspace_id: String::new(), user_id: agent.id.clone(), request_id: String::new() };
+    app.users().reactivate_user(bearer(&acme.admin_token, request)).await.expect("reactivate");
+    app.login("acme", "maria@acme.example", PASSWORD).await.expect("logs in again");
+    assert_eq!(seats(acme.admin_token.clone()).await, 2);
+    let actions = app.audit_actions(&acme.id).await;
+    assert!(actions.contains(&"user.deactivated".to_owned()) && actions.contains(&"user.reactivated".to_owned()));
+}
+
+#[tokio::test]
+async fn changing_a_password_needs_the_current_one_and_revokes_other_sessions() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let other_session = app.login("acme", "admin@acme.example", PASSWORD).await.expect("second session");
+    let change = |current: &str, new: &str| pb::ChangePasswordRequest {
+        current_password: current.into(),
+        new_password: new.into(),
+    };
+
+    let wrong = app
+        .users()
+        .change_password(bearer(&acme.admin_token, change("wrong password", "a brand new secret")))
+        .await
+        .expect_err("wrong");
+    let weak =
+        app.users().change_password(bearer(&acme.admin_token, change(PASSWORD, "short"))).await.expect_err("weak");
+    let by_service =
+        app.users().change_password(service(change(PASSWORD, "a brand new secret"))).await.expect_err("service");
+    app.users()
+        .change_password(bearer(&acme.admin_token, change(PASSWORD, "a brand new secret")))
+        .await
+        .expect("changed");
+
+    assert_invalid(&wrong, "CURRENT_PASSWORD_INCORRECT", &["current_password"]);
+    assert_invalid(&weak, "INVALID_FIELD", &["new_password"]);
+    assert_status(&by_service, Code::PermissionDenied, "PERSON_REQUIRED");
+    app.auth().who_am_i(bearer(&acme.admin_token, pb::WhoAmIRequest {})).await.expect("this session stays");
+    let revoked = app.auth().who_am_i(bearer(&other_session, pb::WhoAmIRequest {})).await.expect_err("revoked");
+    assert_status(&revoked, Code::Unauthenticated, "SESSION_INVALID");
+    app.login("acme", "admin@acme.example", PASSWORD).await.expect_err("the old password no longer works");
+    app.login("acme", "admin@acme.example", "a brand new secret").await.expect("the new one does");
+    assert!(app.audit_actions(&acme.id).await.contains(&"user.password_changed".to_owned()));
+}
+
+#[tokio::test]
+async fn people_set_their_own_availability_and_admins_anyones() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let agent = app.create_user(&acme.admin_token, "maria@acme.example", "agent").await.expect("agent");
+    let maria = app.login("acme", "maria@acme.example", PASSWORD).await.expect("login");
+    let set = |user_id: &str, availability: pb::Availability| pb::SetAvailabilityRequest {
+        workspace_id: String::new(),
+        user_id: user_id.into(),
+        availability: availability as i32,
+    };
+
+    let away = app.users().set_availability(bearer(&maria, set("", pb::Availability::Away))).await.expect("self");
+    let unspecified = app
+        .users()
+        .set_availability(bearer(&maria, set("", pb::Availability::Unspecified)))
+        .await
+        .expect_err("unspecified");
+    let others = app
+        .users()
+        .set_availability(bearer(&maria, set(&acme.admin.id, pb::Availability::Away)))
+        .await
+        .expect_err("not hers");
+    let by_admin = app
+        .users()
+        .set_availability(bearer(&acme.admin_token, set(&agent.id, pb::Availability::Online)))
+        .await
+        .expect("admin");
+
+    assert_eq!(away.into_inner().user.expect("user").availability(), pb::Availability::Away);
+    assert_invalid(&unspecified, "INVALID_FIELD", &["availability"]);
+    assert_status(&others, Code::PermissionDenied, "PERMISSION_DENIED");
+    assert_eq!(by_admin.into_inner().user.expect("user").availability(), pb::Availability::Online);
+}
