@@ -25,6 +25,15 @@ impl App {
         auth::authenticate(&self.store, &self.keys, request).await
     }
 
+    /// Checks that a workspace a service key named exists, so that listing an unknown workspace
+    /// answers NOT_FOUND rather than an empty page. A person's workspace always exists.
+    pub(crate) async fn ensure_workspace(&self, caller: &Caller, workspace_id: &str) -> Result<(), Status> {
+        if caller.user().is_none() {
+            self.store.workspace(workspace_id).await.map_err(crate::error::store)?;
+        }
+        Ok(())
+    }
+
     /// The welcome email of a new user: where and as whom to sign in, never the password.
     pub(crate) fn welcome(&self, slug: &Slug, workspace: &WorkspaceName, email: &Email, name: &FullName) -> Mail {
         Mail {

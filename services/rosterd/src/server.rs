@@ -77,7 +77,8 @@ pub async fn serve(
         poll: Duration::from_millis(config.outbox_retry_ms.clamp(50, 5_000)),
         lease: Duration::from_secs(60),
     };
-    let worker = tokio::spawn(outbox::run(store.clone(), mailer, policy, app.outbox.clone(), stop_rx));
+    let worker = tokio::spawn(outbox::run(store.clone(), mailer, policy, app.outbox.clone(), stop_rx.clone()));
+    let janitor = tokio::spawn(purge_expired_sessions(store.clone(), stop_rx));
 
     let (reporter, health) = tonic_health::server::health_reporter();
     for name in SERVICES.into_iter().chain([""]) {
@@ -132,10 +133,26 @@ pub async fn serve(
     if tokio::time::timeout(Duration::from_secs(15), worker).await.is_err() {
         tracing::warn!("the outbox worker did not stop in time; its leased emails will be retried");
     }
+    let _ = janitor.await;
     drop(app);
     store.close().await?;
     tracing::info!("stopped");
     Ok(served?)
+}
+
+/// Deletes expired sessions every ten minutes (they are refused anyway; this keeps the table small).
+async fn purge_expired_sessions(store: Store, mut stop: watch::Receiver<bool>) {
+    loop {
+        match store.purge_expired_sessions(crate::auth::now_millis()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(purged = n, "expired sessions deleted"),
+            Err(e) => tracing::warn!(error = %e, "could not delete expired sessions"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// On an empty database, creates the `demo` workspace and prints its admin's password once, so

@@ -121,4 +121,6 @@ async fn sessions_expire() {
     .expect("the session expires");
 
     assert_status(&expired, Code::Unauthenticated, "SESSION_INVALID");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
+    assert_eq!(app.store.purge_expired_sessions(now).await.expect("purge"), 1, "the expired row is deleted");
 }

@@ -179,6 +179,10 @@ async fn bad_listing_arguments_are_invalid_argument() {
     assert_invalid(&negative, "INVALID_FIELD", &["page_size"]);
     assert_invalid(&token, "INVALID_FIELD", &["page_token"]);
     assert_invalid(&status, "INVALID_FIELD", &["status"]);
+    let mut unknown = list(0, "");
+    unknown.workspace_id = "no-such-workspace".into();
+    let status = app.users().list_users(service(unknown)).await.expect_err("unknown workspace");
+    assert_status(&status, Code::NotFound, "WORKSPACE_NOT_FOUND");
 }
 
 fn update(user: pb::User, paths: &[&str]) -> pb::UpdateUserRequest {

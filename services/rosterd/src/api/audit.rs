@@ -21,6 +21,7 @@ impl AuditService for AuditApi {
         let caller = app.caller(&request).await?;
         let workspace_id = caller.workspace(&request.get_ref().workspace_id)?;
         authorize(&caller, Need::ReadAudit, None)?;
+        app.ensure_workspace(&caller, &workspace_id).await?;
         let req = request.into_inner();
         let limit = convert::page_size(req.page_size)?;
         let after = convert::decode_page_token(PAGE_KIND, &req.page_token)?

@@ -76,6 +76,7 @@ impl UserService for UserApi {
         let caller = app.caller(&request).await?;
         let workspace_id = caller.workspace(&request.get_ref().workspace_id)?;
         authorize(&caller, Need::ReadUsers, None)?;
+        app.ensure_workspace(&caller, &workspace_id).await?;
         let req = request.into_inner();
         let limit = convert::page_size(req.page_size)?;
         let after = convert::decode_page_token(PAGE_KIND, &req.page_token)?;
