@@ -235,6 +235,36 @@ impl TestApp {
     }
 }
 
+/// Holds the outbox table's write lock from a connection of its own until dropped: SQLite's
+/// write lock (`BEGIN IMMEDIATE`), PostgreSQL's `EXCLUSIVE` table lock. Reads still work;
+/// the server's writes to the outbox wait, then time out.
+pub struct OutboxLock {
+    txn: Option<sea_orm::DatabaseTransaction>,
+    _db: sea_orm::DatabaseConnection,
+}
+
+impl OutboxLock {
+    pub async fn take(url: &str) -> Self {
+        use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
+        let db = Database::connect(url).await.expect("connect");
+        let options = TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..Default::default()
+        };
+        let txn = db.begin_with_options(options).await.expect("begin");
+        if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
+            txn.execute_unprepared("LOCK TABLE outbox IN EXCLUSIVE MODE").await.expect("lock");
+        }
+        Self { txn: Some(txn), _db: db }
+    }
+
+    pub async fn release(mut self) {
+        if let Some(txn) = self.txn.take() {
+            txn.rollback().await.expect("rollback");
+        }
+    }
+}
+
 /// A workspace made by [`TestApp::workspace`].
 pub struct Workspace {
     pub id: String,

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 /// A message as the sink received it.
@@ -55,7 +56,15 @@ pub enum Mode {
 pub struct SmtpSink {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
+    gate: Arc<Gate>,
     task: JoinHandle<()>,
+}
+
+/// Holds the answer to each message's end of DATA until the test lets it go.
+struct Gate {
+    closed: bool,
+    arrived: Notify,
+    permits: Semaphore,
 }
 
 impl SmtpSink {
@@ -66,19 +75,43 @@ impl SmtpSink {
 
     /// Listens on `addr`.
     pub async fn start_on(addr: SocketAddr, mode: Mode) -> Self {
+        Self::listen(addr, mode, false).await
+    }
+
+    /// Listens on a free loopback port, accepting messages but holding each acceptance (`250`)
+    /// until [`SmtpSink::open`] — a message the client has fully sent but not yet seen accepted.
+    pub async fn start_gated() -> Self {
+        Self::listen("127.0.0.1:0".parse().expect("address"), Mode::Accept, true).await
+    }
+
+    async fn listen(addr: SocketAddr, mode: Mode, closed: bool) -> Self {
+        let gate = Arc::new(Gate { closed, arrived: Notify::new(), permits: Semaphore::new(0) });
         let listener = TcpListener::bind(addr).await.expect("bind SMTP sink");
         let addr = listener.local_addr().expect("address");
         let received = Arc::new(Mutex::new(Vec::new()));
         let store = received.clone();
+        let held = gate.clone();
         let task = tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
                 let store = store.clone();
+                let gate = held.clone();
                 tokio::spawn(async move {
-                    let _ = session(socket, mode, store).await;
+                    let _ = session(socket, mode, store, gate).await;
                 });
             }
         });
-        Self { addr, received, task }
+        Self { addr, received, gate, task }
+    }
+
+    /// Waits until a message's DATA has fully arrived at a gated sink.
+    pub async fn data_arrived(&self) {
+        self.gate.arrived.notified().await;
+    }
+
+    /// Lets every held and future message be accepted.
+    pub fn open(&self) {
+        // Each held session takes the permit and gives it back, so one lets everything through.
+        self.gate.permits.add_permits(1);
     }
 
     /// `smtp://` URL for rosterd's configuration.
@@ -98,7 +131,12 @@ impl Drop for SmtpSink {
     }
 }
 
-async fn session(socket: tokio::net::TcpStream, mode: Mode, store: Arc<Mutex<Vec<Received>>>) -> std::io::Result<()> {
+async fn session(
+    socket: tokio::net::TcpStream,
+    mode: Mode,
+    store: Arc<Mutex<Vec<Received>>>,
+    gate: Arc<Gate>,
+) -> std::io::Result<()> {
     let (read, mut write) = socket.into_split();
     let mut lines = BufReader::new(read);
     write.write_all(b"220 sink.test ESMTP ready\r\n").await?;
@@ -136,6 +174,10 @@ async fn session(socket: tokio::net::TcpStream, mode: Mode, store: Arc<Mutex<Vec
                         break;
                     }
                     data.push(text.strip_prefix('.').filter(|_| text.starts_with("..")).unwrap_or(text).to_owned());
+                }
+                if gate.closed {
+                    gate.arrived.notify_one();
+                    drop(gate.permits.acquire().await);
                 }
                 match mode {
                     Mode::Accept => {

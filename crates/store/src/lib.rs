@@ -92,8 +92,8 @@ pub struct StoreConfig {
     pub url: String,
     /// Pool size; SQLite uses at most this many readers and one writer at a time.
     pub max_connections: u32,
-    /// How long a call waits for a pooled connection (and, on SQLite, for the write lock)
-    /// before answering UNAVAILABLE.
+    /// How long a call waits for a pooled connection, and for a lock (SQLite's busy timeout,
+    /// PostgreSQL's `lock_timeout`), before giving up.
     pub acquire_timeout: Duration,
 }
 
@@ -121,11 +121,13 @@ impl Store {
     pub async fn connect(config: &StoreConfig) -> Result<Self> {
         let mut options = ConnectOptions::new(config.url.clone());
         let busy = config.acquire_timeout;
+        let lock_timeout = format!("{}ms", busy.as_millis().max(1));
         options
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
             .connect_timeout(config.acquire_timeout)
             .sqlx_logging(false)
+            .map_sqlx_postgres_opts(move |opts| opts.options([("lock_timeout", lock_timeout.as_str())]))
             .map_sqlx_sqlite_opts(move |opts| {
                 opts.create_if_missing(true)
                     .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
@@ -186,8 +188,9 @@ pub(crate) fn classify(err: DbErr) -> StoreError {
             Sqlx::Database(db) => {
                 let code = db.code().unwrap_or_default();
                 match &*code {
-                    // PostgreSQL: serialization failure, deadlock. SQLite: BUSY, LOCKED (and extended codes).
-                    "40001" | "40P01" => return StoreError::Conflict(Conflict::Busy),
+                    // PostgreSQL: serialization failure, deadlock, lock timeout. SQLite: BUSY, LOCKED
+                    // (and their extended codes).
+                    "40001" | "40P01" | "55P03" => return StoreError::Conflict(Conflict::Busy),
                     c if c == "5" || c == "6" || c.parse::<i32>().is_ok_and(|n| n & 0xff == 5 || n & 0xff == 6) => {
                         return StoreError::Conflict(Conflict::Busy);
                     }

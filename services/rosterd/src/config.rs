@@ -26,6 +26,10 @@ pub struct Config {
     #[arg(long, env = "ROSTER_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
 
+    /// How long a call waits for a database connection or lock before giving up, in milliseconds.
+    #[arg(long, env = "ROSTER_DB_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub db_timeout_ms: u64,
+
     /// bcrypt work factor for new password hashes (4..=31).
     #[arg(long, env = "ROSTER_BCRYPT_COST", default_value_t = 12, value_parser = clap::value_parser!(u32).range(4..=31))]
     pub bcrypt_cost: u32,
@@ -58,6 +62,11 @@ pub struct Config {
     /// Wait before the first retry of a failed delivery, in milliseconds; doubles per attempt, at most 10 minutes.
     #[arg(long, env = "ROSTER_OUTBOX_RETRY_MS", default_value_t = 2000)]
     pub outbox_retry_ms: u64,
+
+    /// How long a claimed email is reserved for the worker sending it, in milliseconds; keep it
+    /// above the 10-second SMTP timeout so that no other worker sends it meanwhile.
+    #[arg(long, env = "ROSTER_OUTBOX_LEASE_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    pub outbox_lease_ms: u64,
 
     /// Longest time one call may take, in seconds.
     #[arg(long, env = "ROSTER_REQUEST_TIMEOUT_SECS", default_value_t = 30)]

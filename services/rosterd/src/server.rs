@@ -53,6 +53,7 @@ pub async fn serve(
     };
     let mut store_config = StoreConfig::new(config.database_url.clone());
     store_config.max_connections = config.db_max_connections;
+    store_config.acquire_timeout = Duration::from_millis(config.db_timeout_ms);
     let store = Store::connect(&store_config).await?;
     tracing::info!(backend = store.backend_name(), url = %redact_url(&config.database_url), "database ready");
 
@@ -75,7 +76,7 @@ pub async fn serve(
         max_attempts: config.outbox_max_attempts,
         first_retry: Duration::from_millis(config.outbox_retry_ms),
         poll: Duration::from_millis(config.outbox_retry_ms.clamp(50, 5_000)),
-        lease: Duration::from_secs(60),
+        lease: Duration::from_millis(config.outbox_lease_ms),
     };
     let worker = tokio::spawn(outbox::run(store.clone(), mailer, policy, app.outbox.clone(), stop_rx.clone()));
     let janitor = tokio::spawn(purge_expired_sessions(store.clone(), stop_rx));

@@ -106,3 +106,48 @@ async fn without_smtp_nothing_is_lost() {
     app.create_user(&acme.admin_token, "maria@acme.example", "agent").await.expect("agent");
     assert_eq!(statuses(&app, &acme.id).await, [OutboxStatus::Pending, OutboxStatus::Pending]);
 }
+
+#[tokio::test]
+async fn an_email_whose_delivery_could_not_be_recorded_is_recorded_later_not_sent_again() {
+    let sink = SmtpSink::start_gated().await;
+    let url = sink.url();
+    let app = spawn_app_with(|c| {
+        c.smtp_url = Some(url.parse().expect("smtp url"));
+        c.db_timeout_ms = 300;
+        c.outbox_lease_ms = 300;
+        c.outbox_retry_ms = 50;
+    })
+    .await;
+    let mut workspaces = app.workspaces();
+    let created = workspaces.create_workspace(service(roster_proto::v1::CreateWorkspaceRequest {
+        slug: "acme".into(),
+        name: "Acme".into(),
+        admin: Some(roster_proto::v1::NewAdmin {
+            email: "ada@acme.example".into(),
+            full_name: "Ada".into(),
+            password: PASSWORD.into(),
+        }),
+        request_id: String::new(),
+    }));
+    let workspace_id = created.await.expect("created").into_inner().workspace.expect("workspace").id;
+    tokio::time::timeout(Duration::from_secs(10), sink.data_arrived()).await.expect("the worker sends");
+
+    // The SMTP server accepts the message while the outbox cannot be written: the worker's
+    // bookkeeping times out, and the message's lease runs out while the lock is held.
+    let lock = OutboxLock::take(&app.db.url).await;
+    sink.open();
+    let accepted = eventually(Duration::from_secs(10), || async { (sink.received().len() == 1).then_some(()) }).await;
+    assert!(accepted.is_some(), "the SMTP server accepted the message");
+    // Waiting out time, not state: the bookkeeping timeout (300 ms) and the lease (300 ms).
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    lock.release().await;
+
+    let sent =
+        eventually(Duration::from_secs(10), || async { all_sent(&app, &workspace_id, 1).await.then_some(()) }).await;
+    assert!(
+        sent.is_some(),
+        "recorded as sent once the database is back: {:?}",
+        app.store.outbox_entries(&workspace_id).await
+    );
+    assert_eq!(sink.received().len(), 1, "sent exactly once");
+}
