@@ -26,6 +26,8 @@ pub use rosterd::Config;
 pub const SERVICE_KEY: &str = "test-service-key-0123456789";
 /// The name it is recorded under.
 pub const SERVICE_NAME: &str = "tests";
+/// A well-formed id no record has.
+pub const UNKNOWN_ID: &str = "00000000000000000000000000000000";
 /// A password that passes the rules.
 pub const PASSWORD: &str = "correct horse battery";
 

@@ -234,6 +234,8 @@ pub struct OutboxMail {
     pub body: String,
     /// Attempts so far, including the one this claim starts.
     pub attempts: i32,
+    /// When this claim's lease ends; identifies the claim.
+    pub lease_until: i64,
 }
 
 /// Where an outbox message stands.

@@ -41,13 +41,14 @@ impl Store {
                     subject: row.subject,
                     body: row.body,
                     attempts: row.attempts + 1,
+                    lease_until: now + lease_ms,
                 });
             }
         }
         Ok(claimed)
     }
 
-    /// Marks a claimed message delivered.
+    /// Marks a claimed message delivered. Unconditional: whoever sent it, it was delivered.
     pub async fn mark_outbox_sent(&self, id: &str, now: i64) -> Result<()> {
         outbox::Entity::update_many()
             .col_expr(outbox::Column::Status, Expr::val(OutboxStatus::Sent.as_str()))
@@ -60,8 +61,16 @@ impl Store {
         Ok(())
     }
 
-    /// Records a failed attempt: retried at `retry_at`, or abandoned when `None`.
-    pub async fn mark_outbox_failed(&self, id: &str, error: &str, retry_at: Option<i64>) -> Result<()> {
+    /// Records a failed attempt: retried at `retry_at`, or abandoned when `None`. Only while the
+    /// claim that made the attempt still holds the message (its lease is `lease_until`): a late
+    /// failure must not reopen a message another worker has claimed or sent since.
+    pub async fn mark_outbox_failed(
+        &self,
+        id: &str,
+        lease_until: i64,
+        error: &str,
+        retry_at: Option<i64>,
+    ) -> Result<()> {
         let (status, next) = match retry_at {
             Some(at) => (OutboxStatus::Pending, at),
             None => (OutboxStatus::Abandoned, 0),
@@ -73,7 +82,13 @@ impl Store {
         if retry_at.is_some() {
             update = update.col_expr(outbox::Column::NextAttemptAt, Expr::val(next));
         }
-        update.filter(outbox::Column::Id.eq(id)).exec(&self.db).await.map_err(classify)?;
+        update
+            .filter(outbox::Column::Id.eq(id))
+            .filter(outbox::Column::Status.eq(OutboxStatus::Pending.as_str()))
+            .filter(outbox::Column::LeaseUntil.eq(lease_until))
+            .exec(&self.db)
+            .await
+            .map_err(classify)?;
         Ok(())
     }
 

@@ -2,29 +2,40 @@
 
 use crate::entity::{session, user};
 use crate::users::to_user;
-use crate::{Context, Entity, Result, Session, Store, StoreError, User, UserStatus, audit, classify, commit};
-use roster_identity::TokenHash;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+use crate::{Conflict, Context, Entity, Result, Session, Store, StoreError, User, UserStatus, audit, classify, commit};
+use roster_identity::{PasswordHash, TokenHash};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 
 impl Store {
-    /// Opens a session for `user_id` if the user is still active (a deactivation may have landed
-    /// since the password was checked), recording `login.succeeded`.
+    /// Opens a session for `user_id`, recording `login.succeeded`, if the user is still active
+    /// and `verified` (the hash the password was checked against) is still their password hash.
+    /// The user row is locked for the transaction (PostgreSQL `FOR UPDATE`; SQLite's write lock
+    /// covers it), so a deactivation or password change that lands since the check either
+    /// commits first and is seen here, or waits and revokes this session too.
+    ///
+    /// A deactivated user is [`StoreError::NotFound`]; a changed password is
+    /// [`Conflict::StaleVersion`].
     pub async fn create_session(
         &self,
         ctx: &Context,
-        workspace_id: &str,
-        user_id: &str,
+        user: &User,
+        verified: &PasswordHash,
         token: &TokenHash,
         expires_at: i64,
     ) -> Result<User> {
+        let (workspace_id, user_id) = (user.workspace_id.as_str(), user.id.as_str());
         let txn = self.write().await?;
         let row = user::Entity::find_by_id(user_id.to_owned())
             .filter(user::Column::WorkspaceId.eq(workspace_id))
             .filter(user::Column::Status.eq(UserStatus::Active.as_str()))
+            .lock_exclusive()
             .one(&txn)
             .await
             .map_err(classify)?
             .ok_or(StoreError::NotFound(Entity::User))?;
+        if row.password_hash != verified.as_stored() {
+            return Err(StoreError::Conflict(Conflict::StaleVersion { current: row.version }));
+        }
         let model = session::ActiveModel {
             token_hash: Set(token.as_stored().to_owned()),
             user_id: Set(user_id.to_owned()),

@@ -69,7 +69,9 @@ pub(crate) async fn insert_user(
     let inserted = user::Entity::insert(row.clone()).exec_without_returning(txn).await;
     if let Err(err) = inserted {
         return Err(match unique_violation(&err) {
-            Some(msg) if msg.contains("request") => StoreError::Conflict(Conflict::Busy),
+            // Which unique index fails first differs between backends: with a request id, the
+            // caller checks for a concurrent retry before calling it a taken email.
+            Some(_) if request_id.is_some() => StoreError::Conflict(Conflict::Busy),
             Some(_) => StoreError::Conflict(Conflict::EmailTaken),
             None => classify(err),
         });
@@ -125,6 +127,8 @@ async fn load<C: ConnectionTrait>(conn: &C, workspace_id: &str, user_id: &str) -
 }
 
 /// Applies `changes` to a user row if its version is still `row.version`, bumping the version.
+/// A concurrent change in between is [`Conflict::Busy`]: callers without an etag should retry
+/// (`update_user`, which has one, reports a stale etag itself).
 async fn update_row(
     txn: &DatabaseTransaction,
     row: &user::Model,
@@ -143,11 +147,7 @@ async fn update_row(
         .exec(txn)
         .await
         .map_err(classify)?;
-    if result.rows_affected == 1 {
-        Ok(())
-    } else {
-        Err(StoreError::Conflict(Conflict::StaleVersion { current: row.version }))
-    }
+    if result.rows_affected == 1 { Ok(()) } else { Err(StoreError::Conflict(Conflict::Busy)) }
 }
 
 impl Store {
@@ -172,9 +172,10 @@ impl Store {
                 Ok(user)
             }
             Err(StoreError::Conflict(Conflict::Busy)) if request_id.is_some() => {
-                // A concurrent retry with the same request id won the race: answer what it created.
+                // A unique index refused the row. If a concurrent retry with the same request id
+                // won the race, answer what it created; otherwise the email is taken.
                 txn.rollback().await.map_err(classify)?;
-                self.user_by_request(workspace_id, request_id).await?.ok_or(StoreError::Conflict(Conflict::Busy))
+                self.user_by_request(workspace_id, request_id).await?.ok_or(StoreError::Conflict(Conflict::EmailTaken))
             }
             Err(err) => Err(err),
         }
@@ -262,7 +263,13 @@ impl Store {
         if columns.is_empty() {
             return to_user(row);
         }
-        update_row(&txn, &row, ctx.now, columns).await?;
+        update_row(&txn, &row, ctx.now, columns).await.map_err(|err| match (err, expected_version) {
+            // The etag was current when read, but another change landed before the write.
+            (StoreError::Conflict(Conflict::Busy), Some(_)) => {
+                StoreError::Conflict(Conflict::StaleVersion { current: row.version + 1 })
+            }
+            (err, _) => err,
+        })?;
         let details: Vec<(&str, &str)> = details.iter().map(|(k, v)| (*k, v.as_str())).collect();
         audit::record(&txn, workspace_id, ctx, "user.updated", &format!("user:{user_id}"), &details).await?;
         let user = to_user(load(&txn, workspace_id, user_id).await?)?;

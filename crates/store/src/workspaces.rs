@@ -36,11 +36,13 @@ impl Store {
         };
         if let Err(err) = workspace::Entity::insert(row).exec_without_returning(&txn).await {
             drop(txn);
+            // Which unique index fails first differs between backends: with a request id, a
+            // concurrent retry that won the race is answered with what it created.
             return match unique_violation(&err) {
-                Some(msg) if msg.contains("request") => {
-                    self.workspace_by_request(request_id).await?.ok_or(StoreError::Conflict(Conflict::Busy))
-                }
-                Some(_) => Err(StoreError::Conflict(Conflict::SlugTaken)),
+                Some(_) => match self.workspace_by_request(request_id).await? {
+                    Some(found) => Ok(found),
+                    None => Err(StoreError::Conflict(Conflict::SlugTaken)),
+                },
                 None => Err(classify(err)),
             };
         }

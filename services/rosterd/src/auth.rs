@@ -54,6 +54,9 @@ impl Caller {
             Principal::Service(_) if requested.is_empty() => {
                 Err(error::invalid("workspace_id", "required when calling with a service key"))
             }
+            Principal::Service(_) if !crate::api::is_record_id(requested) => {
+                Err(error::invalid("workspace_id", "not an id this server issued"))
+            }
             Principal::Service(_) => Ok(requested.to_owned()),
             Principal::User { user, .. } if requested.is_empty() || requested == user.workspace_id => {
                 Ok(user.workspace_id.clone())

@@ -17,7 +17,14 @@ async fn main() -> ExitCode {
     match rosterd::serve(config, listener, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "rosterd failed");
+            // The whole chain: "database: database unavailable: <the driver's reason>".
+            let mut chain = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                chain.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            tracing::error!(error = %chain, "rosterd failed");
             ExitCode::FAILURE
         }
     }

@@ -155,7 +155,7 @@ async fn deliver(store: &Store, mailer: &Mailer, policy: &Policy, unrecorded: &m
                     tracing::error!(outbox_id = %mail.id, attempts = mail.attempts, %error, "email delivery failed; abandoned")
                 }
             }
-            if let Err(e) = store.mark_outbox_failed(&mail.id, &error, retry_at).await {
+            if let Err(e) = store.mark_outbox_failed(&mail.id, mail.lease_until, &error, retry_at).await {
                 // The lease runs out and the message is claimed again: nothing is lost.
                 tracing::warn!(outbox_id = %mail.id, error = %error_chain(&e), "could not record a failed delivery");
             }

@@ -66,10 +66,16 @@ pub async fn serve(
         outbox: Arc::new(Notify::new()),
         keys,
     });
-    if config.demo && app.keys.is_empty() {
-        create_demo_workspace(&app).await?;
-    }
     app.hasher.warm_up();
+    if config.demo && app.keys.is_empty() {
+        // In the background: its bcrypt hash would otherwise delay serving by a third of a second.
+        let app = app.clone();
+        tokio::spawn(async move {
+            if let Err(e) = create_demo_workspace(&app).await {
+                tracing::error!(error = %crate::error::error_chain(&e), "could not create the demo workspace");
+            }
+        });
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let policy = outbox::Policy {

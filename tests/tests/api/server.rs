@@ -90,3 +90,65 @@ async fn tests_run_on_the_backend_ci_asks_for() {
     assert_eq!(app.store.backend_name(), wanted);
     assert_eq!(app.db.is_postgres(), wanted == "postgresql");
 }
+
+#[tokio::test]
+async fn reflection_v1_and_v1alpha_describe_every_service_and_the_error_details() {
+    use tonic_reflection::pb::v1;
+    let app = spawn_app().await;
+    let symbols = [
+        "roster.v1.WorkspaceService",
+        "roster.v1.AuthService",
+        "roster.v1.UserService",
+        "roster.v1.AuditService",
+        "grpc.health.v1.Health",
+        "google.rpc.ErrorInfo",
+        "google.rpc.BadRequest",
+    ];
+    for symbol in symbols {
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(symbol.into())),
+        };
+        let mut client = ServerReflectionClient::new(app.channel.clone());
+        let mut stream = client.server_reflection_info(tokio_stream_once(request)).await.expect("v1alpha").into_inner();
+        let answer = stream.message().await.expect("answer").expect("response").message_response;
+        assert!(
+            matches!(answer, Some(MessageResponse::FileDescriptorResponse(ref files)) if !files.file_descriptor_proto.is_empty()),
+            "v1alpha cannot describe {symbol}: {answer:?}"
+        );
+
+        let request = v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(v1::server_reflection_request::MessageRequest::FileContainingSymbol(symbol.into())),
+        };
+        let mut client = v1::server_reflection_client::ServerReflectionClient::new(app.channel.clone());
+        let mut stream = client.server_reflection_info(tokio_stream_once(request)).await.expect("v1").into_inner();
+        let answer = stream.message().await.expect("answer").expect("response").message_response;
+        assert!(
+            matches!(answer, Some(v1::server_reflection_response::MessageResponse::FileDescriptorResponse(ref files)) if !files.file_descriptor_proto.is_empty()),
+            "v1 cannot describe {symbol}: {answer:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_first_run_without_service_keys_creates_the_demo_workspace() {
+    let app = spawn_app_with(|c| {
+        c.service_keys.clear();
+        c.demo = true;
+    })
+    .await;
+    let slug = roster_identity::Slug::parse("demo").expect("slug");
+
+    let created =
+        eventually(Duration::from_secs(10), || async { app.store.workspace_id_by_slug(&slug).await.expect("store") })
+            .await
+            .expect("the demo workspace appears");
+
+    let workspace = app.store.workspace(&created).await.expect("workspace");
+    assert_eq!(workspace.seats_used, 1, "its admin");
+    let email = roster_identity::Email::parse("admin@demo.example").expect("email");
+    let admin = app.store.login_candidate(&slug, &email).await.expect("store");
+    assert!(admin.and_then(|c| c.user).is_some_and(|(user, _)| user.role.as_str() == "admin"));
+    assert_eq!(app.audit_actions(&created).await, ["workspace.created", "user.created"]);
+}

@@ -180,7 +180,7 @@ async fn bad_listing_arguments_are_invalid_argument() {
     assert_invalid(&token, "INVALID_FIELD", &["page_token"]);
     assert_invalid(&status, "INVALID_FIELD", &["status"]);
     let mut unknown = list(0, "");
-    unknown.workspace_id = "no-such-workspace".into();
+    unknown.workspace_id = UNKNOWN_ID.into();
     let status = app.users().list_users(service(unknown)).await.expect_err("unknown workspace");
     assert_status(&status, Code::NotFound, "WORKSPACE_NOT_FOUND");
 }
@@ -250,7 +250,7 @@ async fn bad_updates_name_their_field_and_write_nothing() {
         .users()
         .update_user(bearer(
             &acme.admin_token,
-            update(pb::User { id: "nobody".into(), ..agent.clone() }, &["full_name"]),
+            update(pb::User { id: UNKNOWN_ID.into(), ..agent.clone() }, &["full_name"]),
         ))
         .await
         .expect_err("unknown user");
@@ -372,4 +372,138 @@ async fn people_set_their_own_availability_and_admins_anyones() {
     assert_invalid(&unspecified, "INVALID_FIELD", &["availability"]);
     assert_status(&others, Code::PermissionDenied, "PERMISSION_DENIED");
     assert_eq!(by_admin.into_inner().user.expect("user").availability(), pb::Availability::Online);
+}
+
+#[tokio::test]
+async fn people_cannot_touch_another_workspaces_users_by_id() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let globex = app.workspace("globex").await;
+    let victim = app.create_user(&globex.admin_token, "vic@globex.example", "agent").await.expect("globex user");
+    let before = app.footprint(&globex.id).await;
+    let token = &acme.admin_token;
+    let id = || victim.id.clone();
+
+    let updated = app
+        .users()
+        .update_user(bearer(token, update(pb::User { full_name: "Pwned".into(), ..victim.clone() }, &["full_name"])))
+        .await
+        .expect_err("update");
+    let deactivated = app
+        .users()
+        .deactivate_user(bearer(token, pb::DeactivateUserRequest { workspace_id: String::new(), user_id: id() }))
+        .await
+        .expect_err("deactivate");
+    let reactivated = app
+        .users()
+        .reactivate_user(bearer(
+            token,
+            pb::ReactivateUserRequest { workspace_id: String::new(), user_id: id(), request_id: String::new() },
+        ))
+        .await
+        .expect_err("reactivate");
+    let away = app
+        .users()
+        .set_availability(bearer(
+            token,
+            pb::SetAvailabilityRequest {
+                workspace_id: String::new(),
+                user_id: id(),
+                availability: pb::Availability::Away as i32,
+            },
+        ))
+        .await
+        .expect_err("availability");
+
+    for status in [&updated, &deactivated, &reactivated, &away] {
+        assert_status(status, Code::NotFound, "USER_NOT_FOUND");
+        assert!(!status.message().contains(&victim.id));
+    }
+    assert_eq!(app.footprint(&globex.id).await, before);
+    assert_eq!(get(&app, &globex.admin_token, &victim.id).await.expect("unchanged"), victim);
+}
+
+#[tokio::test]
+async fn deactivation_and_reactivation_need_an_admin_and_a_known_user() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let agent = app.create_user(&acme.admin_token, "maria@acme.example", "agent").await.expect("agent");
+    app.create_user(&acme.admin_token, "sam@acme.example", "supervisor").await.expect("supervisor");
+    let sam = app.login("acme", "sam@acme.example", PASSWORD).await.expect("login");
+    let deactivate = |user_id: &str| pb::DeactivateUserRequest { workspace_id: String::new(), user_id: user_id.into() };
+    let reactivate = |user_id: &str| pb::ReactivateUserRequest {
+        workspace_id: String::new(),
+        user_id: user_id.into(),
+        request_id: String::new(),
+    };
+
+    let by_supervisor = app.users().deactivate_user(bearer(&sam, deactivate(&agent.id))).await.expect_err("supervisor");
+    let unknown =
+        app.users().deactivate_user(bearer(&acme.admin_token, deactivate(UNKNOWN_ID))).await.expect_err("unknown");
+    let missing = app.users().reactivate_user(bearer(&acme.admin_token, reactivate(""))).await.expect_err("missing");
+    let malformed =
+        app.users().reactivate_user(bearer(&acme.admin_token, reactivate("x\0y"))).await.expect_err("bad id");
+    let re_by_supervisor =
+        app.users().reactivate_user(bearer(&sam, reactivate(&agent.id))).await.expect_err("supervisor");
+
+    assert_status(&by_supervisor, Code::PermissionDenied, "PERMISSION_DENIED");
+    assert_status(&unknown, Code::NotFound, "USER_NOT_FOUND");
+    assert_invalid(&missing, "INVALID_FIELD", &["user_id"]);
+    assert_invalid(&malformed, "INVALID_FIELD", &["user_id"]);
+    assert_status(&re_by_supervisor, Code::PermissionDenied, "PERMISSION_DENIED");
+    assert_eq!(get(&app, &acme.admin_token, &agent.id).await.expect("agent").status(), pb::UserStatus::Active);
+    // Deactivating twice is not an error and records one event.
+    for _ in 0..2 {
+        app.users().deactivate_user(bearer(&acme.admin_token, deactivate(&agent.id))).await.expect("deactivate");
+    }
+    let deactivations = app.audit_actions(&acme.id).await.iter().filter(|a| *a == "user.deactivated").count();
+    assert_eq!(deactivations, 1);
+}
+
+#[tokio::test]
+async fn concurrent_retries_with_one_request_id_create_one_user() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let mut request = create("maria@acme.example", PASSWORD, "agent");
+    request.request_id = "invite-maria-concurrently".into();
+
+    let calls = (0..8).map(|_| {
+        let mut users = app.users();
+        let request = bearer(&acme.admin_token, request.clone());
+        tokio::spawn(async move { users.create_user(request).await.map(|r| r.into_inner().user.expect("user").id) })
+    });
+    let mut ids = Vec::new();
+    for call in calls.collect::<Vec<_>>() {
+        ids.push(call.await.expect("task").expect("every retry gets the first answer"));
+    }
+
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(app.footprint(&acme.id).await.0, 2, "the admin and maria");
+}
+
+#[tokio::test]
+async fn bytes_that_cannot_be_an_id_or_filter_are_invalid_argument_not_internal() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+
+    let user = get(&app, &acme.admin_token, "nul\0byte").await.expect_err("bad id");
+    let mut request = list(0, "");
+    request.workspace_id = "nul\0byte".into();
+    let workspace = app.users().list_users(service(request)).await.expect_err("bad workspace id");
+    let token: String = "users:a\0@b.example".bytes().map(|b| format!("{b:02x}")).collect();
+    let page = app.users().list_users(bearer(&acme.admin_token, list(0, &token))).await.expect_err("bad cursor");
+    let audit = app
+        .audit()
+        .list_audit_events(bearer(
+            &acme.admin_token,
+            pb::ListAuditEventsRequest { actor: "user:\0".into(), ..Default::default() },
+        ))
+        .await
+        .expect_err("bad filter");
+
+    assert_invalid(&user, "INVALID_FIELD", &["user_id"]);
+    assert_invalid(&workspace, "INVALID_FIELD", &["workspace_id"]);
+    assert_invalid(&page, "INVALID_FIELD", &["page_token"]);
+    assert_invalid(&audit, "INVALID_FIELD", &["actor"]);
 }

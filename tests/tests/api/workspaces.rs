@@ -133,7 +133,7 @@ async fn people_read_their_own_workspace_only() {
         .expect_err("another workspace");
     let missing = app
         .workspaces()
-        .get_workspace(service(pb::GetWorkspaceRequest { workspace_id: "no-such-workspace".into() }))
+        .get_workspace(service(pb::GetWorkspaceRequest { workspace_id: UNKNOWN_ID.into() }))
         .await
         .expect_err("unknown id");
     let unnamed = app

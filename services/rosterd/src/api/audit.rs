@@ -1,6 +1,6 @@
 use crate::app::App;
 use crate::convert;
-use crate::error::{self, invalid};
+use crate::error::{self, Violations, invalid};
 use crate::policy::{Need, authorize};
 use roster_proto::v1::{self as pb, audit_service_server::AuditService};
 use roster_store::AuditFilter;
@@ -27,8 +27,12 @@ impl AuditService for AuditApi {
         let after = convert::decode_page_token(PAGE_KIND, &req.page_token)?
             .map(|c| c.parse::<i64>().map_err(|_| invalid("page_token", "not a page token of this listing")))
             .transpose()?;
-        let some = |s: String| (!s.is_empty()).then_some(s);
-        let filter = AuditFilter { actor: some(req.actor), target: some(req.target), action: some(req.action) };
+        let mut v = Violations::new();
+        let actor = super::filter(&mut v, "actor", &req.actor).map(str::to_owned);
+        let target = super::filter(&mut v, "target", &req.target).map(str::to_owned);
+        let action = super::filter(&mut v, "action", &req.action).map(str::to_owned);
+        v.finish()?;
+        let filter = AuditFilter { actor, target, action };
         let page = app.store.list_audit_events(&workspace_id, &filter, after, limit).await.map_err(error::store)?;
         Ok(Response::new(pb::ListAuditEventsResponse {
             events: page.items.into_iter().map(convert::audit_event).collect(),

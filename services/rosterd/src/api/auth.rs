@@ -4,7 +4,7 @@ use crate::convert;
 use crate::error::{self, Violations, checked, permission_denied, unauthenticated};
 use roster_identity::{Email, Password, SessionToken, Slug};
 use roster_proto::v1::{self as pb, auth_service_server::AuthService};
-use roster_store::{Actor, Context, Entity, StoreError, UserStatus};
+use roster_store::{Actor, Conflict, Context, Entity, StoreError, UserStatus};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -40,12 +40,12 @@ impl AuthService for AuthApi {
         };
         let (user, hash) = found.unzip();
         // The same bcrypt work whether or not the workspace and the email exist.
-        let matched = app.hasher.verify(hash, Password::candidate(&req.password)).await?;
+        let matched = app.hasher.verify(hash.clone(), Password::candidate(&req.password)).await?;
         let now = now_millis();
         let failure = Context { actor: Actor::Anonymous, request_id: request_id.clone(), now };
-        let user = match (matched, user) {
-            (true, Some(user)) if user.status == UserStatus::Active => user,
-            (matched, user) => {
+        let (user, verified) = match (matched, user, hash) {
+            (true, Some(user), Some(hash)) if user.status == UserStatus::Active => (user, hash),
+            (matched, user, _) => {
                 if let Some(workspace_id) = &workspace_id {
                     app.store
                         .record_login_failure(&failure, workspace_id, email.as_str())
@@ -63,18 +63,19 @@ impl AuthService for AuthApi {
         let token = SessionToken::from_random(random_bytes()?);
         let expires_at = now.saturating_add(i64::try_from(app.session_ttl.as_millis()).unwrap_or(i64::MAX));
         let success = Context { actor: Actor::User(user.id.clone()), request_id, now };
-        let user =
-            match app.store.create_session(&success, &user.workspace_id, &user.id, &token.hash(), expires_at).await {
-                Ok(user) => user,
-                // Deactivated between the password check and now.
-                Err(StoreError::NotFound(Entity::User)) => {
-                    return Err(permission_denied(
-                        "USER_DEACTIVATED",
-                        "this user is deactivated; ask an admin to reactivate it",
-                    ));
-                }
-                Err(err) => return Err(error::store(err)),
-            };
+        let user = match app.store.create_session(&success, &user, &verified, &token.hash(), expires_at).await {
+            Ok(user) => user,
+            // The password changed since it was checked: the offered one may be the old one.
+            Err(StoreError::Conflict(Conflict::StaleVersion { .. })) => return Err(login_failed()),
+            // Deactivated between the password check and now.
+            Err(StoreError::NotFound(Entity::User)) => {
+                return Err(permission_denied(
+                    "USER_DEACTIVATED",
+                    "this user is deactivated; ask an admin to reactivate it",
+                ));
+            }
+            Err(err) => return Err(error::store(err)),
+        };
         tracing::info!(user_id = %user.id, workspace_id = %user.workspace_id, "login succeeded");
         Ok(Response::new(pb::LoginResponse {
             session_token: token.reveal().to_owned(),

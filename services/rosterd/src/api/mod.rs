@@ -24,3 +24,30 @@ pub(crate) fn request_id<'a>(v: &mut Violations, value: &'a str) -> Option<&'a s
     }
     Some(value)
 }
+
+/// Record ids are 32 lower-case hex digits; anything else cannot name a record. Checking the
+/// shape first keeps arbitrary bytes (a NUL, say) away from the database.
+pub(crate) fn is_record_id(value: &str) -> bool {
+    value.len() == 32 && value.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A required record id field.
+pub(crate) fn record_id(v: &mut Violations, field: &str, value: &str) {
+    if value.is_empty() {
+        v.add(field, "required");
+    } else if !is_record_id(value) {
+        v.add(field, "not an id this server issued");
+    }
+}
+
+/// An optional exact-match filter: at most 300 characters, no control characters.
+pub(crate) fn filter<'a>(v: &mut Violations, field: &str, value: &'a str) -> Option<&'a str> {
+    if value.is_empty() {
+        return None;
+    }
+    if value.chars().count() > 300 || value.chars().any(char::is_control) {
+        v.add(field, "at most 300 characters, no control characters");
+        return None;
+    }
+    Some(value)
+}

@@ -62,7 +62,7 @@ impl UserService for UserApi {
         let workspace_id = caller.workspace(&req.workspace_id)?;
         authorize(&caller, Need::ReadUsers, Some(&req.user_id))?;
         let mut v = Violations::new();
-        required(&mut v, "user_id", &req.user_id);
+        super::record_id(&mut v, "user_id", &req.user_id);
         v.finish()?;
         let user = app.store.user(&workspace_id, &req.user_id).await.map_err(error::store)?;
         Ok(Response::new(pb::GetUserResponse { user: user_response(&user) }))
@@ -79,7 +79,13 @@ impl UserService for UserApi {
         app.ensure_workspace(&caller, &workspace_id).await?;
         let req = request.into_inner();
         let limit = convert::page_size(req.page_size)?;
-        let after = convert::decode_page_token(PAGE_KIND, &req.page_token)?;
+        // The cursor is the last email of the previous page; anything else is not our token.
+        let after = convert::decode_page_token(PAGE_KIND, &req.page_token)?
+            .map(|cursor| match Email::parse(&cursor) {
+                Ok(email) if email.as_str() == cursor => Ok(cursor),
+                _ => Err(invalid("page_token", "not a page token of this listing; start again without one")),
+            })
+            .transpose()?;
         let status = convert::status_filter(req.status)?;
         let role = if req.role.is_empty() {
             None
@@ -105,7 +111,7 @@ impl UserService for UserApi {
         let req = request.into_inner();
         let Some(user) = req.user else { return Err(invalid("user", "required")) };
         let mut v = Violations::new();
-        required(&mut v, "user.id", &user.id);
+        super::record_id(&mut v, "user.id", &user.id);
         // Without a mask, every updatable field that is set (AIP-134).
         let paths: Vec<String> = match req.update_mask {
             Some(mask) if !mask.paths.is_empty() => mask.paths,
@@ -154,7 +160,7 @@ impl UserService for UserApi {
         let workspace_id = caller.workspace(&req.workspace_id)?;
         authorize(&caller, Need::ManageUsers, None)?;
         let mut v = Violations::new();
-        required(&mut v, "user_id", &req.user_id);
+        super::record_id(&mut v, "user_id", &req.user_id);
         v.finish()?;
         let user =
             app.store.deactivate_user(&caller.context(), &workspace_id, &req.user_id).await.map_err(error::store)?;
@@ -172,7 +178,7 @@ impl UserService for UserApi {
         let workspace_id = caller.workspace(&req.workspace_id)?;
         authorize(&caller, Need::ManageUsers, None)?;
         let mut v = Violations::new();
-        required(&mut v, "user_id", &req.user_id);
+        super::record_id(&mut v, "user_id", &req.user_id);
         super::request_id(&mut v, &req.request_id);
         v.finish()?;
         let user =
@@ -229,7 +235,10 @@ impl UserService for UserApi {
                 v.add("user_id", "required when calling with a service key");
                 String::new()
             }
-            (id, _) => id.to_owned(),
+            (id, _) => {
+                super::record_id(&mut v, "user_id", id);
+                id.to_owned()
+            }
         };
         let is_self = caller.user().is_some_and(|me| me.id == user_id);
         if !is_self {
