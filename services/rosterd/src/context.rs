@@ -4,12 +4,19 @@
 //! lifts `authorization: Bearer …` into a [`Credential`] extension, which handlers resolve through
 //! [`crate::auth`]. The request id comes from `x-request-id` when the client sends a sane one, is
 //! generated otherwise, and is echoed in the response headers.
+//!
+//! It also bounds each call by the configured request timeout, answering DEADLINE_EXCEEDED with
+//! an `ErrorInfo`, and gives the few statuses tonic produces on its own (an unknown method, a
+//! request body that does not decode) an `ErrorInfo` too, so that every error carries a reason.
 
+use crate::error;
 use http::{HeaderValue, Request, Response};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
+use tonic::Code;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
@@ -42,14 +49,17 @@ impl fmt::Debug for Credential {
 pub(crate) struct RequestId(pub(crate) String);
 
 /// Adds [`RequestContext`] to a service.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RequestContextLayer;
+#[derive(Debug, Clone, Copy)]
+pub struct RequestContextLayer {
+    /// The longest a call may take.
+    pub timeout: Duration,
+}
 
 impl<S> Layer<S> for RequestContextLayer {
     type Service = RequestContext<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequestContext { inner }
+        RequestContext { inner, timeout: self.timeout }
     }
 }
 
@@ -57,6 +67,7 @@ impl<S> Layer<S> for RequestContextLayer {
 #[derive(Debug, Clone)]
 pub struct RequestContext<S> {
     inner: S,
+    timeout: Duration,
 }
 
 impl<S, B, R> Service<Request<B>> for RequestContext<S>
@@ -64,6 +75,7 @@ where
     S: Service<Request<B>, Response = Response<R>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
+    R: Default,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -94,10 +106,26 @@ where
         // The clone is ready only after poll_ready on `self.inner`; swap so that the ready one serves.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        let limit = self.timeout;
         Box::pin(
             async move {
                 let started = std::time::Instant::now();
-                let mut response = inner.call(request).await?;
+                let mut response = match tokio::time::timeout(limit, inner.call(request)).await {
+                    Ok(response) => {
+                        let mut response = response?;
+                        add_error_info(response.headers_mut());
+                        response
+                    }
+                    Err(_) => {
+                        tracing::warn!(timeout_ms = limit.as_millis() as u64, "call timed out");
+                        error::status(
+                            Code::DeadlineExceeded,
+                            "REQUEST_TIMEOUT",
+                            format!("the call took longer than the server's limit of {} s", limit.as_secs_f32()),
+                        )
+                        .into_http()
+                    }
+                };
                 if let Ok(value) = HeaderValue::from_str(&request_id) {
                     response.headers_mut().insert(REQUEST_ID_HEADER, value);
                 }
@@ -106,6 +134,32 @@ where
             }
             .instrument(span),
         )
+    }
+}
+
+/// Gives an error status without details (one tonic answered on its own, before any handler) an
+/// `ErrorInfo`. A request body that does not decode is the caller's mistake: INVALID_ARGUMENT,
+/// not the INTERNAL tonic uses.
+fn add_error_info(headers: &mut http::HeaderMap) {
+    if headers.contains_key("grpc-status-details-bin") {
+        return;
+    }
+    let Some(status) = tonic::Status::from_header_map(headers) else { return };
+    let (code, reason) = match status.code() {
+        Code::Ok => return,
+        Code::Internal => (Code::InvalidArgument, "MALFORMED_REQUEST"),
+        Code::Unimplemented => (Code::Unimplemented, "METHOD_NOT_FOUND"),
+        Code::Cancelled => (Code::Cancelled, "CANCELLED"),
+        Code::DeadlineExceeded => (Code::DeadlineExceeded, "DEADLINE_EXCEEDED"),
+        Code::ResourceExhausted => (Code::ResourceExhausted, "SERVER_OVERLOADED"),
+        other => (other, "TRANSPORT_ERROR"),
+    };
+    let with_info = error::status(code, reason, status.message().to_owned());
+    headers.remove("grpc-status");
+    headers.remove("grpc-message");
+    if with_info.add_header(headers).is_err() {
+        // Cannot happen for statuses built here; the original code is gone, so say INTERNAL.
+        headers.insert("grpc-status", HeaderValue::from_static("13"));
     }
 }
 

@@ -98,8 +98,7 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
     };
     let router = tonic::transport::Server::builder()
-        .timeout(Duration::from_secs(config.request_timeout_secs))
-        .layer(RequestContextLayer)
+        .layer(RequestContextLayer { timeout: Duration::from_secs(config.request_timeout_secs) })
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)

@@ -152,3 +152,60 @@ async fn a_first_run_without_service_keys_creates_the_demo_workspace() {
     assert!(admin.and_then(|c| c.user).is_some_and(|(user, _)| user.role.as_str() == "admin"));
     assert_eq!(app.audit_actions(&created).await, ["workspace.created", "user.created"]);
 }
+
+/// A message whose field 1 is a number where `LoginRequest` has a string: it does not decode.
+#[derive(Clone, PartialEq, prost::Message)]
+struct NotALoginRequest {
+    #[prost(uint64, tag = "1")]
+    number: u64,
+}
+
+async fn raw_call(app: &TestApp, path: &'static str) -> tonic::Status {
+    let mut grpc = tonic::client::Grpc::new(app.channel.clone());
+    grpc.ready().await.expect("ready");
+    let codec = tonic_prost::ProstCodec::<NotALoginRequest, pb::LoginResponse>::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    grpc.unary(tonic::Request::new(NotALoginRequest { number: 7 }), path, codec).await.expect_err("refused")
+}
+
+#[tokio::test]
+async fn statuses_tonic_answers_itself_carry_a_reason_too() {
+    let app = spawn_app().await;
+
+    let undecodable = raw_call(&app, "/roster.v1.AuthService/Login").await;
+    let unknown = raw_call(&app, "/roster.v1.AuthService/Teleport").await;
+
+    assert_status(&undecodable, tonic::Code::InvalidArgument, "MALFORMED_REQUEST");
+    assert_status(&unknown, tonic::Code::Unimplemented, "METHOD_NOT_FOUND");
+    let mut health = HealthClient::new(app.channel.clone());
+    let serving = health.check(HealthCheckRequest { service: String::new() }).await.expect("still serving");
+    assert_eq!(serving.into_inner().status(), ServingStatus::Serving);
+}
+
+#[tokio::test]
+async fn a_call_over_the_time_limit_is_deadline_exceeded_with_a_reason() {
+    // bcrypt at cost 14 takes several seconds in a debug build, well over the 1-second limit.
+    let app = spawn_app_with(|c| {
+        c.request_timeout_secs = 1;
+        c.bcrypt_cost = 14;
+    })
+    .await;
+
+    let status = app
+        .workspaces()
+        .create_workspace(service(pb::CreateWorkspaceRequest {
+            slug: "acme".into(),
+            name: "Acme".into(),
+            admin: Some(pb::NewAdmin {
+                email: "a@acme.example".into(),
+                full_name: "Ada".into(),
+                password: PASSWORD.into(),
+            }),
+            request_id: String::new(),
+        }))
+        .await
+        .expect_err("too slow");
+
+    assert_status(&status, tonic::Code::DeadlineExceeded, "REQUEST_TIMEOUT");
+    assert!(!app.store.has_workspaces().await.expect("store"), "a timed-out call writes nothing");
+}
