@@ -1,0 +1,214 @@
+//! The permission catalog: `feature.action` names, and which of them carry a scope.
+
+use std::fmt;
+
+/// What a permission is about; the admin screen groups toggles by feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Feature {
+    Conversations,
+    Contacts,
+    Campaigns,
+    Templates,
+    Settings,
+    Analytics,
+    Users,
+    Roles,
+    Teams,
+    Billing,
+    Audit,
+}
+
+impl Feature {
+    /// The feature's name in permission strings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Feature::Conversations => "conversations",
+            Feature::Contacts => "contacts",
+            Feature::Campaigns => "campaigns",
+            Feature::Templates => "templates",
+            Feature::Settings => "settings",
+            Feature::Analytics => "analytics",
+            Feature::Users => "users",
+            Feature::Roles => "roles",
+            Feature::Teams => "teams",
+            Feature::Billing => "billing",
+            Feature::Audit => "audit",
+        }
+    }
+}
+
+macro_rules! catalog {
+    ($($variant:ident = ($feature:ident, $action:literal)),+ $(,)?) => {
+        /// A permission of the catalog. Adding one here adds it everywhere, admins included.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Permission {
+            $($variant),+
+        }
+
+        impl Permission {
+            /// The whole catalog, in display order.
+            pub const ALL: &'static [Permission] = &[$(Permission::$variant),+];
+
+            /// The feature the permission belongs to.
+            pub fn feature(self) -> Feature {
+                match self {
+                    $(Permission::$variant => Feature::$feature),+
+                }
+            }
+
+            /// The action within the feature (`read`, `write`, …).
+            pub fn action(self) -> &'static str {
+                match self {
+                    $(Permission::$variant => $action),+
+                }
+            }
+        }
+    };
+}
+
+catalog! {
+    ConversationsRead = (Conversations, "read"),
+    ConversationsReply = (Conversations, "reply"),
+    ConversationsAssign = (Conversations, "assign"),
+    ContactsRead = (Contacts, "read"),
+    ContactsWrite = (Contacts, "write"),
+    ContactsDelete = (Contacts, "delete"),
+    CampaignsRead = (Campaigns, "read"),
+    CampaignsWrite = (Campaigns, "write"),
+    TemplatesRead = (Templates, "read"),
+    TemplatesWrite = (Templates, "write"),
+    SettingsRead = (Settings, "read"),
+    SettingsWrite = (Settings, "write"),
+    AnalyticsRead = (Analytics, "read"),
+    UsersRead = (Users, "read"),
+    UsersManage = (Users, "manage"),
+    RolesManage = (Roles, "manage"),
+    TeamsManage = (Teams, "manage"),
+    BillingManage = (Billing, "manage"),
+    AuditRead = (Audit, "read"),
+}
+
+/// Why a string is not a permission of the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PermissionError {
+    #[error("unknown permission {0:?}; permissions look like `contacts.read`")]
+    Unknown(String),
+}
+
+impl Permission {
+    /// Parses `feature.action`.
+    pub fn parse(input: &str) -> Result<Self, PermissionError> {
+        let (feature, action) = input.split_once('.').ok_or_else(|| PermissionError::Unknown(input.to_owned()))?;
+        Permission::ALL
+            .iter()
+            .copied()
+            .find(|p| p.feature().as_str() == feature && p.action() == action)
+            .ok_or_else(|| PermissionError::Unknown(input.to_owned()))
+    }
+
+    /// Whether grants of this permission carry a scope: conversations and contacts can be granted
+    /// for every resource or only for those assigned to the user.
+    pub fn is_scoped(self) -> bool {
+        matches!(self.feature(), Feature::Conversations | Feature::Contacts)
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.feature().as_str(), self.action())
+    }
+}
+
+/// Which resources a grant of a scoped permission covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    /// Only resources assigned to the user.
+    Assigned,
+    /// Every resource of the workspace.
+    All,
+}
+
+impl Scope {
+    /// Whether a grant with this scope covers everything one with `other` does.
+    pub fn covers(self, other: Scope) -> bool {
+        self >= other
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Assigned => "ASSIGNED",
+            Scope::All => "ALL",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_catalog_has_the_nineteen_permissions_of_the_product() {
+        let names: Vec<String> = Permission::ALL.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "conversations.read",
+                "conversations.reply",
+                "conversations.assign",
+                "contacts.read",
+                "contacts.write",
+                "contacts.delete",
+                "campaigns.read",
+                "campaigns.write",
+                "templates.read",
+                "templates.write",
+                "settings.read",
+                "settings.write",
+                "analytics.read",
+                "users.read",
+                "users.manage",
+                "roles.manage",
+                "teams.manage",
+                "billing.manage",
+                "audit.read",
+            ]
+        );
+    }
+
+    #[test]
+    fn every_permission_parses_back_from_its_name() {
+        for permission in Permission::ALL {
+            assert_eq!(Permission::parse(&permission.to_string()), Ok(*permission));
+        }
+    }
+
+    #[test]
+    fn unknown_and_malformed_permissions_are_rejected() {
+        for input in ["", "contacts", "contacts.", ".read", "contacts.fly", "Contacts.read", "contacts.read "] {
+            assert!(Permission::parse(input).is_err(), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn only_conversations_and_contacts_are_scoped() {
+        let scoped: Vec<String> = Permission::ALL.iter().filter(|p| p.is_scoped()).map(|p| p.to_string()).collect();
+        assert_eq!(
+            scoped,
+            [
+                "conversations.read",
+                "conversations.reply",
+                "conversations.assign",
+                "contacts.read",
+                "contacts.write",
+                "contacts.delete"
+            ]
+        );
+    }
+
+    #[test]
+    fn all_covers_assigned_but_not_the_reverse() {
+        assert!(Scope::All.covers(Scope::Assigned));
+        assert!(Scope::All.covers(Scope::All));
+        assert!(!Scope::Assigned.covers(Scope::All));
+    }
+}
