@@ -80,6 +80,8 @@ pub enum Conflict {
     StaleVersion { current: i64 },
     #[error("the database was busy with a conflicting transaction; retry")]
     Busy,
+    #[error("{0}")]
+    LastAdmin(roster_authz::LastAdmin),
 }
 
 /// Result of a store operation.

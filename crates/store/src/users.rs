@@ -1,11 +1,11 @@
 //! Users: creation with the welcome email, changes guarded by version, deactivation.
 
-use crate::entity::{outbox, role, session, user};
+use crate::entity::{outbox, role, session, user, workspace};
 use crate::{
     Availability, Conflict, Context, Entity, LoginCandidate, Mail, NewUser, OutboxStatus, Page, Result, Store,
     StoreError, User, UserChanges, UserFilter, UserStatus, audit, classify, commit, new_id, unique_violation,
 };
-use roster_identity::{Email, FullName, PasswordHash, RoleId, Slug, TokenHash};
+use roster_identity::{BuiltinRole, Email, FullName, PasswordHash, RoleId, Slug, TokenHash};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
@@ -114,6 +114,40 @@ pub(crate) async fn insert_user(
         created_at: ctx.now,
         updated_at: ctx.now,
     })
+}
+
+/// Refuses a change that takes away the workspace's last active admin (`row` is the target as
+/// loaded; `stays_admin` says whether it is still an active admin afterwards). The workspace row
+/// is locked first — PostgreSQL `FOR UPDATE`; on SQLite the write transaction already serializes
+/// writers — so two admins removed at the same moment, on any process, are decided one after the
+/// other and exactly one admin stays.
+async fn guard_last_admin(
+    txn: &DatabaseTransaction,
+    workspace_id: &str,
+    row: &user::Model,
+    stays_admin: bool,
+) -> Result<()> {
+    let is_active_admin = row.status == UserStatus::Active.as_str() && row.role_id == BuiltinRole::Admin.id();
+    if !is_active_admin || stays_admin {
+        return Ok(());
+    }
+    workspace::Entity::find_by_id(workspace_id.to_owned())
+        .lock_exclusive()
+        .one(txn)
+        .await
+        .map_err(classify)?
+        .ok_or(StoreError::NotFound(Entity::Workspace))?;
+    let admins = crate::count(
+        txn,
+        user::Entity::find()
+            .filter(user::Column::WorkspaceId.eq(workspace_id))
+            .filter(user::Column::Status.eq(UserStatus::Active.as_str()))
+            .filter(user::Column::RoleId.eq(BuiltinRole::Admin.id())),
+    )
+    .await?;
+    roster_authz::check_last_admin(u64::try_from(admins).unwrap_or(0), true, false)
+        .map_err(|rule| StoreError::Conflict(Conflict::LastAdmin(rule)))?;
+    Ok(())
 }
 
 /// Loads a user of a workspace inside `conn`.
@@ -256,6 +290,7 @@ impl Store {
             && role.as_str() != row.role_id
         {
             ensure_role(&txn, workspace_id, role).await?;
+            guard_last_admin(&txn, workspace_id, &row, role.builtin() == Some(BuiltinRole::Admin)).await?;
             columns.push((user::Column::RoleId, role.as_str().into()));
             details.push(("old_role", row.role_id.clone()));
             details.push(("role", role.as_str().to_owned()));
@@ -294,6 +329,7 @@ impl Store {
         if row.status == status.as_str() {
             return to_user(row);
         }
+        guard_last_admin(&txn, workspace_id, &row, status == UserStatus::Active).await?;
         update_row(&txn, &row, ctx.now, vec![(user::Column::Status, status.as_str().into())]).await?;
         let action = match status {
             UserStatus::Deactivated => {

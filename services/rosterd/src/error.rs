@@ -133,6 +133,11 @@ pub(crate) fn store_with_role_field(err: StoreError, role_field: &str) -> Status
                 ErrorDetails::new(),
             ),
             Conflict::Busy => status(Code::Aborted, "CONCURRENT_UPDATE", "a concurrent change won: retry the call"),
+            Conflict::LastAdmin(rule) => {
+                let mut details = ErrorDetails::new();
+                details.add_precondition_failure_violation("LAST_ADMIN", "roster.v1.User", rule.to_string());
+                status_with(Code::FailedPrecondition, "LAST_ADMIN", rule.to_string(), &[], details)
+            }
         },
         StoreError::Unavailable(source) => {
             tracing::warn!(error = %error_chain(&source), "database unavailable");

@@ -507,3 +507,55 @@ async fn bytes_that_cannot_be_an_id_or_filter_are_invalid_argument_not_internal(
     assert_invalid(&page, "INVALID_FIELD", &["page_token"]);
     assert_invalid(&audit, "INVALID_FIELD", &["actor"]);
 }
+
+#[tokio::test]
+async fn the_last_active_admin_can_be_neither_deactivated_nor_demoted() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let before = app.footprint(&acme.id).await;
+
+    let deactivate = pb::DeactivateUserRequest { workspace_id: String::new(), user_id: acme.admin.id.clone() };
+    let deactivated = app.users().deactivate_user(bearer(&acme.admin_token, deactivate)).await.expect_err("last");
+    let demote = update(pb::User { role: "agent".into(), ..acme.admin.clone() }, &["role"]);
+    let demoted = app.users().update_user(bearer(&acme.admin_token, demote)).await.expect_err("last");
+
+    for status in [&deactivated, &demoted] {
+        assert_status(status, Code::FailedPrecondition, "LAST_ADMIN");
+        let details = tonic_types::StatusExt::get_error_details(status);
+        let violations = details.precondition_failure().map(|p| p.violations.len());
+        assert_eq!(violations, Some(1), "{status:?}");
+    }
+    assert_eq!(app.footprint(&acme.id).await, before);
+    let renamed = update(pb::User { full_name: "Ada Lovelace".into(), ..acme.admin.clone() }, &["full_name"]);
+    app.users().update_user(bearer(&acme.admin_token, renamed)).await.expect("renaming the last admin is fine");
+}
+
+#[tokio::test]
+async fn two_admins_removed_at_the_same_moment_leave_exactly_one() {
+    let app = spawn_app().await;
+    for round in 0..4 {
+        let ws = app.workspace(&format!("acme{round}")).await;
+        let second =
+            app.create_user(&ws.admin_token, &format!("bob@acme{round}.example"), "admin").await.expect("admin");
+        let calls = [ws.admin.id.clone(), second.id.clone()].map(|user_id| {
+            let mut users = app.users();
+            let request = service(pb::DeactivateUserRequest { workspace_id: ws.id.clone(), user_id });
+            tokio::spawn(async move { users.deactivate_user(request).await })
+        });
+
+        let mut outcomes = Vec::new();
+        for call in calls {
+            outcomes.push(call.await.expect("task"));
+        }
+
+        let refused: Vec<&tonic::Status> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+        assert_eq!(refused.len(), 1, "round {round}: exactly one removal goes through: {outcomes:?}");
+        assert_status(refused[0], Code::FailedPrecondition, "LAST_ADMIN");
+        let mut request = list(0, "");
+        request.workspace_id = ws.id.clone();
+        request.role = "admin".into();
+        request.status = pb::UserStatus::Active as i32;
+        let admins = app.users().list_users(service(request)).await.expect("admins").into_inner().users;
+        assert_eq!(admins.len(), 1, "round {round}");
+    }
+}
