@@ -97,23 +97,27 @@ async fn a_retried_create_with_the_same_request_id_creates_one_user() {
 }
 
 #[tokio::test]
-async fn only_admins_and_service_keys_manage_users() {
+async fn user_management_follows_the_role_permissions_without_escalation() {
     let app = spawn_app().await;
     let acme = app.workspace("acme").await;
     app.create_user(&acme.admin_token, "sam@acme.example", "supervisor").await.expect("supervisor");
     let agent = app.create_user(&acme.admin_token, "maria@acme.example", "agent").await.expect("agent");
     let sam = app.login("acme", "sam@acme.example", PASSWORD).await.expect("login");
     let maria = app.login("acme", "maria@acme.example", PASSWORD).await.expect("login");
+    let before = app.footprint(&acme.id).await;
 
-    let by_supervisor = app.create_user(&sam, "x@acme.example", "agent").await.expect_err("supervisor");
+    let admin_by_supervisor = app.create_user(&sam, "x@acme.example", "admin").await.expect_err("escalation");
     let by_agent = app.create_user(&maria, "x@acme.example", "agent").await.expect_err("agent");
     let agent_lists = app.users().list_users(bearer(&maria, list(0, ""))).await.expect_err("agents do not list");
+    assert_eq!(app.footprint(&acme.id).await, before, "refused calls write nothing");
+    app.create_user(&sam, "newbie@acme.example", "agent").await.expect("supervisors manage agents");
     let mut by_service = create("x@acme.example", PASSWORD, "agent");
     by_service.workspace_id = acme.id.clone();
     app.users().create_user(service(by_service)).await.expect("service keys manage users");
 
-    assert_status(&by_supervisor, Code::PermissionDenied, "PERMISSION_DENIED");
+    assert_status(&admin_by_supervisor, Code::PermissionDenied, "ESCALATION");
     assert_status(&by_agent, Code::PermissionDenied, "PERMISSION_DENIED");
+    assert!(by_agent.message().contains("users.manage"), "{by_agent:?}");
     assert_status(&agent_lists, Code::PermissionDenied, "PERMISSION_DENIED");
     assert_eq!(get(&app, &maria, &agent.id).await.expect("an agent reads themself").id, agent.id);
     app.users().list_users(bearer(&sam, list(0, ""))).await.expect("supervisors read users");
@@ -424,12 +428,13 @@ async fn people_cannot_touch_another_workspaces_users_by_id() {
 }
 
 #[tokio::test]
-async fn deactivation_and_reactivation_need_an_admin_and_a_known_user() {
+async fn deactivation_and_reactivation_follow_the_role_and_the_escalation_rule() {
     let app = spawn_app().await;
     let acme = app.workspace("acme").await;
     let agent = app.create_user(&acme.admin_token, "maria@acme.example", "agent").await.expect("agent");
     app.create_user(&acme.admin_token, "sam@acme.example", "supervisor").await.expect("supervisor");
     let sam = app.login("acme", "sam@acme.example", PASSWORD).await.expect("login");
+    let maria = app.login("acme", "maria@acme.example", PASSWORD).await.expect("login");
     let deactivate = |user_id: &str| pb::DeactivateUserRequest { workspace_id: String::new(), user_id: user_id.into() };
     let reactivate = |user_id: &str| pb::ReactivateUserRequest {
         workspace_id: String::new(),
@@ -437,27 +442,28 @@ async fn deactivation_and_reactivation_need_an_admin_and_a_known_user() {
         request_id: String::new(),
     };
 
-    let by_supervisor = app.users().deactivate_user(bearer(&sam, deactivate(&agent.id))).await.expect_err("supervisor");
+    let admin_by_supervisor =
+        app.users().deactivate_user(bearer(&sam, deactivate(&acme.admin.id))).await.expect_err("escalation");
+    let by_agent = app.users().deactivate_user(bearer(&maria, deactivate(&agent.id))).await.expect_err("agent");
     let unknown =
         app.users().deactivate_user(bearer(&acme.admin_token, deactivate(UNKNOWN_ID))).await.expect_err("unknown");
     let missing = app.users().reactivate_user(bearer(&acme.admin_token, reactivate(""))).await.expect_err("missing");
     let malformed =
         app.users().reactivate_user(bearer(&acme.admin_token, reactivate("x\0y"))).await.expect_err("bad id");
-    let re_by_supervisor =
-        app.users().reactivate_user(bearer(&sam, reactivate(&agent.id))).await.expect_err("supervisor");
 
-    assert_status(&by_supervisor, Code::PermissionDenied, "PERMISSION_DENIED");
+    assert_status(&admin_by_supervisor, Code::PermissionDenied, "ESCALATION");
+    assert_status(&by_agent, Code::PermissionDenied, "PERMISSION_DENIED");
     assert_status(&unknown, Code::NotFound, "USER_NOT_FOUND");
     assert_invalid(&missing, "INVALID_FIELD", &["user_id"]);
     assert_invalid(&malformed, "INVALID_FIELD", &["user_id"]);
-    assert_status(&re_by_supervisor, Code::PermissionDenied, "PERMISSION_DENIED");
-    assert_eq!(get(&app, &acme.admin_token, &agent.id).await.expect("agent").status(), pb::UserStatus::Active);
-    // Deactivating twice is not an error and records one event.
+    assert_eq!(get(&app, &acme.admin_token, &acme.admin.id).await.expect("admin").status(), pb::UserStatus::Active);
+    // A supervisor manages agents. Deactivating twice is not an error and records one event.
     for _ in 0..2 {
-        app.users().deactivate_user(bearer(&acme.admin_token, deactivate(&agent.id))).await.expect("deactivate");
+        app.users().deactivate_user(bearer(&sam, deactivate(&agent.id))).await.expect("deactivate");
     }
     let deactivations = app.audit_actions(&acme.id).await.iter().filter(|a| *a == "user.deactivated").count();
     assert_eq!(deactivations, 1);
+    app.users().reactivate_user(bearer(&sam, reactivate(&agent.id))).await.expect("reactivate");
 }
 
 #[tokio::test]

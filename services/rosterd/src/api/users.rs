@@ -2,7 +2,7 @@ use crate::app::App;
 use crate::auth::Principal;
 use crate::convert;
 use crate::error::{self, Violations, checked, invalid, permission_denied};
-use crate::policy::{Need, authorize};
+use crate::policy::{self, Need, authorize};
 use roster_identity::{Email, FullName, Password, RoleId};
 use roster_proto::v1::{self as pb, user_service_server::UserService};
 use roster_store::{NewUser, UserChanges, UserFilter};
@@ -42,6 +42,7 @@ impl UserService for UserApi {
         let request_id = super::request_id(&mut v, &req.request_id);
         v.finish()?;
         let (email, full_name, role) = (checked(email)?, checked(full_name)?, checked(role)?);
+        policy::may_grant(&caller, &role)?;
         let workspace = app.store.workspace(&workspace_id).await.map_err(error::store)?;
         let password_hash = app.hasher.hash(checked(password)?).await?;
         let welcome = app.welcome(&workspace.slug, &workspace.name, &email, &full_name);
@@ -142,6 +143,11 @@ impl UserService for UserApi {
             v.check("user.etag", user.etag.parse::<i64>().map_err(|_| "not an etag this server issued"))
         };
         v.finish()?;
+        let target = app.store.user(&workspace_id, &user.id).await.map_err(error::store)?;
+        policy::may_act_on(&caller, &target.role)?;
+        if let Some(role) = &changes.role {
+            policy::may_grant(&caller, role)?;
+        }
         let updated = app
             .store
             .update_user(&caller.context(), &workspace_id, &user.id, changes, expected_version)
@@ -162,6 +168,8 @@ impl UserService for UserApi {
         let mut v = Violations::new();
         super::record_id(&mut v, "user_id", &req.user_id);
         v.finish()?;
+        let target = app.store.user(&workspace_id, &req.user_id).await.map_err(error::store)?;
+        policy::may_act_on(&caller, &target.role)?;
         let user =
             app.store.deactivate_user(&caller.context(), &workspace_id, &req.user_id).await.map_err(error::store)?;
         tracing::info!(user_id = %user.id, "user deactivated");
@@ -181,6 +189,8 @@ impl UserService for UserApi {
         super::record_id(&mut v, "user_id", &req.user_id);
         super::request_id(&mut v, &req.request_id);
         v.finish()?;
+        let target = app.store.user(&workspace_id, &req.user_id).await.map_err(error::store)?;
+        policy::may_act_on(&caller, &target.role)?;
         let user =
             app.store.reactivate_user(&caller.context(), &workspace_id, &req.user_id).await.map_err(error::store)?;
         Ok(Response::new(pb::ReactivateUserResponse { user: user_response(&user) }))
@@ -246,6 +256,10 @@ impl UserService for UserApi {
         }
         let availability = v.check("availability", convert::availability_from(req.availability));
         v.finish()?;
+        if !is_self {
+            let target = app.store.user(&workspace_id, &user_id).await.map_err(error::store)?;
+            policy::may_act_on(&caller, &target.role)?;
+        }
         let user = app
             .store
             .set_availability(&caller.context(), &workspace_id, &user_id, checked(availability)?)
