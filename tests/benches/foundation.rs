@@ -120,7 +120,7 @@ async fn startup() {
     let mut samples = Vec::new();
     for _ in 0..runs {
         let dir = tempfile::tempdir().expect("dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+        let port = unused_port();
         let started = Instant::now();
         let mut child = Command::new(&rosterd)
             .env_clear()

@@ -180,16 +180,7 @@ impl TestApp {
     pub async fn workspace(&self, slug: &str) -> Workspace {
         let response = self
             .workspaces()
-            .create_workspace(service(pb::CreateWorkspaceRequest {
-                slug: slug.into(),
-                name: format!("{slug} Ltd"),
-                admin: Some(pb::NewAdmin {
-                    email: format!("admin@{slug}.example"),
-                    full_name: "Ada Admin".into(),
-                    password: PASSWORD.into(),
-                }),
-                request_id: String::new(),
-            }))
+            .create_workspace(service(new_workspace(slug)))
             .await
             .expect("create workspace")
             .into_inner();
@@ -274,6 +265,25 @@ pub struct Workspace {
     pub workspace: pb::Workspace,
     pub admin: pb::User,
     pub admin_token: String,
+}
+
+/// A CreateWorkspace request: workspace `<slug> Ltd`, admin `admin@<slug>.example` with [`PASSWORD`].
+pub fn new_workspace(slug: &str) -> pb::CreateWorkspaceRequest {
+    pb::CreateWorkspaceRequest {
+        slug: slug.into(),
+        name: format!("{slug} Ltd"),
+        admin: Some(pb::NewAdmin {
+            email: format!("admin@{slug}.example"),
+            full_name: "Ada Admin".into(),
+            password: PASSWORD.into(),
+        }),
+        request_id: String::new(),
+    }
+}
+
+/// A loopback port nobody listens on (yet).
+pub fn unused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
 }
 
 /// A request carrying `authorization: Bearer <secret>`.

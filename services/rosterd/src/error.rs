@@ -163,8 +163,8 @@ pub(crate) fn internal(err: &(dyn std::error::Error + 'static)) -> Status {
     status(Code::Internal, "INTERNAL", "internal error")
 }
 
-/// `err: cause: cause …`.
-pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+/// An error and its causes on one line: `err: cause: cause …`.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

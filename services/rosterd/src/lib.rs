@@ -22,7 +22,7 @@ mod server;
 
 pub use config::{Config, LogFormat, ServiceKeySpec, SmtpUrl};
 pub use context::REQUEST_ID_HEADER;
-pub use error::DOMAIN as ERROR_DOMAIN;
+pub use error::{DOMAIN as ERROR_DOMAIN, error_chain};
 pub use server::{ServeError, serve};
 
 /// Sets up logging to standard error: `RUST_LOG` picks the levels (default `info`), `format` the shape.

@@ -18,13 +18,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // The whole chain: "database: database unavailable: <the driver's reason>".
-            let mut chain = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                chain.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            tracing::error!(error = %chain, "rosterd failed");
+            tracing::error!(error = %rosterd::error_chain(&e), "rosterd failed");
             ExitCode::FAILURE
         }
     }

@@ -169,11 +169,12 @@ async fn create_demo_workspace(app: &App) -> Result<(), ServeError> {
     }
     let bytes = random_bytes::<12>().map_err(|_| ServeError::Config("no randomness".into()))?;
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let slug = Slug::parse("demo").map_err(|e| ServeError::Config(e.to_string()))?;
-    let name = WorkspaceName::parse("Demo").map_err(|e| ServeError::Config(e.to_string()))?;
-    let email = Email::parse("admin@demo.example").map_err(|e| ServeError::Config(e.to_string()))?;
-    let full_name = FullName::parse("Demo Admin").map_err(|e| ServeError::Config(e.to_string()))?;
-    let password = Password::parse(&secret).map_err(|e| ServeError::Config(e.to_string()))?;
+    let demo = |e: &dyn std::fmt::Display| ServeError::Config(format!("demo workspace: {e}"));
+    let slug = Slug::parse("demo").map_err(|e| demo(&e))?;
+    let name = WorkspaceName::parse("Demo").map_err(|e| demo(&e))?;
+    let email = Email::parse("admin@demo.example").map_err(|e| demo(&e))?;
+    let full_name = FullName::parse("Demo Admin").map_err(|e| demo(&e))?;
+    let password = Password::parse(&secret).map_err(|e| demo(&e))?;
     let password_hash = app.hasher.hash(password).await.map_err(|s| ServeError::Config(s.message().to_owned()))?;
     let welcome = app.welcome(&slug, &name, &email, &full_name);
     let ctx = Context {

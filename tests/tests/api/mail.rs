@@ -42,7 +42,7 @@ async fn each_new_user_gets_exactly_one_welcome_email_without_the_password() {
 #[tokio::test]
 async fn emails_wait_while_smtp_is_down_and_arrive_once_when_it_is_back() {
     // A port nobody listens on yet.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let port = unused_port();
     let app = spawn_app_with(|c| {
         c.smtp_url = Some(format!("smtp://127.0.0.1:{port}").parse().expect("smtp url"));
         c.outbox_retry_ms = 50;
@@ -83,7 +83,7 @@ async fn a_permanent_refusal_or_too_many_attempts_abandon_the_email() {
     .await;
     assert!(abandoned.is_some(), "a 550 abandons at once: {:?}", app.store.outbox_entries(&acme.id).await);
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let port = unused_port();
     let app = spawn_app_with(|c| {
         c.smtp_url = Some(format!("smtp://127.0.0.1:{port}").parse().expect("smtp url"));
         c.outbox_max_attempts = 3;
@@ -119,16 +119,7 @@ async fn an_email_whose_delivery_could_not_be_recorded_is_recorded_later_not_sen
     })
     .await;
     let mut workspaces = app.workspaces();
-    let created = workspaces.create_workspace(service(roster_proto::v1::CreateWorkspaceRequest {
-        slug: "acme".into(),
-        name: "Acme".into(),
-        admin: Some(roster_proto::v1::NewAdmin {
-            email: "ada@acme.example".into(),
-            full_name: "Ada".into(),
-            password: PASSWORD.into(),
-        }),
-        request_id: String::new(),
-    }));
+    let created = workspaces.create_workspace(service(new_workspace("acme")));
     let workspace_id = created.await.expect("created").into_inner().workspace.expect("workspace").id;
     tokio::time::timeout(Duration::from_secs(10), sink.data_arrived()).await.expect("the worker sends");
 

@@ -52,18 +52,7 @@ async fn shutdown_turns_health_not_serving_and_lets_in_flight_calls_finish() {
     let workspaces = app.workspaces();
     let in_flight = tokio::spawn(async move {
         let mut client = workspaces;
-        client
-            .create_workspace(service(pb::CreateWorkspaceRequest {
-                slug: "acme".into(),
-                name: "Acme".into(),
-                admin: Some(pb::NewAdmin {
-                    email: "a@acme.example".into(),
-                    full_name: "Ada".into(),
-                    password: PASSWORD.into(),
-                }),
-                request_id: String::new(),
-            }))
-            .await
+        client.create_workspace(service(new_workspace("acme"))).await
     });
     // Ordering, not waiting for state: let the call reach the server before the signal.
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -191,20 +180,7 @@ async fn a_call_over_the_time_limit_is_deadline_exceeded_with_a_reason() {
     })
     .await;
 
-    let status = app
-        .workspaces()
-        .create_workspace(service(pb::CreateWorkspaceRequest {
-            slug: "acme".into(),
-            name: "Acme".into(),
-            admin: Some(pb::NewAdmin {
-                email: "a@acme.example".into(),
-                full_name: "Ada".into(),
-                password: PASSWORD.into(),
-            }),
-            request_id: String::new(),
-        }))
-        .await
-        .expect_err("too slow");
+    let status = app.workspaces().create_workspace(service(new_workspace("acme"))).await.expect_err("too slow");
 
     assert_status(&status, tonic::Code::DeadlineExceeded, "REQUEST_TIMEOUT");
     assert!(!app.store.has_workspaces().await.expect("store"), "a timed-out call writes nothing");

@@ -3,12 +3,11 @@ use roster_tests::*;
 use tonic::Code;
 
 fn create_request(slug: &str, email: &str, password: &str) -> pb::CreateWorkspaceRequest {
-    pb::CreateWorkspaceRequest {
-        slug: slug.into(),
-        name: "Acme Support".into(),
-        admin: Some(pb::NewAdmin { email: email.into(), full_name: "Ada Admin".into(), password: password.into() }),
-        request_id: String::new(),
-    }
+    let mut request = new_workspace(slug);
+    request.name = "Acme Support".into();
+    request.admin =
+        Some(pb::NewAdmin { email: email.into(), full_name: "Ada Admin".into(), password: password.into() });
+    request
 }
 
 #[tokio::test]
