@@ -8,6 +8,7 @@ pub mod smtp;
 use roster_proto::v1 as pb;
 use roster_proto::v1::{
     audit_service_client::AuditServiceClient, auth_service_client::AuthServiceClient,
+    authorization_service_client::AuthorizationServiceClient, role_service_client::RoleServiceClient,
     user_service_client::UserServiceClient, workspace_service_client::WorkspaceServiceClient,
 };
 use roster_store::{Store, StoreConfig};
@@ -126,17 +127,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     }));
     let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy();
     // The server migrates before it accepts; wait until it answers health checks.
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let answer = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await;
-        if answer.is_ok() {
-            break;
-        }
-        assert!(!task.is_finished(), "rosterd stopped while starting");
-        assert!(tokio::time::Instant::now() < deadline, "rosterd did not start: {answer:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until_serving(&channel, || !task.is_finished()).await;
     let store = Store::connect(&StoreConfig::new(db.url.clone())).await.expect("store");
     TestApp { addr, channel, store, config, shutdown: Some(shutdown), task: Some(task), db }
 }
@@ -158,6 +149,93 @@ impl TestApp {
         AuditServiceClient::new(self.channel.clone())
     }
 
+    pub fn roles(&self) -> RoleServiceClient<Channel> {
+        RoleServiceClient::new(self.channel.clone())
+    }
+
+    pub fn authz(&self) -> AuthorizationServiceClient<Channel> {
+        AuthorizationServiceClient::new(self.channel.clone())
+    }
+
+    /// Starts a second `rosterd` process — the real binary — on this server's database, with the
+    /// same service key. It is killed when dropped.
+    pub async fn spawn_peer_process(&self) -> PeerProcess {
+        let binary = rosterd_binary();
+        let port = unused_port();
+        let child = tokio::process::Command::new(&binary)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--database-url", &self.db.url])
+            .args(["--service-key", &format!("{SERVICE_NAME}={SERVICE_KEY}")])
+            .args(["--bcrypt-cost", "4", "--demo", "false"])
+            .args(["--authz-refresh-ms", &self.config.authz_refresh_ms.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
+        let channel = Channel::from_shared(format!("http://127.0.0.1:{port}")).expect("uri").connect_lazy();
+        wait_until_serving(&channel, || true).await;
+        PeerProcess { channel, _child: child }
+    }
+}
+
+/// Another `rosterd` process sharing a [`TestApp`]'s database.
+pub struct PeerProcess {
+    pub channel: Channel,
+    _child: tokio::process::Child,
+}
+
+impl PeerProcess {
+    pub fn authz(&self) -> AuthorizationServiceClient<Channel> {
+        AuthorizationServiceClient::new(self.channel.clone())
+    }
+
+    pub fn users(&self) -> UserServiceClient<Channel> {
+        UserServiceClient::new(self.channel.clone())
+    }
+
+    pub fn roles(&self) -> RoleServiceClient<Channel> {
+        RoleServiceClient::new(self.channel.clone())
+    }
+}
+
+/// The `rosterd` binary `cargo test --workspace` built next to this test binary
+/// (`target/<profile>/rosterd`); built on demand when a narrower `cargo test` did not build it.
+pub fn rosterd_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
+    let binary = profile_dir.join(format!("rosterd{}", std::env::consts::EXE_SUFFIX));
+    if !binary.exists() {
+        let release = profile_dir.file_name().is_some_and(|name| name == "release");
+        let mut build = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        build.args(["build", "-p", "rosterd", "--bin", "rosterd"]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build");
+        assert!(status.success() && binary.exists(), "could not build {}", binary.display());
+    }
+    binary
+}
+
+/// Waits until the server on `channel` answers health checks; `alive` says whether it still runs.
+async fn wait_until_serving(channel: &Channel, alive: impl Fn() -> bool) {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await;
+        if answer.is_ok() {
+            return;
+        }
+        assert!(alive(), "rosterd stopped while starting");
+        assert!(tokio::time::Instant::now() < deadline, "rosterd did not start: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+impl TestApp {
     /// Asks the server to shut down gracefully and waits until it has.
     pub async fn stop(mut self) -> Result<(), rosterd::ServeError> {
         if let Some(shutdown) = self.shutdown.take() {
@@ -340,4 +418,9 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The `ErrorInfo` reason of a status, if it has one.
+pub fn error_reason(status: &Status) -> Option<String> {
+    status.get_error_details().error_info().map(|info| info.reason.clone())
 }

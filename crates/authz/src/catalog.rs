@@ -19,6 +19,23 @@ pub enum Feature {
 }
 
 impl Feature {
+    /// The feature's name on the admin screen.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Feature::Conversations => "Conversations",
+            Feature::Contacts => "Contacts",
+            Feature::Campaigns => "Campaigns",
+            Feature::Templates => "Templates",
+            Feature::Settings => "Settings",
+            Feature::Analytics => "Analytics",
+            Feature::Users => "Users",
+            Feature::Roles => "Roles",
+            Feature::Teams => "Teams",
+            Feature::Billing => "Billing",
+            Feature::Audit => "Audit log",
+        }
+    }
+
     /// The feature's name in permission strings.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -104,6 +121,32 @@ impl Permission {
             .copied()
             .find(|p| p.feature().as_str() == feature && p.action() == action)
             .ok_or_else(|| PermissionError::Unknown(input.to_owned()))
+    }
+
+    /// What the permission allows, in a line.
+    pub fn description(self) -> &'static str {
+        use Permission::*;
+        match self {
+            ConversationsRead => "View conversations",
+            ConversationsReply => "Reply to conversations",
+            ConversationsAssign => "Assign conversations to agents and teams",
+            ContactsRead => "View contacts",
+            ContactsWrite => "Create and edit contacts",
+            ContactsDelete => "Delete contacts",
+            CampaignsRead => "View campaigns",
+            CampaignsWrite => "Create and send campaigns",
+            TemplatesRead => "Use message templates",
+            TemplatesWrite => "Create and edit message templates",
+            SettingsRead => "View workspace settings",
+            SettingsWrite => "Change workspace settings",
+            AnalyticsRead => "View analytics",
+            UsersRead => "View team members",
+            UsersManage => "Add, change and deactivate team members",
+            RolesManage => "Create, change and delete roles",
+            TeamsManage => "Create teams and manage their members",
+            BillingManage => "Change the plan and seats",
+            AuditRead => "View the audit log",
+        }
     }
 
     /// Whether grants of this permission carry a scope: conversations and contacts can be granted

@@ -11,10 +11,12 @@
 
 mod catalog;
 mod decide;
+mod directory;
 mod role;
 mod rules;
 
 pub use catalog::{Feature, Permission, PermissionError, Scope};
 pub use decide::{Decision, Reason, Resource, Subject, decide};
+pub use directory::{Directory, Member, UnknownUser};
 pub use role::{GrantError, Grants, Role, RoleKind};
 pub use rules::{Escalation, LastAdmin, check_grantable, check_last_admin, check_manageable};

@@ -73,6 +73,19 @@ name_type!(
     200
 );
 
+name_type!(
+    /// A role's display name: 1..100 characters, no control characters, surrounding space trimmed.
+    RoleName,
+    100
+);
+
+impl RoleName {
+    /// The key names are unique by within a workspace: two names that differ only in case collide.
+    pub fn key(&self) -> String {
+        self.0.to_lowercase()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +120,14 @@ mod tests {
     fn a_workspace_name_follows_the_same_rules() {
         assert_eq!(WorkspaceName::parse(" Acme Support ").unwrap().as_str(), "Acme Support");
         assert_eq!(WorkspaceName::parse(""), Err(NameError::Empty));
+    }
+
+    #[test]
+    fn role_names_collide_case_insensitively() {
+        let a = RoleName::parse(" Billing Team ").unwrap();
+        assert_eq!(a.as_str(), "Billing Team");
+        assert_eq!(a.key(), RoleName::parse("billing team").unwrap().key());
+        assert_eq!(RoleName::parse(&"x".repeat(101)), Err(NameError::TooLong { max: 100 }));
     }
 
     proptest! {

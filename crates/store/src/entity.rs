@@ -15,6 +15,7 @@ pub mod workspace {
         pub extra_seats: i32,
         pub create_request_id: Option<String>,
         pub created_at: i64,
+        pub authz_version: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -37,6 +38,9 @@ pub mod role {
         pub grants: String,
         pub version: i64,
         pub created_at: i64,
+        pub description: String,
+        pub name_key: String,
+        pub updated_at: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

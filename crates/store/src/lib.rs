@@ -15,6 +15,7 @@ mod entity;
 mod migration;
 pub mod model;
 mod outbox;
+mod roles;
 mod sessions;
 mod users;
 mod workspaces;
@@ -44,6 +45,10 @@ pub enum StoreError {
     /// The database answered with an error no caller input explains: a bug.
     #[error("database error")]
     Database(#[source] DbErr),
+    /// The acting person may not make this change: it would give, change or touch grants they do
+    /// not hold. Decided inside the transaction, against the rows it changes.
+    #[error("{0}")]
+    Refused(roster_authz::Escalation),
     /// A stored value does not parse: a bug or a manual edit.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -82,6 +87,12 @@ pub enum Conflict {
     Busy,
     #[error("{0}")]
     LastAdmin(roster_authz::LastAdmin),
+    #[error("a role with this name already exists in the workspace")]
+    RoleNameTaken,
+    #[error("built-in roles cannot be changed or deleted")]
+    BuiltinRole,
+    #[error("{users} user(s) still hold this role: name a role to move them to")]
+    RoleInUse { users: i64 },
 }
 
 /// Result of a store operation.

@@ -12,7 +12,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Foundation)]
+        vec![Box::new(Foundation), Box::new(Authorization)]
     }
 }
 
@@ -26,6 +26,7 @@ enum Workspaces {
     ExtraSeats,
     CreateRequestId,
     CreatedAt,
+    AuthzVersion,
 }
 
 #[derive(DeriveIden)]
@@ -38,6 +39,9 @@ enum Roles {
     Grants,
     Version,
     CreatedAt,
+    Description,
+    NameKey,
+    UpdatedAt,
 }
 
 #[derive(DeriveIden)]
@@ -308,5 +312,59 @@ impl MigrationTrait for Foundation {
             )
             .await?;
         Ok(())
+    }
+}
+
+/// Custom roles and the authorization cache's version stamp.
+struct Authorization;
+
+impl MigrationName for Authorization {
+    fn name(&self) -> &str {
+        "m0002_authorization"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Authorization {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // Bumped by every transaction that changes what a check of the workspace answers (a role's
+        // grants, a user's role or status, a new user or role). Processes compare it with the
+        // version of their in-memory copy to know when to reload.
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Workspaces::Table)
+                    .add_column(big_integer(Workspaces::AuthzVersion).default(0))
+                    .to_owned(),
+            )
+            .await?;
+        // SQLite adds one column per ALTER TABLE.
+        for column in [
+            text(Roles::Description).default(""),
+            string(Roles::NameKey).default(""),
+            big_integer(Roles::UpdatedAt).default(0),
+        ] {
+            manager.alter_table(Table::alter().table(Roles::Table).add_column(column).to_owned()).await?;
+        }
+        manager
+            .exec_stmt(
+                Query::update()
+                    .table(Roles::Table)
+                    .value(Roles::NameKey, Func::lower(Expr::col(Roles::Name)))
+                    .to_owned(),
+            )
+            .await?;
+        // Names are unique per workspace regardless of case.
+        manager
+            .create_index(
+                Index::create()
+                    .name("roles_workspace_name_key")
+                    .table(Roles::Table)
+                    .col(Roles::WorkspaceId)
+                    .col(Roles::NameKey)
+                    .unique()
+                    .to_owned(),
+            )
+            .await
     }
 }

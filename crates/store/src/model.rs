@@ -1,6 +1,7 @@
 //! The records the store hands out and takes in. Database models never leave the crate; these do.
 
-use roster_identity::{Email, FullName, PasswordHash, RoleId, Slug, WorkspaceName};
+use roster_authz::{Grants, Role};
+use roster_identity::{Email, FullName, PasswordHash, RoleId, RoleName, Slug, WorkspaceName};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -144,6 +145,54 @@ pub struct Mail {
 pub struct UserChanges {
     pub full_name: Option<FullName>,
     pub role: Option<RoleId>,
+}
+
+/// A role as stored: the authorization model's [`Role`] plus what the API shows about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRole {
+    pub role: Role,
+    /// `None` for the built-in roles, which every workspace shares.
+    pub workspace_id: Option<String>,
+    pub description: String,
+    /// Increases on every change; the API's etag.
+    pub version: i64,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// What it takes to create a custom role.
+#[derive(Debug, Clone)]
+pub struct NewRole {
+    pub name: RoleName,
+    pub description: String,
+    pub grants: Grants,
+}
+
+/// Changes to a custom role; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct RoleChanges {
+    pub name: Option<RoleName>,
+    pub description: Option<String>,
+    pub grants: Option<Grants>,
+}
+
+/// What the authorization cache holds of one workspace, read at `version`.
+#[derive(Debug, Clone)]
+pub struct AuthzSnapshot {
+    /// The workspace's authorization version when the snapshot was read; the snapshot holds at
+    /// least every change up to it.
+    pub version: i64,
+    /// The built-in roles and the workspace's custom roles.
+    pub roles: Vec<Role>,
+    pub members: Vec<Member>,
+}
+
+/// What a permission check needs to know about a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub user_id: String,
+    pub role_id: String,
+    pub active: bool,
 }
 
 /// Filters for listing users.

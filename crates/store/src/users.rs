@@ -1,15 +1,17 @@
 //! Users: creation with the welcome email, changes guarded by version, deactivation.
 
-use crate::entity::{outbox, role, session, user, workspace};
+use crate::entity::{outbox, session, user, workspace};
+use crate::roles::{bump_authz, ensure_grantable, load_role};
 use crate::{
     Availability, Conflict, Context, Entity, LoginCandidate, Mail, NewUser, OutboxStatus, Page, Result, Store,
     StoreError, User, UserChanges, UserFilter, UserStatus, audit, classify, commit, new_id, unique_violation,
 };
+use roster_authz::Role;
 use roster_identity::{BuiltinRole, Email, FullName, PasswordHash, RoleId, Slug, TokenHash};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 
 pub(crate) fn to_user(row: user::Model) -> Result<User> {
@@ -28,20 +30,25 @@ pub(crate) fn to_user(row: user::Model) -> Result<User> {
     })
 }
 
-/// Checks that `role` names a built-in role or one of the workspace's custom roles.
-async fn ensure_role<C: ConnectionTrait>(conn: &C, workspace_id: &str, role: &RoleId) -> Result<()> {
-    role::Entity::find_by_id(role.as_str().to_owned())
-        .filter(
-            Condition::any().add(role::Column::WorkspaceId.is_null()).add(role::Column::WorkspaceId.eq(workspace_id)),
-        )
-        .one(conn)
-        .await
-        .map_err(classify)?
-        .map(|_| ())
-        .ok_or(StoreError::NotFound(Entity::Role))
+/// The no-escalation rule for acting on a user who holds `target`: `actor` is the acting person's
+/// role, `None` for a service key.
+fn ensure_manageable(actor: Option<&Role>, target: &Role) -> Result<()> {
+    match actor {
+        Some(actor) => roster_authz::check_manageable(actor, target).map_err(StoreError::Refused),
+        None => Ok(()),
+    }
 }
 
-/// Inserts a user, their welcome email and the audit event on `txn`.
+/// A foreign-key failure on a user row's role: the role was deleted after it was checked.
+fn role_gone(err: sea_orm::DbErr) -> StoreError {
+    match err.sql_err() {
+        Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_)) => StoreError::NotFound(Entity::Role),
+        _ => classify(err),
+    }
+}
+
+/// Inserts a user, their welcome email and the audit event on `txn`. `actor` (the acting
+/// person's role, `None` for a service key) must hold every grant of the new user's role.
 pub(crate) async fn insert_user(
     txn: &DatabaseTransaction,
     ctx: &Context,
@@ -49,8 +56,11 @@ pub(crate) async fn insert_user(
     new: NewUser,
     request_id: Option<&str>,
     welcome: &Mail,
+    actor: Option<&Role>,
 ) -> Result<User> {
-    ensure_role(txn, workspace_id, &new.role).await?;
+    bump_authz(txn, workspace_id).await?;
+    let role = load_role(txn, workspace_id, new.role.as_str()).await?;
+    ensure_grantable(actor, &role.role.grants)?;
     let id = new_id();
     let row = user::ActiveModel {
         id: Set(id.clone()),
@@ -73,7 +83,7 @@ pub(crate) async fn insert_user(
             // caller checks for a concurrent retry before calling it a taken email.
             Some(_) if request_id.is_some() => StoreError::Conflict(Conflict::Busy),
             Some(_) => StoreError::Conflict(Conflict::EmailTaken),
-            None => classify(err),
+            None => role_gone(err),
         });
     }
     let mail = outbox::ActiveModel {
@@ -187,6 +197,8 @@ async fn update_row(
 impl Store {
     /// Creates a user in a workspace and queues their welcome email, atomically. With a
     /// `request_id` seen before in this workspace, returns the user the first call created.
+    /// `actor` is the acting person's role (`None` for a service key): it must hold every grant
+    /// of the new user's role.
     pub async fn create_user(
         &self,
         ctx: &Context,
@@ -194,13 +206,14 @@ impl Store {
         new: NewUser,
         welcome: Mail,
         request_id: Option<&str>,
+        actor: Option<&Role>,
     ) -> Result<User> {
         if let Some(user) = self.user_by_request(workspace_id, request_id).await? {
             return Ok(user);
         }
         let txn = self.write().await?;
         crate::workspaces::load_workspace(&txn, workspace_id).await?;
-        match insert_user(&txn, ctx, workspace_id, new, request_id, &welcome).await {
+        match insert_user(&txn, ctx, workspace_id, new, request_id, &welcome, actor).await {
             Ok(user) => {
                 commit(txn).await?;
                 Ok(user)
@@ -262,7 +275,9 @@ impl Store {
         Ok(Page { items, next })
     }
 
-    /// Changes a user's full name and/or role. With `expected_version`, refuses if the user changed since.
+    /// Changes a user's full name and/or role. With `expected_version`, refuses if the user
+    /// changed since. `actor` (the acting person's role, `None` for a service key) must hold every
+    /// grant of the user's current role and of the new one; only admins touch admins.
     pub async fn update_user(
         &self,
         ctx: &Context,
@@ -270,6 +285,7 @@ impl Store {
         user_id: &str,
         changes: UserChanges,
         expected_version: Option<i64>,
+        actor: Option<&Role>,
     ) -> Result<User> {
         let txn = self.write().await?;
         let row = load(&txn, workspace_id, user_id).await?;
@@ -278,6 +294,7 @@ impl Store {
         {
             return Err(StoreError::Conflict(Conflict::StaleVersion { current: row.version }));
         }
+        ensure_manageable(actor, &load_role(&txn, workspace_id, &row.role_id).await?.role)?;
         let mut columns = Vec::new();
         let mut details: Vec<(&str, String)> = Vec::new();
         if let Some(name) = &changes.full_name
@@ -289,7 +306,8 @@ impl Store {
         if let Some(role) = &changes.role
             && role.as_str() != row.role_id
         {
-            ensure_role(&txn, workspace_id, role).await?;
+            bump_authz(&txn, workspace_id).await?;
+            ensure_grantable(actor, &load_role(&txn, workspace_id, role.as_str()).await?.role.grants)?;
             guard_last_admin(&txn, workspace_id, &row, role.builtin() == Some(BuiltinRole::Admin)).await?;
             columns.push((user::Column::RoleId, role.as_str().into()));
             details.push(("old_role", row.role_id.clone()));
@@ -299,6 +317,7 @@ impl Store {
             return to_user(row);
         }
         update_row(&txn, &row, ctx.now, columns).await.map_err(|err| match (err, expected_version) {
+            (StoreError::Database(source), _) => role_gone(source),
             // The etag was current when read, but another change landed before the write.
             (StoreError::Conflict(Conflict::Busy), Some(_)) => {
                 StoreError::Conflict(Conflict::StaleVersion { current: row.version + 1 })
@@ -313,22 +332,44 @@ impl Store {
     }
 
     /// Deactivates a user: no more logins, every session revoked, the seat freed, all in one
-    /// transaction. Deactivating a deactivated user changes nothing.
-    pub async fn deactivate_user(&self, ctx: &Context, workspace_id: &str, user_id: &str) -> Result<User> {
-        self.set_status(ctx, workspace_id, user_id, UserStatus::Deactivated).await
+    /// transaction. Deactivating a deactivated user changes nothing. `actor` (the acting person's
+    /// role, `None` for a service key) must hold every grant of the user's role.
+    pub async fn deactivate_user(
+        &self,
+        ctx: &Context,
+        workspace_id: &str,
+        user_id: &str,
+        actor: Option<&Role>,
+    ) -> Result<User> {
+        self.set_status(ctx, workspace_id, user_id, UserStatus::Deactivated, actor).await
     }
 
-    /// Reactivates a user. Reactivating an active user changes nothing.
-    pub async fn reactivate_user(&self, ctx: &Context, workspace_id: &str, user_id: &str) -> Result<User> {
-        self.set_status(ctx, workspace_id, user_id, UserStatus::Active).await
+    /// Reactivates a user. Reactivating an active user changes nothing. `actor` as for deactivation.
+    pub async fn reactivate_user(
+        &self,
+        ctx: &Context,
+        workspace_id: &str,
+        user_id: &str,
+        actor: Option<&Role>,
+    ) -> Result<User> {
+        self.set_status(ctx, workspace_id, user_id, UserStatus::Active, actor).await
     }
 
-    async fn set_status(&self, ctx: &Context, workspace_id: &str, user_id: &str, status: UserStatus) -> Result<User> {
+    async fn set_status(
+        &self,
+        ctx: &Context,
+        workspace_id: &str,
+        user_id: &str,
+        status: UserStatus,
+        actor: Option<&Role>,
+    ) -> Result<User> {
         let txn = self.write().await?;
         let row = load(&txn, workspace_id, user_id).await?;
+        ensure_manageable(actor, &load_role(&txn, workspace_id, &row.role_id).await?.role)?;
         if row.status == status.as_str() {
             return to_user(row);
         }
+        bump_authz(&txn, workspace_id).await?;
         guard_last_admin(&txn, workspace_id, &row, status == UserStatus::Active).await?;
         update_row(&txn, &row, ctx.now, vec![(user::Column::Status, status.as_str().into())]).await?;
         let action = match status {

@@ -33,6 +33,7 @@ impl Store {
             extra_seats: Set(0),
             create_request_id: Set(request_id.map(str::to_owned)),
             created_at: Set(ctx.now),
+            authz_version: Set(0),
         };
         if let Err(err) = workspace::Entity::insert(row).exec_without_returning(&txn).await {
             drop(txn);
@@ -48,7 +49,7 @@ impl Store {
         }
         let target = format!("workspace:{id}");
         audit::record(&txn, &id, ctx, "workspace.created", &target, &[("slug", new.slug.as_str())]).await?;
-        let admin = insert_user(&txn, ctx, &id, admin, None, &welcome).await?;
+        let admin = insert_user(&txn, ctx, &id, admin, None, &welcome, None).await?;
         let workspace = load_workspace(&txn, &id).await?;
         commit(txn).await?;
         Ok((workspace, admin))

@@ -1,6 +1,7 @@
 //! What every handler shares.
 
 use crate::auth::{self, Caller, Hasher, ServiceKeys};
+use crate::authz_cache::AuthzCache;
 use roster_identity::{Email, FullName, Slug, WorkspaceName};
 use roster_store::{Mail, Store};
 use std::sync::Arc;
@@ -17,6 +18,8 @@ pub(crate) struct App {
     pub(crate) sign_in_url: String,
     /// Wakes the outbox worker when a change queued an email.
     pub(crate) outbox: Arc<Notify>,
+    /// Every workspace's roles and members, for answering checks from memory.
+    pub(crate) authz: Arc<AuthzCache>,
 }
 
 impl App {

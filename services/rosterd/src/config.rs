@@ -68,6 +68,12 @@ pub struct Config {
     #[arg(long, env = "ROSTER_OUTBOX_LEASE_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub outbox_lease_ms: u64,
 
+    /// How often the authorization cache asks the database whether another process changed a
+    /// role or user, in milliseconds. A change made on another process is in force here within
+    /// about this long (plus one reload).
+    #[arg(long, env = "ROSTER_AUTHZ_REFRESH_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub authz_refresh_ms: u64,
+
     /// Longest time one call may take, in seconds.
     #[arg(long, env = "ROSTER_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,

@@ -1,8 +1,10 @@
 //! Domain and store records to and from their protobuf messages; the only place that knows both.
 
+use crate::error::Violations;
 use crate::error::invalid;
+use roster_authz::{Decision, Grants, Permission, Reason, Scope};
 use roster_proto::v1 as pb;
-use roster_store::{AuditEvent, Availability, Plan, User, UserStatus, Workspace};
+use roster_store::{AuditEvent, Availability, Plan, StoredRole, User, UserStatus, Workspace};
 use tonic::Status;
 
 pub(crate) fn timestamp(millis: i64) -> prost_types::Timestamp {
@@ -120,6 +122,90 @@ pub(crate) fn decode_page_token(kind: &str, token: &str) -> Result<Option<String
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
     let cursor = text.strip_prefix(kind).and_then(|rest| rest.strip_prefix(':')).ok_or_else(bad)?;
     Ok(Some(cursor.to_owned()))
+}
+
+pub(crate) fn scope(scope: Scope) -> pb::Scope {
+    match scope {
+        Scope::All => pb::Scope::All,
+        Scope::Assigned => pb::Scope::Assigned,
+    }
+}
+
+/// Every permission `grants` holds, in catalog order.
+pub(crate) fn grants(grants: &Grants) -> Vec<pb::Grant> {
+    grants.iter().map(|(p, s)| pb::Grant { permission: p.to_string(), scope: scope(s) as i32 }).collect()
+}
+
+pub(crate) fn role(stored: &StoredRole) -> pb::Role {
+    pb::Role {
+        id: stored.role.id.clone(),
+        workspace_id: stored.workspace_id.clone().unwrap_or_default(),
+        name: stored.role.name.clone(),
+        description: stored.description.clone(),
+        builtin: stored.workspace_id.is_none(),
+        all_permissions: stored.role.grants == Grants::Everything,
+        grants: grants(&stored.role.grants),
+        create_time: Some(timestamp(stored.created_at)),
+        update_time: Some(timestamp(stored.updated_at)),
+        etag: stored.version.to_string(),
+    }
+}
+
+/// Grants from a request's list, naming each bad item as `field[i]`.
+pub(crate) fn grants_from(v: &mut Violations, field: &str, items: &[pb::Grant]) -> Option<Grants> {
+    let mut pairs = Vec::with_capacity(items.len());
+    let before = v.len();
+    for (i, item) in items.iter().enumerate() {
+        let Ok(permission) = Permission::parse(&item.permission) else {
+            v.add(
+                &format!("{field}[{i}].permission"),
+                format!("unknown permission {:?}; see ListPermissions", item.permission),
+            );
+            continue;
+        };
+        let scope = match (pb::Scope::try_from(item.scope), permission.is_scoped()) {
+            (Ok(pb::Scope::All), _) => Scope::All,
+            (Ok(pb::Scope::Assigned), true) => Scope::Assigned,
+            (Ok(pb::Scope::Unspecified), false) => Scope::All,
+            (Ok(pb::Scope::Unspecified), true) => {
+                v.add(
+                    &format!("{field}[{i}].scope"),
+                    format!("{permission} needs a scope: SCOPE_ALL or SCOPE_ASSIGNED"),
+                );
+                continue;
+            }
+            (Ok(pb::Scope::Assigned), false) => {
+                v.add(
+                    &format!("{field}[{i}].scope"),
+                    format!("{permission} has no scope; leave it unspecified or ALL"),
+                );
+                continue;
+            }
+            (Err(_), _) => {
+                v.add(&format!("{field}[{i}].scope"), "unknown scope");
+                continue;
+            }
+        };
+        pairs.push((permission, scope));
+    }
+    (v.len() == before).then(|| Grants::only(pairs))
+}
+
+pub(crate) fn decision(decision: &Decision, role_id: &str) -> pb::Decision {
+    let (reason, granted) = match &decision.reason {
+        Reason::Granted { scope, .. } => (pb::DecisionReason::Granted, Some(*scope)),
+        Reason::Deactivated => (pb::DecisionReason::UserDeactivated, None),
+        Reason::NotGranted { .. } => (pb::DecisionReason::NotGranted, None),
+        Reason::NotAssigned { .. } => (pb::DecisionReason::NotAssigned, Some(Scope::Assigned)),
+        Reason::ResourceRequired { .. } => (pb::DecisionReason::ResourceRequired, Some(Scope::Assigned)),
+    };
+    pb::Decision {
+        allowed: decision.allowed,
+        reason: reason as i32,
+        explanation: decision.reason.to_string(),
+        role_id: role_id.to_owned(),
+        scope: granted.map_or(pb::Scope::Unspecified, scope) as i32,
+    }
 }
 
 #[cfg(test)]

@@ -58,6 +58,11 @@ impl Violations {
         }
     }
 
+    /// How many violations so far.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
     pub(crate) fn add(&mut self, field: &str, description: impl Into<String>) {
         self.0.push((field.to_owned(), description.into()));
     }
@@ -128,17 +133,35 @@ pub(crate) fn store_with_role_field(err: StoreError, role_field: &str) -> Status
             Conflict::StaleVersion { current } => status_with(
                 Code::Aborted,
                 "ETAG_MISMATCH",
-                "the user changed since it was read: read it again and retry with the new etag",
+                "it changed since it was read: read it again and retry with the new etag",
                 &[("current_etag", current.to_string())],
                 ErrorDetails::new(),
             ),
             Conflict::Busy => status(Code::Aborted, "CONCURRENT_UPDATE", "a concurrent change won: retry the call"),
+            Conflict::RoleNameTaken => already_exists("ROLE_NAME_TAKEN", "roster.v1.Role", "name", &conflict),
+            Conflict::BuiltinRole => {
+                let mut details = ErrorDetails::new();
+                details.add_precondition_failure_violation("BUILTIN_ROLE", "roster.v1.Role", conflict.to_string());
+                status_with(Code::FailedPrecondition, "BUILTIN_ROLE", conflict.to_string(), &[], details)
+            }
+            Conflict::RoleInUse { users } => {
+                let mut details = ErrorDetails::new();
+                details.add_precondition_failure_violation("ROLE_IN_USE", "roster.v1.Role", conflict.to_string());
+                status_with(
+                    Code::FailedPrecondition,
+                    "ROLE_IN_USE",
+                    conflict.to_string(),
+                    &[("users", users.to_string())],
+                    details,
+                )
+            }
             Conflict::LastAdmin(rule) => {
                 let mut details = ErrorDetails::new();
                 details.add_precondition_failure_violation("LAST_ADMIN", "roster.v1.User", rule.to_string());
                 status_with(Code::FailedPrecondition, "LAST_ADMIN", rule.to_string(), &[], details)
             }
         },
+        StoreError::Refused(rule) => escalation(&rule),
         StoreError::Unavailable(source) => {
             tracing::warn!(error = %error_chain(&source), "database unavailable");
             status(Code::Unavailable, "DATABASE_UNAVAILABLE", "the database is unavailable; retry later")
@@ -149,6 +172,18 @@ pub(crate) fn store_with_role_field(err: StoreError, role_field: &str) -> Status
             status(Code::Internal, "INTERNAL", "internal error")
         }
     }
+}
+
+/// PERMISSION_DENIED `ESCALATION`: what the caller would need and lacks.
+pub(crate) fn escalation(rule: &roster_authz::Escalation) -> Status {
+    let missing: Vec<String> = rule.missing.iter().map(|(p, s)| format!("{p}:{}", s.as_str())).collect();
+    status_with(
+        Code::PermissionDenied,
+        "ESCALATION",
+        rule.to_string(),
+        &[("missing", missing.join(",")), ("admin_only", rule.admin_only.to_string())],
+        ErrorDetails::new(),
+    )
 }
 
 fn already_exists(reason: &str, kind: &str, field: &str, conflict: &Conflict) -> Status {

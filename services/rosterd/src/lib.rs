@@ -12,6 +12,7 @@
 mod api;
 mod app;
 mod auth;
+mod authz_cache;
 mod config;
 mod context;
 mod convert;

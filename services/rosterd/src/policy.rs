@@ -3,8 +3,8 @@
 //! | RPC | Needs |
 //! |---|---|
 //! | CreateWorkspace | a service key |
-//! | GetWorkspace | membership |
-//! | CreateUser | `users.manage`, and the new user's role grants nothing the caller lacks |
+//! | GetWorkspace, ListPermissions | membership |
+//! | CreateUser | `users.manage`; the new user's role grants nothing the caller lacks |
 //! | GetUser | `users.read`, or the user is the caller |
 //! | ListUsers | `users.read` |
 //! | UpdateUser | `users.manage`; the target's current and new role grant nothing the caller lacks |
@@ -12,16 +12,27 @@
 //! | SetAvailability | the user is the caller, or as DeactivateUser |
 //! | ChangePassword, Logout | a person (acts on the caller's own password or session) |
 //! | WhoAmI, Login | nothing |
+//! | GetRole, ListRoles | `users.read` or `roles.manage` |
+//! | CreateRole | `roles.manage`; the caller holds every grant the role gives |
+//! | UpdateRole, DeleteRole | `roles.manage`; the caller holds every grant the role has, will have, or (DeleteRole) its users move to |
+//! | CheckPermission, CheckPermissions, ListEffectivePermissions | a service key, or a person asking about themselves |
 //! | ListAuditEvents | `audit.read` |
 //!
+//! "Grants nothing the caller lacks" is the no-escalation rule (`roster_authz::check_grantable`,
+//! `check_manageable`; only admins touch admins). For changes it is decided inside the store's
+//! write transaction, against the rows being changed.
+//!
 //! Service keys may do everything, in any workspace they name. People act only in their own
-//! workspace ([`crate::auth::Caller::workspace`]). Only the built-in roles exist so far; a role id
-//! that is not built in grants nothing until custom roles land (Authorization issue).
+//! workspace ([`crate::auth::Caller::workspace`]). A person's status comes from their session
+//! (a deactivated user has none); their role's grants come from the [`crate::authz_cache`], the
+//! same copy CheckPermission answers from.
 
+use crate::app::App;
 use crate::auth::{Caller, Principal};
-use crate::error::{permission_denied, status_with};
-use roster_authz::{Permission, Role, RoleKind, Subject, check_grantable, check_manageable, decide};
+use crate::error::{self, permission_denied, status_with};
+use roster_authz::{Decision, Permission, Role, Subject, check_manageable, decide};
 use roster_identity::RoleId;
+use std::sync::Arc;
 use tonic::{Code, Status};
 
 /// What a call needs.
@@ -29,83 +40,84 @@ use tonic::{Code, Status};
 pub(crate) enum Need {
     /// Create workspaces: service keys only.
     ServiceKey,
-    /// Read the workspace: any member.
+    /// Read the workspace or the permission catalog: any member.
     Member,
     /// Read users (`users.read`); people may always read themselves.
     ReadUsers,
     /// Create, change, deactivate, reactivate users; change others' availability (`users.manage`).
     ManageUsers,
+    /// Read roles: `users.read` (to see what people hold) or `roles.manage`.
+    ReadRoles,
+    /// Create, change and delete roles (`roles.manage`).
+    ManageRoles,
     /// Read the audit trail (`audit.read`).
     ReadAudit,
+    /// Ask about a user's permissions: service keys for anyone, people for themselves.
+    CheckPermissions,
 }
 
-/// The role a role id stands for.
-pub(crate) fn role(id: &RoleId) -> Role {
-    match id.builtin() {
-        Some(builtin) => Role::builtin(builtin),
-        None => Role {
-            id: id.as_str().to_owned(),
-            name: id.as_str().to_owned(),
-            kind: RoleKind::Custom,
-            grants: roster_authz::Grants::only([]),
-        },
-    }
-}
-
-/// Allows or denies `caller` what `need` names; `subject` is the user the call is about, if any.
-pub(crate) fn authorize(caller: &Caller, need: Need, subject: Option<&str>) -> Result<(), Status> {
-    let user = match &caller.principal {
-        Principal::Service(_) => return Ok(()),
-        Principal::User { user, .. } => user,
-    };
-    let permission = match need {
-        Need::ServiceKey => {
-            return Err(permission_denied("SERVICE_KEY_REQUIRED", "only internal services may call this"));
+impl App {
+    /// The role of the person calling, `None` for a service key.
+    pub(crate) async fn actor_role(&self, caller: &Caller) -> Result<Option<Arc<Role>>, Status> {
+        match &caller.principal {
+            Principal::Service(_) => Ok(None),
+            Principal::User { user, .. } => {
+                self.authz.role(&user.workspace_id, &user.role).await.map(Some).map_err(error::store)
+            }
         }
-        Need::Member => return Ok(()),
-        Need::ReadUsers if subject == Some(user.id.as_str()) => return Ok(()),
-        Need::ReadUsers => Permission::UsersRead,
-        Need::ManageUsers => Permission::UsersManage,
-        Need::ReadAudit => Permission::AuditRead,
-    };
-    let role = role(&user.role);
-    let decision = decide(&Subject { user_id: &user.id, active: true, role: &role }, permission, None);
-    if decision.allowed {
-        return Ok(());
     }
-    Err(status_with(
-        Code::PermissionDenied,
-        "PERMISSION_DENIED",
-        decision.reason.to_string(),
-        &[("permission", permission.to_string())],
-        Default::default(),
-    ))
-}
 
-/// No escalation: a person may act on a user (change, deactivate, reactivate, set availability)
-/// only if that user's role grants nothing the person lacks; admins only by admins.
-pub(crate) fn may_act_on(caller: &Caller, target_role: &RoleId) -> Result<(), Status> {
-    escalation(caller, |actor| check_manageable(actor, &role(target_role)))
-}
-
-/// No escalation: a person may give a role only if it grants nothing the person lacks.
-pub(crate) fn may_grant(caller: &Caller, new_role: &RoleId) -> Result<(), Status> {
-    escalation(caller, |actor| check_grantable(actor, &role(new_role).grants))
-}
-
-fn escalation(
-    caller: &Caller,
-    check: impl FnOnce(&Role) -> Result<(), roster_authz::Escalation>,
-) -> Result<(), Status> {
-    let Principal::User { user, .. } = &caller.principal else { return Ok(()) };
-    check(&role(&user.role)).map_err(|escalation| {
-        let missing: Vec<String> = escalation.missing.iter().map(|(p, _)| p.to_string()).collect();
-        status_with(
+    /// Allows or denies `caller` what `need` names; `subject` is the user the call is about, if any.
+    pub(crate) async fn authorize(&self, caller: &Caller, need: Need, subject: Option<&str>) -> Result<(), Status> {
+        let user = match &caller.principal {
+            Principal::Service(_) => return Ok(()),
+            Principal::User { user, .. } => user,
+        };
+        let permissions: &[Permission] = match need {
+            Need::ServiceKey => {
+                return Err(permission_denied("SERVICE_KEY_REQUIRED", "only internal services may call this"));
+            }
+            Need::Member => return Ok(()),
+            Need::ReadUsers if subject == Some(user.id.as_str()) => return Ok(()),
+            Need::CheckPermissions if subject.is_none_or(|s| s.is_empty() || s == user.id) => return Ok(()),
+            Need::CheckPermissions => {
+                return Err(permission_denied(
+                    "SELF_ONLY",
+                    "a person can only check their own permissions; internal services check anyone's",
+                ));
+            }
+            Need::ReadUsers => &[Permission::UsersRead],
+            Need::ManageUsers => &[Permission::UsersManage],
+            Need::ReadRoles => &[Permission::UsersRead, Permission::RolesManage],
+            Need::ManageRoles => &[Permission::RolesManage],
+            Need::ReadAudit => &[Permission::AuditRead],
+        };
+        let role = self.authz.role(&user.workspace_id, &user.role).await.map_err(error::store)?;
+        let subject = Subject { user_id: &user.id, active: true, role: &role };
+        let mut first: Option<(Permission, Decision)> = None;
+        for permission in permissions {
+            let decision = decide(&subject, *permission, None);
+            if decision.allowed {
+                return Ok(());
+            }
+            first.get_or_insert((*permission, decision));
+        }
+        let Some((permission, decision)) = first else { return Ok(()) };
+        Err(status_with(
             Code::PermissionDenied,
-            "ESCALATION",
-            escalation.to_string(),
-            &[("missing", missing.join(",")), ("admin_only", escalation.admin_only.to_string())],
+            "PERMISSION_DENIED",
+            decision.reason.to_string(),
+            &[("permission", permission.to_string())],
             Default::default(),
-        )
-    })
+        ))
+    }
+
+    /// No escalation, for calls the store does not guard itself (another user's availability): a
+    /// person may act on a user only if that user's role grants nothing the person lacks.
+    pub(crate) async fn may_act_on(&self, caller: &Caller, target_role: &RoleId) -> Result<(), Status> {
+        let Principal::User { user, .. } = &caller.principal else { return Ok(()) };
+        let actor = self.authz.role(&user.workspace_id, &user.role).await.map_err(error::store)?;
+        let target = self.authz.role(&user.workspace_id, target_role).await.map_err(error::store)?;
+        check_manageable(&actor, &target).map_err(|e| error::escalation(&e))
+    }
 }

@@ -1,14 +1,16 @@
 //! Assembling and running the server: store, services, reflection, health, the outbox worker.
 
-use crate::api::{AuditApi, AuthApi, UserApi, WorkspaceApi};
+use crate::api::{AuditApi, AuthApi, AuthorizationApi, RoleApi, UserApi, WorkspaceApi};
 use crate::app::App;
 use crate::auth::{Hasher, ServiceKeys, random_bytes};
+use crate::authz_cache::AuthzCache;
 use crate::config::{Config, redact_url};
 use crate::context::RequestContextLayer;
 use crate::outbox::{self, Mailer};
 use roster_identity::{BcryptCost, BuiltinRole, Email, FullName, Password, Slug, WorkspaceName};
 use roster_proto::v1::{
     audit_service_server::AuditServiceServer, auth_service_server::AuthServiceServer,
+    authorization_service_server::AuthorizationServiceServer, role_service_server::RoleServiceServer,
     user_service_server::UserServiceServer, workspace_service_server::WorkspaceServiceServer,
 };
 use roster_store::{Actor, Context, NewUser, NewWorkspace, Store, StoreConfig, StoreError};
@@ -34,8 +36,14 @@ pub enum ServeError {
 }
 
 /// The fully qualified names of the services we report health for.
-const SERVICES: [&str; 4] =
-    ["roster.v1.WorkspaceService", "roster.v1.AuthService", "roster.v1.UserService", "roster.v1.AuditService"];
+const SERVICES: [&str; 6] = [
+    "roster.v1.WorkspaceService",
+    "roster.v1.AuthService",
+    "roster.v1.UserService",
+    "roster.v1.RoleService",
+    "roster.v1.AuthorizationService",
+    "roster.v1.AuditService",
+];
 
 /// Serves on `listener` until `shutdown` resolves, then turns health NOT_SERVING, lets in-flight
 /// calls finish, stops the outbox worker and closes the database.
@@ -64,6 +72,7 @@ pub async fn serve(
         session_ttl: config.session_ttl(),
         sign_in_url: config.sign_in_url.clone(),
         outbox: Arc::new(Notify::new()),
+        authz: Arc::new(AuthzCache::new(store.clone())),
         keys,
     });
     app.hasher.warm_up();
@@ -85,7 +94,8 @@ pub async fn serve(
         lease: Duration::from_millis(config.outbox_lease_ms),
     };
     let worker = tokio::spawn(outbox::run(store.clone(), mailer, policy, app.outbox.clone(), stop_rx.clone()));
-    let janitor = tokio::spawn(purge_expired_sessions(store.clone(), stop_rx));
+    let janitor = tokio::spawn(purge_expired_sessions(store.clone(), stop_rx.clone()));
+    let poller = tokio::spawn(app.authz.clone().run(Duration::from_millis(config.authz_refresh_ms), stop_rx));
 
     let (reporter, health) = tonic_health::server::health_reporter();
     for name in SERVICES.into_iter().chain([""]) {
@@ -105,6 +115,8 @@ pub async fn serve(
         .add_service(WorkspaceServiceServer::new(WorkspaceApi(app.clone())))
         .add_service(AuthServiceServer::new(AuthApi(app.clone())))
         .add_service(UserServiceServer::new(UserApi(app.clone())))
+        .add_service(RoleServiceServer::new(RoleApi(app.clone())))
+        .add_service(AuthorizationServiceServer::new(AuthorizationApi(app.clone())))
         .add_service(AuditServiceServer::new(AuditApi(app.clone())));
 
     let addr = listener.local_addr().map_err(|e| ServeError::Config(format!("listener: {e}")))?;
@@ -140,6 +152,7 @@ pub async fn serve(
         tracing::warn!("the outbox worker did not stop in time; its leased emails will be retried");
     }
     let _ = janitor.await;
+    let _ = poller.await;
     drop(app);
     store.close().await?;
     tracing::info!("stopped");

@@ -2,7 +2,10 @@
 
 mod audit;
 mod auth;
+mod authorization;
+mod escalation;
 mod mail;
+mod roles;
 mod server;
 mod users;
 mod workspaces;

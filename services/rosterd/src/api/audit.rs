@@ -1,7 +1,7 @@
 use crate::app::App;
 use crate::convert;
 use crate::error::{self, Violations, invalid};
-use crate::policy::{Need, authorize};
+use crate::policy::Need;
 use roster_proto::v1::{self as pb, audit_service_server::AuditService};
 use roster_store::AuditFilter;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ impl AuditService for AuditApi {
         let app = &self.0;
         let caller = app.caller(&request).await?;
         let workspace_id = caller.workspace(&request.get_ref().workspace_id)?;
-        authorize(&caller, Need::ReadAudit, None)?;
+        app.authorize(&caller, Need::ReadAudit, None).await?;
         app.ensure_workspace(&caller, &workspace_id).await?;
         let req = request.into_inner();
         let limit = convert::page_size(req.page_size)?;

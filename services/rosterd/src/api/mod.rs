@@ -3,11 +3,15 @@
 
 mod audit;
 mod auth;
+mod authorization;
+mod roles;
 mod users;
 mod workspaces;
 
 pub(crate) use audit::AuditApi;
 pub(crate) use auth::AuthApi;
+pub(crate) use authorization::AuthorizationApi;
+pub(crate) use roles::RoleApi;
 pub(crate) use users::UserApi;
 pub(crate) use workspaces::WorkspaceApi;
 

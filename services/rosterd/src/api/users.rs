@@ -2,7 +2,7 @@ use crate::app::App;
 use crate::auth::Principal;
 use crate::convert;
 use crate::error::{self, Violations, checked, invalid, permission_denied};
-use crate::policy::{self, Need, authorize};
+use crate::policy::Need;
 use roster_identity::{Email, FullName, Password, RoleId};
 use roster_proto::v1::{self as pb, user_service_server::UserService};
 use roster_store::{NewUser, UserChanges, UserFilter};
@@ -32,7 +32,7 @@ impl UserService for UserApi {
         let app = &self.0;
         let caller = app.caller(&request).await?;
         let workspace_id = caller.workspace(&request.get_ref().workspace_id)?;
-        authorize(&caller, Need::ManageUsers, None)?;
+        app.authorize(&caller, Need::ManageUsers, None).await?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let email = v.check("email", Email::parse(&req.email));
@@ -42,17 +42,18 @@ impl UserService for UserApi {
         let request_id = super::request_id(&mut v, &req.request_id);
         v.finish()?;
         let (email, full_name, role) = (checked(email)?, checked(full_name)?, checked(role)?);
-        policy::may_grant(&caller, &role)?;
+        let actor = app.actor_role(&caller).await?;
         let workspace = app.store.workspace(&workspace_id).await.map_err(error::store)?;
         let password_hash = app.hasher.hash(checked(password)?).await?;
         let welcome = app.welcome(&workspace.slug, &workspace.name, &email, &full_name);
         let new = NewUser { email, full_name, password_hash, role };
         let user = app
             .store
-            .create_user(&caller.context(), &workspace_id, new, welcome, request_id)
+            .create_user(&caller.context(), &workspace_id, new, welcome, request_id, actor.as_deref())
             .await
             .map_err(error::store)?;
         app.outbox.notify_one();
+        app.authz.refresh(&workspace_id).await;
         Ok(Response::new(pb::CreateUserResponse { user: user_response(&user) }))
     }
 
@@ -61,7 +62,7 @@ impl UserService for UserApi {
         let caller = app.caller(&request).await?;
         let req = request.get_ref();
         let workspace_id = caller.workspace(&req.workspace_id)?;
-        authorize(&caller, Need::ReadUsers, Some(&req.user_id))?;
+        app.authorize(&caller, Need::ReadUsers, Some(&req.user_id)).await?;
         let mut v = Violations::new();
         super::record_id(&mut v, "user_id", &req.user_id);
         v.finish()?;
@@ -76,7 +77,7 @@ impl UserService for UserApi {
         let app = &self.0;
         let caller = app.caller(&request).await?;
         let workspace_id = caller.workspace(&request.get_ref().workspace_id)?;
-        authorize(&caller, Need::ReadUsers, None)?;
+        app.authorize(&caller, Need::ReadUsers, None).await?;
         app.ensure_workspace(&caller, &workspace_id).await?;
         let req = request.into_inner();
         let limit = convert::page_size(req.page_size)?;
@@ -108,7 +109,7 @@ impl UserService for UserApi {
         let app = &self.0;
         let caller = app.caller(&request).await?;
         let workspace_id = caller.workspace(&request.get_ref().workspace_id)?;
-        authorize(&caller, Need::ManageUsers, None)?;
+        app.authorize(&caller, Need::ManageUsers, None).await?;
         let req = request.into_inner();
         let Some(user) = req.user else { return Err(invalid("user", "required")) };
         let mut v = Violations::new();
@@ -143,16 +144,16 @@ impl UserService for UserApi {
             v.check("user.etag", user.etag.parse::<i64>().map_err(|_| "not an etag this server issued"))
         };
         v.finish()?;
-        let target = app.store.user(&workspace_id, &user.id).await.map_err(error::store)?;
-        policy::may_act_on(&caller, &target.role)?;
-        if let Some(role) = &changes.role {
-            policy::may_grant(&caller, role)?;
-        }
+        let actor = app.actor_role(&caller).await?;
+        let role_changes = changes.role.is_some();
         let updated = app
             .store
-            .update_user(&caller.context(), &workspace_id, &user.id, changes, expected_version)
+            .update_user(&caller.context(), &workspace_id, &user.id, changes, expected_version, actor.as_deref())
             .await
             .map_err(|e| error::store_with_role_field(e, "user.role"))?;
+        if role_changes {
+            app.authz.refresh(&workspace_id).await;
+        }
         Ok(Response::new(pb::UpdateUserResponse { user: user_response(&updated) }))
     }
 
@@ -164,14 +165,17 @@ impl UserService for UserApi {
         let caller = app.caller(&request).await?;
         let req = request.get_ref();
         let workspace_id = caller.workspace(&req.workspace_id)?;
-        authorize(&caller, Need::ManageUsers, None)?;
+        app.authorize(&caller, Need::ManageUsers, None).await?;
         let mut v = Violations::new();
         super::record_id(&mut v, "user_id", &req.user_id);
         v.finish()?;
-        let target = app.store.user(&workspace_id, &req.user_id).await.map_err(error::store)?;
-        policy::may_act_on(&caller, &target.role)?;
-        let user =
-            app.store.deactivate_user(&caller.context(), &workspace_id, &req.user_id).await.map_err(error::store)?;
+        let actor = app.actor_role(&caller).await?;
+        let user = app
+            .store
+            .deactivate_user(&caller.context(), &workspace_id, &req.user_id, actor.as_deref())
+            .await
+            .map_err(error::store)?;
+        app.authz.refresh(&workspace_id).await;
         tracing::info!(user_id = %user.id, "user deactivated");
         Ok(Response::new(pb::DeactivateUserResponse { user: user_response(&user) }))
     }
@@ -184,15 +188,18 @@ impl UserService for UserApi {
         let caller = app.caller(&request).await?;
         let req = request.get_ref();
         let workspace_id = caller.workspace(&req.workspace_id)?;
-        authorize(&caller, Need::ManageUsers, None)?;
+        app.authorize(&caller, Need::ManageUsers, None).await?;
         let mut v = Violations::new();
         super::record_id(&mut v, "user_id", &req.user_id);
         super::request_id(&mut v, &req.request_id);
         v.finish()?;
-        let target = app.store.user(&workspace_id, &req.user_id).await.map_err(error::store)?;
-        policy::may_act_on(&caller, &target.role)?;
-        let user =
-            app.store.reactivate_user(&caller.context(), &workspace_id, &req.user_id).await.map_err(error::store)?;
+        let actor = app.actor_role(&caller).await?;
+        let user = app
+            .store
+            .reactivate_user(&caller.context(), &workspace_id, &req.user_id, actor.as_deref())
+            .await
+            .map_err(error::store)?;
+        app.authz.refresh(&workspace_id).await;
         Ok(Response::new(pb::ReactivateUserResponse { user: user_response(&user) }))
     }
 
@@ -252,13 +259,13 @@ impl UserService for UserApi {
         };
         let is_self = caller.user().is_some_and(|me| me.id == user_id);
         if !is_self {
-            authorize(&caller, Need::ManageUsers, None)?;
+            app.authorize(&caller, Need::ManageUsers, None).await?;
         }
         let availability = v.check("availability", convert::availability_from(req.availability));
         v.finish()?;
         if !is_self {
             let target = app.store.user(&workspace_id, &user_id).await.map_err(error::store)?;
-            policy::may_act_on(&caller, &target.role)?;
+            app.may_act_on(&caller, &target.role).await?;
         }
         let user = app
             .store

@@ -1,7 +1,7 @@
 use crate::app::App;
 use crate::convert;
 use crate::error::{self, Violations, checked};
-use crate::policy::{Need, authorize};
+use crate::policy::Need;
 use roster_identity::{BuiltinRole, Email, FullName, Password, Slug, WorkspaceName};
 use roster_proto::v1::{self as pb, workspace_service_server::WorkspaceService};
 use roster_store::{NewUser, NewWorkspace};
@@ -18,7 +18,7 @@ impl WorkspaceService for WorkspaceApi {
     ) -> Result<Response<pb::CreateWorkspaceResponse>, Status> {
         let app = &self.0;
         let caller = app.caller(&request).await?;
-        authorize(&caller, Need::ServiceKey, None)?;
+        app.authorize(&caller, Need::ServiceKey, None).await?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let slug = v.check("slug", Slug::parse(&req.slug));
@@ -53,7 +53,7 @@ impl WorkspaceService for WorkspaceApi {
         let app = &self.0;
         let caller = app.caller(&request).await?;
         let workspace_id = caller.workspace(&request.get_ref().workspace_id)?;
-        authorize(&caller, Need::Member, None)?;
+        app.authorize(&caller, Need::Member, None).await?;
         let workspace = app.store.workspace(&workspace_id).await.map_err(error::store)?;
         Ok(Response::new(pb::GetWorkspaceResponse { workspace: Some(convert::workspace(&workspace)) }))
     }

@@ -1,0 +1,365 @@
+//! Roles: the built-in rows, custom roles, and the snapshot the authorization cache loads.
+//!
+//! Every transaction that changes what a permission check answers — a role's grants, a user's
+//! role or status, a new user or role — starts with [`bump_authz`]. That increments the
+//! workspace's `authz_version`, which other processes poll to know when to reload, and takes the
+//! workspace row's lock, so such changes are serialized per workspace and always lock the
+//! workspace before any user or role row (one lock order, no deadlocks).
+
+use crate::entity::{role, user, workspace};
+use crate::{
+    AuthzSnapshot, Conflict, Context, Entity, Member, NewRole, Result, RoleChanges, Store, StoreError, StoredRole,
+    UserStatus, audit, classify, commit, new_id, unique_violation,
+};
+use roster_authz::{Grants, Role, RoleKind, check_grantable};
+use roster_identity::{BuiltinRole, RoleId};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+
+pub(crate) fn to_role(row: role::Model) -> Result<StoredRole> {
+    let grants =
+        Grants::parse(&row.grants).map_err(|e| StoreError::Corrupt(format!("role {}: grants: {e}", row.id)))?;
+    let kind = match RoleId::parse(&row.id).ok().and_then(|id| id.builtin()) {
+        Some(builtin) if row.builtin => RoleKind::Builtin(builtin),
+        _ if row.builtin => return Err(StoreError::Corrupt(format!("role {}: not a built-in id", row.id))),
+        _ => RoleKind::Custom,
+    };
+    Ok(StoredRole {
+        role: Role { id: row.id, name: row.name, kind, grants },
+        workspace_id: row.workspace_id,
+        description: row.description,
+        version: row.version,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
+}
+
+/// Records that the workspace's authorization data changes in this transaction; see the module
+/// documentation. Call it before writing any user or role row.
+pub(crate) async fn bump_authz(txn: &DatabaseTransaction, workspace_id: &str) -> Result<()> {
+    let result = workspace::Entity::update_many()
+        .col_expr(workspace::Column::AuthzVersion, Expr::col(workspace::Column::AuthzVersion).add(1))
+        .filter(workspace::Column::Id.eq(workspace_id))
+        .exec(txn)
+        .await
+        .map_err(classify)?;
+    if result.rows_affected == 1 { Ok(()) } else { Err(StoreError::NotFound(Entity::Workspace)) }
+}
+
+/// The roles a workspace can use: the built-in ones and its own.
+fn visible_in(workspace_id: &str) -> Condition {
+    Condition::any().add(role::Column::WorkspaceId.is_null()).add(role::Column::WorkspaceId.eq(workspace_id))
+}
+
+/// Loads a role a workspace can use.
+pub(crate) async fn load_role<C: ConnectionTrait>(conn: &C, workspace_id: &str, role_id: &str) -> Result<StoredRole> {
+    let row = role::Entity::find_by_id(role_id.to_owned())
+        .filter(visible_in(workspace_id))
+        .one(conn)
+        .await
+        .map_err(classify)?
+        .ok_or(StoreError::NotFound(Entity::Role))?;
+    to_role(row)
+}
+
+/// The no-escalation rule for giving `grants`: `actor` is the acting person's role, `None` for a
+/// service key.
+pub(crate) fn ensure_grantable(actor: Option<&Role>, grants: &Grants) -> Result<()> {
+    match actor {
+        Some(actor) => check_grantable(actor, grants).map_err(StoreError::Refused),
+        None => Ok(()),
+    }
+}
+
+fn name_taken(err: sea_orm::DbErr) -> StoreError {
+    match unique_violation(&err) {
+        Some(_) => StoreError::Conflict(Conflict::RoleNameTaken),
+        None => classify(err),
+    }
+}
+
+/// The built-in roles in their fixed order, then custom roles by name.
+fn display_order(roles: &mut [StoredRole]) {
+    let rank = |r: &StoredRole| match r.role.kind {
+        RoleKind::Builtin(BuiltinRole::Admin) => 0,
+        RoleKind::Builtin(BuiltinRole::Supervisor) => 1,
+        RoleKind::Builtin(BuiltinRole::Agent) => 2,
+        RoleKind::Custom => 3,
+    };
+    roles.sort_by_cached_key(|r| (rank(r), r.role.name.to_lowercase(), r.role.id.clone()));
+}
+
+impl Store {
+    /// The roles of a workspace: built-in first, then custom roles by name.
+    pub async fn roles(&self, workspace_id: &str) -> Result<Vec<StoredRole>> {
+        let rows = role::Entity::find()
+            .filter(visible_in(workspace_id))
+            .order_by_asc(role::Column::NameKey)
+            .all(&self.db)
+            .await
+            .map_err(classify)?;
+        let mut roles = rows.into_iter().map(to_role).collect::<Result<Vec<_>>>()?;
+        display_order(&mut roles);
+        Ok(roles)
+    }
+
+    /// One role a workspace can use.
+    pub async fn role(&self, workspace_id: &str, role_id: &str) -> Result<StoredRole> {
+        load_role(&self.db, workspace_id, role_id).await
+    }
+
+    /// Creates a custom role. `actor` is the acting person's role (`None` for a service key): they
+    /// must hold every grant the role gives.
+    pub async fn create_role(
+        &self,
+        ctx: &Context,
+        workspace_id: &str,
+        new: NewRole,
+        actor: Option<&Role>,
+    ) -> Result<StoredRole> {
+        ensure_grantable(actor, &new.grants)?;
+        let txn = self.write().await?;
+        bump_authz(&txn, workspace_id).await?;
+        let id = new_id();
+        let grants = new.grants.to_stored();
+        let row = role::Model {
+            id: id.clone(),
+            workspace_id: Some(workspace_id.to_owned()),
+            name: new.name.as_str().to_owned(),
+            builtin: false,
+            grants: grants.clone(),
+            version: 1,
+            created_at: ctx.now,
+            description: new.description,
+            name_key: new.name.key(),
+            updated_at: ctx.now,
+        };
+        role::Entity::insert(role::ActiveModel::from(row.clone()))
+            .exec_without_returning(&txn)
+            .await
+            .map_err(name_taken)?;
+        audit::record(
+            &txn,
+            workspace_id,
+            ctx,
+            "role.created",
+            &format!("role:{id}"),
+            &[("name", new.name.as_str()), ("grants", &grants)],
+        )
+        .await?;
+        commit(txn).await?;
+        to_role(row)
+    }
+
+    /// Changes a custom role. With `expected_version`, refuses if it changed since. `actor` must
+    /// hold every grant the role has now and every grant it will have.
+    pub async fn update_role(
+        &self,
+        ctx: &Context,
+        workspace_id: &str,
+        role_id: &str,
+        changes: RoleChanges,
+        expected_version: Option<i64>,
+        actor: Option<&Role>,
+    ) -> Result<StoredRole> {
+        let txn = self.write().await?;
+        bump_authz(&txn, workspace_id).await?;
+        let current = load_role(&txn, workspace_id, role_id).await?;
+        if current.workspace_id.is_none() {
+            return Err(StoreError::Conflict(Conflict::BuiltinRole));
+        }
+        if let Some(expected) = expected_version
+            && expected != current.version
+        {
+            return Err(StoreError::Conflict(Conflict::StaleVersion { current: current.version }));
+        }
+        ensure_grantable(actor, &current.role.grants)?;
+        let mut update = role::Entity::update_many()
+            .col_expr(role::Column::Version, Expr::col(role::Column::Version).add(1))
+            .col_expr(role::Column::UpdatedAt, Expr::val(ctx.now));
+        let mut details: Vec<(&str, String)> = Vec::new();
+        if let Some(name) = &changes.name
+            && name.as_str() != current.role.name
+        {
+            update = update
+                .col_expr(role::Column::Name, Expr::val(name.as_str()))
+                .col_expr(role::Column::NameKey, Expr::val(name.key()));
+            details.push(("old_name", current.role.name.clone()));
+            details.push(("name", name.as_str().to_owned()));
+        }
+        if let Some(description) = &changes.description
+            && *description != current.description
+        {
+            update = update.col_expr(role::Column::Description, Expr::val(description.as_str()));
+            details.push(("description", description.clone()));
+        }
+        if let Some(grants) = &changes.grants
+            && *grants != current.role.grants
+        {
+            ensure_grantable(actor, grants)?;
+            update = update.col_expr(role::Column::Grants, Expr::val(grants.to_stored()));
+            details.push(("old_grants", current.role.grants.to_stored()));
+            details.push(("grants", grants.to_stored()));
+        }
+        if details.is_empty() {
+            // Nothing changes; the version bump of the workspace is rolled back with the transaction.
+            return Ok(current);
+        }
+        let result = update
+            .filter(role::Column::Id.eq(role_id))
+            .filter(role::Column::Version.eq(current.version))
+            .exec(&txn)
+            .await
+            .map_err(name_taken)?;
+        if result.rows_affected != 1 {
+            return Err(StoreError::Conflict(Conflict::Busy));
+        }
+        let details: Vec<(&str, &str)> = details.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        audit::record(&txn, workspace_id, ctx, "role.updated", &format!("role:{role_id}"), &details).await?;
+        let updated = load_role(&txn, workspace_id, role_id).await?;
+        commit(txn).await?;
+        Ok(updated)
+    }
+
+    /// Deletes a custom role, first moving the users who hold it to `move_to` (each move is a
+    /// recorded role change). Without `move_to`, a role still held is refused. `actor` must hold
+    /// every grant of the deleted role and of `move_to`. Returns how many users moved.
+    pub async fn delete_role(
+        &self,
+        ctx: &Context,
+        workspace_id: &str,
+        role_id: &str,
+        move_to: Option<&RoleId>,
+        expected_version: Option<i64>,
+        actor: Option<&Role>,
+    ) -> Result<u64> {
+        let txn = self.write().await?;
+        bump_authz(&txn, workspace_id).await?;
+        // Locking the row makes a concurrent assignment of this role wait, then fail on the
+        // foreign key, instead of slipping a holder in between the count and the delete.
+        let row = role::Entity::find_by_id(role_id.to_owned())
+            .filter(visible_in(workspace_id))
+            .lock_exclusive()
+            .one(&txn)
+            .await
+            .map_err(classify)?
+            .ok_or(StoreError::NotFound(Entity::Role))?;
+        let current = to_role(row)?;
+        if current.workspace_id.is_none() {
+            return Err(StoreError::Conflict(Conflict::BuiltinRole));
+        }
+        if let Some(expected) = expected_version
+            && expected != current.version
+        {
+            return Err(StoreError::Conflict(Conflict::StaleVersion { current: current.version }));
+        }
+        ensure_grantable(actor, &current.role.grants)?;
+        let holders: Vec<(String, i64)> = user::Entity::find()
+            .select_only()
+            .column(user::Column::Id)
+            .column(user::Column::Version)
+            .filter(user::Column::WorkspaceId.eq(workspace_id))
+            .filter(user::Column::RoleId.eq(role_id))
+            .order_by_asc(user::Column::Id)
+            .into_tuple()
+            .all(&txn)
+            .await
+            .map_err(classify)?;
+        let moved_to = match (move_to, holders.is_empty()) {
+            (_, true) => None,
+            (None, false) => {
+                return Err(StoreError::Conflict(Conflict::RoleInUse {
+                    users: i64::try_from(holders.len()).unwrap_or(i64::MAX),
+                }));
+            }
+            (Some(target), false) => {
+                let target = load_role(&txn, workspace_id, target.as_str()).await?;
+                ensure_grantable(actor, &target.role.grants)?;
+                Some(target.role.id)
+            }
+        };
+        if let Some(target) = &moved_to {
+            user::Entity::update_many()
+                .col_expr(user::Column::RoleId, Expr::val(target.as_str()))
+                .col_expr(user::Column::Version, Expr::col(user::Column::Version).add(1))
+                .col_expr(user::Column::UpdatedAt, Expr::val(ctx.now))
+                .filter(user::Column::WorkspaceId.eq(workspace_id))
+                .filter(user::Column::RoleId.eq(role_id))
+                .exec(&txn)
+                .await
+                .map_err(classify)?;
+            for (user_id, _) in &holders {
+                audit::record(
+                    &txn,
+                    workspace_id,
+                    ctx,
+                    "user.updated",
+                    &format!("user:{user_id}"),
+                    &[("old_role", role_id), ("role", target), ("because", "role.deleted")],
+                )
+                .await?;
+            }
+        }
+        role::Entity::delete_by_id(role_id.to_owned()).exec(&txn).await.map_err(classify)?;
+        let moved = holders.len().to_string();
+        let mut details = vec![("name", current.role.name.as_str()), ("users_moved", moved.as_str())];
+        if let Some(target) = &moved_to {
+            details.push(("moved_to", target.as_str()));
+        }
+        audit::record(&txn, workspace_id, ctx, "role.deleted", &format!("role:{role_id}"), &details).await?;
+        commit(txn).await?;
+        Ok(holders.len() as u64)
+    }
+
+    /// Everything a permission check of the workspace needs. The version is read first, so the
+    /// snapshot holds at least the changes up to it.
+    pub async fn authz_snapshot(&self, workspace_id: &str) -> Result<AuthzSnapshot> {
+        let version = workspace::Entity::find_by_id(workspace_id.to_owned())
+            .select_only()
+            .column(workspace::Column::AuthzVersion)
+            .into_tuple::<i64>()
+            .one(&self.db)
+            .await
+            .map_err(classify)?
+            .ok_or(StoreError::NotFound(Entity::Workspace))?;
+        let roles = role::Entity::find().filter(visible_in(workspace_id)).all(&self.db).await.map_err(classify)?;
+        let roles = roles.into_iter().map(|row| to_role(row).map(|stored| stored.role)).collect::<Result<_>>()?;
+        let members: Vec<(String, String, String)> = user::Entity::find()
+            .select_only()
+            .column(user::Column::Id)
+            .column(user::Column::RoleId)
+            .column(user::Column::Status)
+            .filter(user::Column::WorkspaceId.eq(workspace_id))
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(classify)?;
+        let members = members
+            .into_iter()
+            .map(|(user_id, role_id, status)| {
+                Ok(Member { user_id, role_id, active: UserStatus::from_stored(&status)? == UserStatus::Active })
+            })
+            .collect::<Result<_>>()?;
+        Ok(AuthzSnapshot { version, roles, members })
+    }
+
+    /// The authorization versions of these workspaces (missing ones are left out).
+    pub async fn authz_versions(&self, workspace_ids: &[String]) -> Result<Vec<(String, i64)>> {
+        let mut versions = Vec::with_capacity(workspace_ids.len());
+        for chunk in workspace_ids.chunks(500) {
+            let rows: Vec<(String, i64)> = workspace::Entity::find()
+                .select_only()
+                .column(workspace::Column::Id)
+                .column(workspace::Column::AuthzVersion)
+                .filter(workspace::Column::Id.is_in(chunk.iter().map(String::as_str)))
+                .into_tuple()
+                .all(&self.db)
+                .await
+                .map_err(classify)?;
+            versions.extend(rows);
+        }
+        Ok(versions)
+    }
+}

@@ -1,0 +1,245 @@
+use crate::app::App;
+use crate::convert;
+use crate::error::{self, Violations, checked, invalid, status_with};
+use crate::policy::Need;
+use roster_authz::{Feature, Permission};
+use roster_identity::{RoleId, RoleName};
+use roster_proto::v1::{self as pb, role_service_server::RoleService};
+use roster_store::{Entity, NewRole, RoleChanges, StoreError};
+use std::sync::Arc;
+use tonic::{Code, Request, Response, Status};
+use tonic_types::ErrorDetails;
+
+pub(crate) struct RoleApi(pub(crate) Arc<App>);
+
+/// The longest role description accepted.
+const DESCRIPTION_MAX_CHARS: usize = 500;
+
+fn description(v: &mut Violations, field: &str, value: &str) -> Option<String> {
+    let value = value.trim();
+    if value.chars().count() > DESCRIPTION_MAX_CHARS || value.chars().any(|c| c.is_control() && c != '\n') {
+        v.add(field, format!("at most {DESCRIPTION_MAX_CHARS} characters, no control characters but new lines"));
+        return None;
+    }
+    Some(value.to_owned())
+}
+
+/// A role name, also refusing the built-in roles' names so that "Admin" always means the real one.
+fn role_name(v: &mut Violations, field: &str, value: &str) -> Option<RoleName> {
+    let name = v.check(field, RoleName::parse(value))?;
+    if roster_identity::BuiltinRole::ALL.iter().any(|b| b.name().eq_ignore_ascii_case(name.as_str())) {
+        v.add(field, format!("{name:?} is a built-in role's name"));
+        return None;
+    }
+    Some(name)
+}
+
+fn role_id(v: &mut Violations, field: &str, value: &str) -> Option<RoleId> {
+    v.check(field, RoleId::parse(value))
+}
+
+fn etag(v: &mut Violations, field: &str, value: &str) -> Option<i64> {
+    if value.is_empty() {
+        return None;
+    }
+    v.check(field, value.parse::<i64>().map_err(|_| "not an etag this server issued"))
+}
+
+/// NOT_FOUND for the role a call is about; `UNKNOWN_ROLE` on `field` for a role it names.
+fn role_error(err: StoreError, field: &str) -> Status {
+    match err {
+        StoreError::NotFound(Entity::Role) if field.is_empty() => {
+            let mut details = ErrorDetails::new();
+            details.set_resource_info("roster.v1.Role", "", "", "role not found");
+            status_with(Code::NotFound, "ROLE_NOT_FOUND", "role not found", &[], details)
+        }
+        err => error::store_with_role_field(err, field),
+    }
+}
+
+#[tonic::async_trait]
+impl RoleService for RoleApi {
+    async fn list_permissions(
+        &self,
+        request: Request<pb::ListPermissionsRequest>,
+    ) -> Result<Response<pb::ListPermissionsResponse>, Status> {
+        let app = &self.0;
+        let caller = app.caller(&request).await?;
+        app.authorize(&caller, Need::Member, None).await?;
+        let mut groups: Vec<pb::PermissionGroup> = Vec::new();
+        for permission in Permission::ALL {
+            let feature: Feature = permission.feature();
+            if groups.last().is_none_or(|g| g.feature != feature.as_str()) {
+                groups.push(pb::PermissionGroup {
+                    feature: feature.as_str().to_owned(),
+                    display_name: feature.display_name().to_owned(),
+                    permissions: Vec::new(),
+                });
+            }
+            if let Some(group) = groups.last_mut() {
+                group.permissions.push(pb::PermissionInfo {
+                    name: permission.to_string(),
+                    action: permission.action().to_owned(),
+                    scoped: permission.is_scoped(),
+                    description: permission.description().to_owned(),
+                });
+            }
+        }
+        Ok(Response::new(pb::ListPermissionsResponse { groups }))
+    }
+
+    async fn create_role(
+        &self,
+        request: Request<pb::CreateRoleRequest>,
+    ) -> Result<Response<pb::CreateRoleResponse>, Status> {
+        let app = &self.0;
+        let caller = app.caller(&request).await?;
+        let workspace_id = caller.workspace(&request.get_ref().workspace_id)?;
+        app.authorize(&caller, Need::ManageRoles, None).await?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let name = role_name(&mut v, "name", &req.name);
+        let description = description(&mut v, "description", &req.description);
+        let grants = convert::grants_from(&mut v, "grants", &req.grants);
+        v.finish()?;
+        let new = NewRole { name: checked(name)?, description: checked(description)?, grants: checked(grants)? };
+        let actor = app.actor_role(&caller).await?;
+        let role = app
+            .store
+            .create_role(&caller.context(), &workspace_id, new, actor.as_deref())
+            .await
+            .map_err(error::store)?;
+        app.authz.refresh(&workspace_id).await;
+        Ok(Response::new(pb::CreateRoleResponse { role: Some(convert::role(&role)) }))
+    }
+
+    async fn get_role(&self, request: Request<pb::GetRoleRequest>) -> Result<Response<pb::GetRoleResponse>, Status> {
+        let app = &self.0;
+        let caller = app.caller(&request).await?;
+        let req = request.get_ref();
+        let workspace_id = caller.workspace(&req.workspace_id)?;
+        app.authorize(&caller, Need::ReadRoles, None).await?;
+        let mut v = Violations::new();
+        let id = role_id(&mut v, "role_id", &req.role_id);
+        v.finish()?;
+        app.ensure_workspace(&caller, &workspace_id).await?;
+        let role = app.store.role(&workspace_id, checked(id)?.as_str()).await.map_err(|e| role_error(e, ""))?;
+        Ok(Response::new(pb::GetRoleResponse { role: Some(convert::role(&role)) }))
+    }
+
+    async fn list_roles(
+        &self,
+        request: Request<pb::ListRolesRequest>,
+    ) -> Result<Response<pb::ListRolesResponse>, Status> {
+        let app = &self.0;
+        let caller = app.caller(&request).await?;
+        let workspace_id = caller.workspace(&request.get_ref().workspace_id)?;
+        app.authorize(&caller, Need::ReadRoles, None).await?;
+        app.ensure_workspace(&caller, &workspace_id).await?;
+        let roles = app.store.roles(&workspace_id).await.map_err(error::store)?;
+        Ok(Response::new(pb::ListRolesResponse { roles: roles.iter().map(convert::role).collect() }))
+    }
+
+    async fn update_role(
+        &self,
+        request: Request<pb::UpdateRoleRequest>,
+    ) -> Result<Response<pb::UpdateRoleResponse>, Status> {
+        let app = &self.0;
+        let caller = app.caller(&request).await?;
+        let workspace_id = caller.workspace(&request.get_ref().workspace_id)?;
+        app.authorize(&caller, Need::ManageRoles, None).await?;
+        let req = request.into_inner();
+        let Some(role) = req.role else { return Err(invalid("role", "required")) };
+        let mut v = Violations::new();
+        let id = role_id(&mut v, "role.id", &role.id);
+        // Without a mask, every updatable field that is set (AIP-134).
+        let paths: Vec<String> = match req.update_mask {
+            Some(mask) if !mask.paths.is_empty() => mask.paths,
+            _ => [
+                ("name", !role.name.is_empty()),
+                ("description", !role.description.is_empty()),
+                ("grants", !role.grants.is_empty()),
+            ]
+            .into_iter()
+            .filter(|(_, set)| *set)
+            .map(|(path, _)| path.to_owned())
+            .collect(),
+        };
+        if paths.is_empty() {
+            v.add("update_mask", "name at least one of: name, description, grants");
+        }
+        let mut changes = RoleChanges::default();
+        for path in &paths {
+            match path.as_str() {
+                "name" => changes.name = role_name(&mut v, "role.name", &role.name),
+                "description" => changes.description = description(&mut v, "role.description", &role.description),
+                "grants" => changes.grants = convert::grants_from(&mut v, "role.grants", &role.grants),
+                other => v.add(
+                    "update_mask",
+                    format!("unknown or read-only path {other:?}; updatable: name, description, grants"),
+                ),
+            }
+        }
+        let expected_version = etag(&mut v, "role.etag", &role.etag);
+        v.finish()?;
+        let id = checked(id)?;
+        let actor = app.actor_role(&caller).await?;
+        let updated = app
+            .store
+            .update_role(&caller.context(), &workspace_id, id.as_str(), changes, expected_version, actor.as_deref())
+            .await
+            .map_err(|e| role_error(e, ""))?;
+        app.authz.refresh(&workspace_id).await;
+        Ok(Response::new(pb::UpdateRoleResponse { role: Some(convert::role(&updated)) }))
+    }
+
+    async fn delete_role(
+        &self,
+        request: Request<pb::DeleteRoleRequest>,
+    ) -> Result<Response<pb::DeleteRoleResponse>, Status> {
+        let app = &self.0;
+        let caller = app.caller(&request).await?;
+        let req = request.get_ref();
+        let workspace_id = caller.workspace(&req.workspace_id)?;
+        app.authorize(&caller, Need::ManageRoles, None).await?;
+        let mut v = Violations::new();
+        let id = role_id(&mut v, "role_id", &req.role_id);
+        let move_to = if req.move_to_role_id.is_empty() {
+            None
+        } else {
+            role_id(&mut v, "move_to_role_id", &req.move_to_role_id)
+        };
+        if move_to.is_some() && move_to == id {
+            v.add("move_to_role_id", "must differ from the role being deleted");
+        }
+        let expected_version = etag(&mut v, "etag", &req.etag);
+        v.finish()?;
+        let id = checked(id)?;
+        let actor = app.actor_role(&caller).await?;
+        let deleted = app
+            .store
+            .delete_role(
+                &caller.context(),
+                &workspace_id,
+                id.as_str(),
+                move_to.as_ref(),
+                expected_version,
+                actor.as_deref(),
+            )
+            .await;
+        let moved = match deleted {
+            Ok(moved) => moved,
+            // A missing role is either the one to delete or the one to move its users to.
+            Err(StoreError::NotFound(Entity::Role)) if move_to.is_some() => {
+                let field = match app.store.role(&workspace_id, id.as_str()).await {
+                    Ok(_) => "move_to_role_id",
+                    Err(_) => "",
+                };
+                return Err(role_error(StoreError::NotFound(Entity::Role), field));
+            }
+            Err(err) => return Err(role_error(err, "")),
+        };
+        app.authz.refresh(&workspace_id).await;
+        Ok(Response::new(pb::DeleteRoleResponse { users_moved: i32::try_from(moved).unwrap_or(i32::MAX) }))
+    }
+}

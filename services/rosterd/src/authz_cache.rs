@@ -1,0 +1,167 @@
+//! The in-memory copy of each workspace's roles and members that every check is answered from.
+//!
+//! Consistency works by version stamp, the same on SQLite and PostgreSQL: every transaction that
+//! changes what a check answers bumps its workspace's `authz_version` (see `roster_store`).
+//!
+//! - On the process that made a change, the handler calls [`AuthzCache::refresh`] before it
+//!   answers, so every later check there sees the change.
+//! - Every other process polls the versions of the workspaces it holds every `refresh_interval`
+//!   (one small query for all of them) and reloads the workspaces whose version moved, so a change
+//!   is in force everywhere within the interval plus one reload.
+//!
+//! A loaded copy replaces the held one only if its version is not older, so a slow load that
+//! started before a change cannot undo a refresh that saw it.
+
+use roster_authz::{Directory, Member, Role};
+use roster_identity::RoleId;
+use roster_store::{Store, StoreError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// One workspace's directory and the version it was read at.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    pub(crate) version: i64,
+    pub(crate) directory: Directory,
+}
+
+/// The cache of every workspace this process has checked.
+pub(crate) struct AuthzCache {
+    store: Store,
+    held: RwLock<HashMap<String, Arc<Snapshot>>>,
+    /// One load at a time per workspace, so a burst of first checks reads the database once.
+    loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl AuthzCache {
+    pub(crate) fn new(store: Store) -> Self {
+        Self { store, held: RwLock::default(), loading: Mutex::default() }
+    }
+
+    fn held(&self, workspace_id: &str) -> Option<Arc<Snapshot>> {
+        self.held.read().unwrap_or_else(|e| e.into_inner()).get(workspace_id).cloned()
+    }
+
+    /// The workspace's snapshot, loading it on first use.
+    pub(crate) async fn snapshot(&self, workspace_id: &str) -> Result<Arc<Snapshot>, StoreError> {
+        if let Some(snapshot) = self.held(workspace_id) {
+            return Ok(snapshot);
+        }
+        let gate = self.gate(workspace_id);
+        let _loading = gate.lock().await;
+        if let Some(snapshot) = self.held(workspace_id) {
+            return Ok(snapshot);
+        }
+        self.load(workspace_id).await
+    }
+
+    fn gate(&self, workspace_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.loading.lock().unwrap_or_else(|e| e.into_inner()).entry(workspace_id.to_owned()).or_default().clone()
+    }
+
+    /// Reads the workspace from the database and holds it, unless a newer copy is held already.
+    async fn load(&self, workspace_id: &str) -> Result<Arc<Snapshot>, StoreError> {
+        let data = self.store.authz_snapshot(workspace_id).await?;
+        let directory =
+            Directory::new(data.roles, data.members.iter().map(|m| (m.user_id.clone(), m.role_id.as_str(), m.active)));
+        let loaded = Arc::new(Snapshot { version: data.version, directory });
+        let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
+        let entry = held.entry(workspace_id.to_owned()).or_insert_with(|| loaded.clone());
+        if entry.version <= loaded.version {
+            *entry = loaded;
+        }
+        Ok(entry.clone())
+    }
+
+    /// Re-reads a workspace after this process changed it, so that every later check here sees
+    /// the change. A workspace not held needs nothing; if the read fails, the copy is dropped and
+    /// the next check loads it.
+    pub(crate) async fn refresh(&self, workspace_id: &str) {
+        if self.held(workspace_id).is_none() {
+            return;
+        }
+        if let Err(err) = self.load(workspace_id).await {
+            tracing::warn!(workspace_id, error = %err, "could not refresh the authorization cache; dropping the copy");
+            self.held.write().unwrap_or_else(|e| e.into_inner()).remove(workspace_id);
+        }
+    }
+
+    /// A member of the workspace. A user the held copy does not know — created on another process
+    /// since it was read — is looked up in the database before the answer is "no such user".
+    pub(crate) async fn member(&self, workspace_id: &str, user_id: &str) -> Result<Option<Member>, StoreError> {
+        let snapshot = self.snapshot(workspace_id).await?;
+        if let Some(member) = snapshot.directory.member(user_id) {
+            return Ok(Some(member.clone()));
+        }
+        match self.store.user(workspace_id, user_id).await {
+            Ok(_) => Ok(self.load(workspace_id).await?.directory.member(user_id).cloned()),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The role a role id stands for in the workspace. An id the held copy does not know is
+    /// looked for once more in a fresh copy; a role that does not exist grants nothing.
+    pub(crate) async fn role(&self, workspace_id: &str, role_id: &RoleId) -> Result<Arc<Role>, StoreError> {
+        if let Some(builtin) = role_id.builtin() {
+            return Ok(Arc::new(Role::builtin(builtin)));
+        }
+        if let Some(role) = self.snapshot(workspace_id).await?.directory.role(role_id.as_str()) {
+            return Ok(role.clone());
+        }
+        let fresh = self.load(workspace_id).await?;
+        Ok(fresh.directory.role(role_id.as_str()).cloned().unwrap_or_else(|| Arc::new(Role::missing(role_id.as_str()))))
+    }
+
+    /// Reloads every held workspace whose version moved; drops the ones that no longer exist.
+    async fn poll_once(&self) -> Result<(), StoreError> {
+        let held: Vec<(String, i64)> = {
+            let held = self.held.read().unwrap_or_else(|e| e.into_inner());
+            held.iter().map(|(id, snapshot)| (id.clone(), snapshot.version)).collect()
+        };
+        if held.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = held.iter().map(|(id, _)| id.clone()).collect();
+        let current: HashMap<String, i64> = self.store.authz_versions(&ids).await?.into_iter().collect();
+        for (id, version) in held {
+            match current.get(&id) {
+                Some(now) if *now != version => {
+                    self.load(&id).await?;
+                }
+                Some(_) => {}
+                None => {
+                    self.held.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls until `stop` turns true; see the module documentation.
+    pub(crate) async fn run(self: Arc<Self>, interval: Duration, mut stop: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = ticker.tick() => {}
+            }
+            match self.poll_once().await {
+                Ok(()) if failing => {
+                    tracing::info!("authorization cache polling works again");
+                    failing = false;
+                }
+                Ok(()) => {}
+                Err(err) if !failing => {
+                    tracing::warn!(error = %err, "cannot poll authorization versions; answering from the held copy");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,271 @@
+use crate::roles::{create_role, set_grants};
+use pb::Scope::{All, Assigned};
+use roster_proto::v1 as pb;
+use roster_tests::*;
+use std::time::{Duration, Instant};
+use tonic::{Code, Status};
+
+fn check(workspace_id: &str, user_id: &str, permission: &str, assignee: Option<&str>) -> pb::CheckPermissionRequest {
+    pb::CheckPermissionRequest {
+        workspace_id: workspace_id.into(),
+        user_id: user_id.into(),
+        permission: permission.into(),
+        resource: assignee.map(|a| pb::Resource { assignee_user_id: a.into() }),
+    }
+}
+
+async fn decide(app: &TestApp, request: pb::CheckPermissionRequest) -> Result<pb::Decision, Status> {
+    Ok(app.authz().check_permission(service(request)).await?.into_inner().decision.expect("decision"))
+}
+
+#[tokio::test]
+async fn an_agent_reads_a_contact_assigned_to_them_not_one_assigned_to_someone_else() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let maria = app.create_user(&acme.admin_token, "maria@acme.example", "agent").await.expect("maria");
+    let sam = app.create_user(&acme.admin_token, "sam@acme.example", "agent").await.expect("sam");
+
+    let mine = decide(&app, check(&acme.id, &maria.id, "contacts.read", Some(&maria.id))).await.expect("mine");
+    assert!(mine.allowed);
+    assert_eq!((mine.reason(), mine.scope(), mine.role_id.as_str()), (pb::DecisionReason::Granted, Assigned, "agent"));
+    assert_eq!(mine.explanation, "role Agent grants contacts.read with scope ASSIGNED");
+
+    let theirs = decide(&app, check(&acme.id, &maria.id, "contacts.read", Some(&sam.id))).await.expect("theirs");
+    assert!(!theirs.allowed);
+    assert_eq!(theirs.reason(), pb::DecisionReason::NotAssigned);
+    let nobodys = decide(&app, check(&acme.id, &maria.id, "contacts.read", Some(""))).await.expect("unassigned");
+    assert_eq!((nobodys.allowed, nobodys.reason()), (false, pb::DecisionReason::NotAssigned));
+    let unnamed = decide(&app, check(&acme.id, &maria.id, "contacts.read", None)).await.expect("no resource");
+    assert_eq!((unnamed.allowed, unnamed.reason()), (false, pb::DecisionReason::ResourceRequired));
+    let delete = decide(&app, check(&acme.id, &maria.id, "contacts.delete", Some(&maria.id))).await.expect("delete");
+    assert_eq!((delete.allowed, delete.reason()), (false, pb::DecisionReason::NotGranted));
+    assert_eq!(delete.explanation, "role Agent does not grant contacts.delete");
+
+    // The supervisor sees every contact; nobody needs to name a resource for scope ALL.
+    let admin = decide(&app, check(&acme.id, &acme.admin.id, "contacts.delete", None)).await.expect("admin");
+    assert_eq!((admin.allowed, admin.scope()), (true, All));
+}
+
+#[tokio::test]
+async fn a_deactivated_user_is_denied_everything_until_reactivated() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let other = app.create_user(&acme.admin_token, "ada@acme.example", "admin").await.expect("second admin");
+    let request = || check(&acme.id, &other.id, "templates.read", None);
+    assert!(decide(&app, request()).await.expect("active").allowed);
+
+    let target = pb::DeactivateUserRequest { workspace_id: String::new(), user_id: other.id.clone() };
+    app.users().deactivate_user(bearer(&acme.admin_token, target)).await.expect("deactivate");
+    let denied = decide(&app, request()).await.expect("deactivated");
+    assert_eq!((denied.allowed, denied.reason()), (false, pb::DecisionReason::UserDeactivated));
+    let effective = app
+        .authz()
+        .list_effective_permissions(service(pb::ListEffectivePermissionsRequest {
+            workspace_id: acme.id.clone(),
+            user_id: other.id.clone(),
+        }))
+        .await
+        .expect("effective")
+        .into_inner();
+    assert!(!effective.active && !effective.all_permissions && effective.grants.is_empty());
+
+    let again =
+        pb::ReactivateUserRequest { workspace_id: String::new(), user_id: other.id.clone(), request_id: String::new() };
+    app.users().reactivate_user(bearer(&acme.admin_token, again)).await.expect("reactivate");
+    assert!(decide(&app, request()).await.expect("reactivated").allowed);
+}
+
+#[tokio::test]
+async fn effective_permissions_list_the_role_grants_with_scopes() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let maria = app.create_user(&acme.admin_token, "maria@acme.example", "agent").await.expect("maria");
+    let maria_token = app.login("acme", "maria@acme.example", PASSWORD).await.expect("login");
+
+    // A person asks about themselves without naming anyone.
+    let mine = app
+        .authz()
+        .list_effective_permissions(bearer(&maria_token, pb::ListEffectivePermissionsRequest::default()))
+        .await
+        .expect("own")
+        .into_inner();
+    assert_eq!((mine.role_id.as_str(), mine.active, mine.all_permissions), ("agent", true, false));
+    let held: Vec<(String, pb::Scope)> = mine.grants.iter().map(|g| (g.permission.clone(), g.scope())).collect();
+    assert_eq!(
+        held,
+        [
+            ("conversations.read".into(), Assigned),
+            ("conversations.reply".into(), Assigned),
+            ("contacts.read".into(), Assigned),
+            ("templates.read".into(), All)
+        ]
+    );
+    let admin = app
+        .authz()
+        .list_effective_permissions(bearer(&acme.admin_token, pb::ListEffectivePermissionsRequest::default()))
+        .await
+        .expect("admin")
+        .into_inner();
+    assert!(admin.all_permissions);
+    assert_eq!(admin.grants.len(), 19);
+
+    // ... but not about anyone else.
+    let other = pb::ListEffectivePermissionsRequest { workspace_id: String::new(), user_id: acme.admin.id.clone() };
+    let status = app.authz().list_effective_permissions(bearer(&maria_token, other)).await.expect_err("not self");
+    assert_status(&status, Code::PermissionDenied, "SELF_ONLY");
+    let own_check = check("", "", "conversations.reply", Some(&maria.id));
+    let decision = app.authz().check_permission(bearer(&maria_token, own_check)).await.expect("own check");
+    assert!(decision.into_inner().decision.expect("decision").allowed);
+}
+
+#[tokio::test]
+async fn malformed_checks_get_a_clear_error() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let other = app.workspace("other").await;
+    let me = &acme.admin.id;
+    let cases: [(pb::CheckPermissionRequest, Code, &str, &[&str]); 6] = [
+        (check(&acme.id, "", "contacts.read", None), Code::InvalidArgument, "INVALID_FIELD", &["user_id"]),
+        (check(&acme.id, "not-an-id", "contacts.read", None), Code::InvalidArgument, "INVALID_FIELD", &["user_id"]),
+        (check(&acme.id, me, "contacts.fly", None), Code::InvalidArgument, "INVALID_FIELD", &["permission"]),
+        (
+            check(&acme.id, me, "contacts.read", Some("x")),
+            Code::InvalidArgument,
+            "INVALID_FIELD",
+            &["resource.assignee_user_id"],
+        ),
+        (check(&acme.id, UNKNOWN_ID, "contacts.read", None), Code::NotFound, "USER_NOT_FOUND", &[]),
+        (check(UNKNOWN_ID, me, "contacts.read", None), Code::NotFound, "WORKSPACE_NOT_FOUND", &[]),
+    ];
+    for (request, code, reason, fields) in cases {
+        let status = decide(&app, request).await.expect_err("malformed");
+        assert_status(&status, code, reason);
+        assert_eq!(violated_fields(&status), fields);
+    }
+    // Another workspace's user is not found in this one, and a person cannot reach another workspace.
+    let status = decide(&app, check(&acme.id, &other.admin.id, "contacts.read", None)).await.expect_err("isolated");
+    assert_status(&status, Code::NotFound, "USER_NOT_FOUND");
+    let status = app
+        .authz()
+        .check_permission(bearer(&acme.admin_token, check(&other.id, "", "contacts.read", None)))
+        .await
+        .expect_err("other workspace");
+    assert_status(&status, Code::PermissionDenied, "WORKSPACE_MISMATCH");
+    let status = app.authz().check_permission(check(&acme.id, me, "contacts.read", None)).await.expect_err("anonymous");
+    assert_status(&status, Code::Unauthenticated, "CREDENTIALS_MISSING");
+}
+
+#[tokio::test]
+async fn a_batch_answers_each_item_in_order_with_per_item_errors() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let maria = app.create_user(&acme.admin_token, "maria@acme.example", "agent").await.expect("maria");
+    let item = |user: &str, permission: &str, assignee: Option<&str>| pb::PermissionCheck {
+        user_id: user.into(),
+        permission: permission.into(),
+        resource: assignee.map(|a| pb::Resource { assignee_user_id: a.into() }),
+    };
+    let checks = vec![
+        item(&maria.id, "conversations.read", Some(&maria.id)),
+        item(&maria.id, "conversations.fly", None),
+        item(UNKNOWN_ID, "conversations.read", None),
+        item(&maria.id, "users.manage", None),
+        item("", "users.manage", None),
+        item(&acme.admin.id, "billing.manage", None),
+    ];
+    let request = pb::CheckPermissionsRequest { workspace_id: acme.id.clone(), checks };
+    let results = app.authz().check_permissions(service(request)).await.expect("batch").into_inner().results;
+    let summary: Vec<String> = results
+        .iter()
+        .map(|r| match r.result.as_ref().expect("result") {
+            pb::check_result::Result::Decision(d) => format!("{}:{:?}", d.allowed, d.reason()),
+            pb::check_result::Result::Error(e) => format!("error:{}:{}:{}", e.code, e.reason, e.field),
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "true:Granted",
+            "error:3:INVALID_FIELD:permission",
+            "error:5:USER_NOT_FOUND:user_id",
+            "false:NotGranted",
+            "error:3:INVALID_FIELD:user_id",
+            "true:Granted",
+        ]
+    );
+
+    let full = (0..1000).map(|i| item(&maria.id, if i % 2 == 0 { "templates.read" } else { "users.read" }, None));
+    let request = pb::CheckPermissionsRequest { workspace_id: acme.id.clone(), checks: full.collect() };
+    let results = app.authz().check_permissions(service(request)).await.expect("1000").into_inner().results;
+    assert_eq!(results.len(), 1000);
+    for (i, result) in results.iter().enumerate() {
+        let Some(pb::check_result::Result::Decision(d)) = &result.result else { panic!("item {i}: {result:?}") };
+        assert_eq!(d.allowed, i % 2 == 0, "item {i}");
+    }
+    for size in [0, 1001] {
+        let checks = (0..size).map(|_| item(&maria.id, "templates.read", None)).collect();
+        let request = pb::CheckPermissionsRequest { workspace_id: acme.id.clone(), checks };
+        let status = app.authz().check_permissions(service(request)).await.expect_err("size");
+        assert_invalid(&status, "INVALID_FIELD", &["checks"]);
+    }
+}
+
+/// Polls `peer` until `permission` is no longer allowed for `user_id`; how long that took.
+async fn until_denied(peer: &PeerProcess, workspace_id: &str, user_id: &str, permission: &str) -> Duration {
+    let started = Instant::now();
+    loop {
+        let request = service(check(workspace_id, user_id, permission, None));
+        let decision = peer.authz().check_permission(request).await.expect("peer check").into_inner();
+        if !decision.decision.expect("decision").allowed {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "the peer still allows {permission} after 5 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_revocation_on_one_process_is_in_force_on_another_within_a_second() {
+    let app = spawn_app().await;
+    let peer = app.spawn_peer_process().await;
+    let acme = app.workspace("acme").await;
+    let role = create_role(
+        &app,
+        &acme.admin_token,
+        "Contacts",
+        &[("contacts.read", All), ("templates.read", All), ("analytics.read", All)],
+    )
+    .await
+    .expect("role");
+    let maria = app.create_user(&acme.admin_token, "maria@acme.example", &role.id).await.expect("maria");
+    // The peer learns of the user it never saw, and holds the workspace from now on.
+    let allowed = peer.authz().check_permission(service(check(&acme.id, &maria.id, "contacts.read", None))).await;
+    assert!(allowed.expect("peer").into_inner().decision.expect("decision").allowed);
+
+    // 1. A role's grants change.
+    set_grants(&app, &acme.admin_token, &role.id, &[("templates.read", All), ("analytics.read", All)])
+        .await
+        .expect("revoke");
+    let here = decide(&app, check(&acme.id, &maria.id, "contacts.read", None)).await.expect("here");
+    assert!(!here.allowed, "the process that made the change denies at once");
+    let lag = until_denied(&peer, &acme.id, &maria.id, "contacts.read").await;
+    assert!(lag < Duration::from_secs(1), "grant revocation took {lag:?} to reach the peer");
+
+    // 2. A user's role changes.
+    let demote = pb::UpdateUserRequest {
+        workspace_id: String::new(),
+        user: Some(pb::User { id: maria.id.clone(), role: "agent".into(), ..Default::default() }),
+        update_mask: None,
+    };
+    app.users().update_user(bearer(&acme.admin_token, demote)).await.expect("demote");
+    let lag = until_denied(&peer, &acme.id, &maria.id, "analytics.read").await;
+    assert!(lag < Duration::from_secs(1), "role change took {lag:?}");
+    let agent_like = decide(&app, check(&acme.id, &maria.id, "templates.read", None)).await.expect("agent");
+    assert!(agent_like.allowed && agent_like.role_id == "agent");
+
+    // 3. A user is deactivated.
+    let target = pb::DeactivateUserRequest { workspace_id: String::new(), user_id: maria.id.clone() };
+    app.users().deactivate_user(bearer(&acme.admin_token, target)).await.expect("deactivate");
+    let lag = until_denied(&peer, &acme.id, &maria.id, "templates.read").await;
+    assert!(lag < Duration::from_secs(1), "deactivation took {lag:?}");
+}
