@@ -177,13 +177,15 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
         let channel = Channel::from_shared(format!("http://127.0.0.1:{port}")).expect("uri").connect_lazy();
         wait_until_serving(&channel, || true).await;
-        PeerProcess { channel, _child: child }
+        PeerProcess { channel, uri: format!("http://127.0.0.1:{port}"), _child: child }
     }
 }
 
 /// Another `rosterd` process sharing a [`TestApp`]'s database.
 pub struct PeerProcess {
     pub channel: Channel,
+    /// Where it listens, to open more connections to it.
+    pub uri: String,
     _child: tokio::process::Child,
 }
 

@@ -66,6 +66,11 @@ macro_rules! catalog {
             /// The whole catalog, in display order.
             pub const ALL: &'static [Permission] = &[$(Permission::$variant),+];
 
+            /// The permission's position in [`Permission::ALL`].
+            pub fn index(self) -> usize {
+                self as usize
+            }
+
             /// The feature the permission belongs to.
             pub fn feature(self) -> Feature {
                 match self {
@@ -216,6 +221,13 @@ mod tests {
                 "audit.read",
             ]
         );
+    }
+
+    #[test]
+    fn a_permission_index_is_its_position_in_the_catalog() {
+        for (i, permission) in Permission::ALL.iter().enumerate() {
+            assert_eq!(permission.index(), i);
+        }
     }
 
     #[test]

@@ -6,10 +6,10 @@ use std::fmt;
 
 /// Who asks: a user's id, whether they are active, and their role.
 #[derive(Debug, Clone, Copy)]
-pub struct Subject<'a> {
-    pub user_id: &'a str,
+pub struct Subject<'u, 'r> {
+    pub user_id: &'u str,
     pub active: bool,
-    pub role: &'a Role,
+    pub role: &'r Role,
 }
 
 /// The conversation or contact a check is about: who it is assigned to, if anyone.
@@ -18,29 +18,30 @@ pub struct Resource<'a> {
     pub assignee: Option<&'a str>,
 }
 
-/// An answer and its reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
+/// An answer and its reason. It borrows the role's name from the [`Subject`], so deciding
+/// allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision<'a> {
     pub allowed: bool,
-    pub reason: Reason,
+    pub reason: Reason<'a>,
 }
 
-/// Why a decision came out as it did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reason {
+/// Why a decision came out as it did; `role` is the role's display name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason<'a> {
     /// The role grants the permission with this scope (and, for ASSIGNED, the resource is the user's).
-    Granted { role: String, permission: Permission, scope: Scope },
+    Granted { role: &'a str, permission: Permission, scope: Scope },
     /// Deactivated users are denied everything.
     Deactivated,
     /// The role does not grant the permission at all.
-    NotGranted { role: String, permission: Permission },
+    NotGranted { role: &'a str, permission: Permission },
     /// The role grants it only for resources assigned to the user, and this one is not.
-    NotAssigned { role: String, permission: Permission },
+    NotAssigned { role: &'a str, permission: Permission },
     /// The role grants it only for assigned resources, and the check named no resource.
-    ResourceRequired { role: String, permission: Permission },
+    ResourceRequired { role: &'a str, permission: Permission },
 }
 
-impl fmt::Display for Reason {
+impl fmt::Display for Reason<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Reason::Granted { role, permission, scope } => {
@@ -60,8 +61,8 @@ impl fmt::Display for Reason {
 }
 
 /// Decides whether `subject` may use `permission`, on `resource` when the check is about one.
-pub fn decide(subject: &Subject<'_>, permission: Permission, resource: Option<&Resource<'_>>) -> Decision {
-    let role = || subject.role.name.clone();
+pub fn decide<'r>(subject: &Subject<'_, 'r>, permission: Permission, resource: Option<&Resource<'_>>) -> Decision<'r> {
+    let role = || subject.role.name.as_str();
     if !subject.active {
         return Decision { allowed: false, reason: Reason::Deactivated };
     }
@@ -90,7 +91,7 @@ mod tests {
     use proptest::prelude::*;
     use roster_identity::BuiltinRole;
 
-    fn subject(role: &Role) -> Subject<'_> {
+    fn subject(role: &Role) -> Subject<'_, '_> {
         Subject { user_id: "maria", active: true, role }
     }
 
@@ -106,10 +107,7 @@ mod tests {
         assert_eq!(allowed.reason.to_string(), "role Agent grants contacts.read with scope ASSIGNED");
         for other in [&theirs, &nobodys] {
             let denied = decide(&subject(&agent), Permission::ContactsRead, Some(other));
-            assert_eq!(
-                denied.reason,
-                Reason::NotAssigned { role: "Agent".into(), permission: Permission::ContactsRead }
-            );
+            assert_eq!(denied.reason, Reason::NotAssigned { role: "Agent", permission: Permission::ContactsRead });
         }
         let unnamed = decide(&subject(&agent), Permission::ContactsRead, None);
         assert!(!unnamed.allowed);

@@ -4,6 +4,7 @@ use crate::catalog::Permission;
 use crate::decide::{Decision, Resource, Subject, decide};
 use crate::role::{Grants, Role, RoleKind};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
 /// What a check needs to know about one user.
@@ -14,11 +15,61 @@ pub struct Member {
 }
 
 /// One workspace's roles and members: the built-in roles, its custom roles, and each user's role
-/// and status. A check is two hash lookups and [`decide`].
+/// and status. A check is one hash lookup, one step to the role and [`decide`]; it allocates
+/// nothing.
+///
+/// Members are keyed by their id's 32 bytes when it has 32, as every id Roster issues does: the
+/// key sits in the table itself, so a lookup touches no other memory, and since the ids are random
+/// and issued by the server (never chosen by a caller), a multiply-and-fold of the bytes is a good
+/// enough hash. Other ids (only in tests) go to an ordinary map.
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
     roles: HashMap<String, Arc<Role>>,
-    members: HashMap<String, Member>,
+    members: HashMap<IdKey, Member, BuildHasherDefault<IdHasher>>,
+    other_members: HashMap<String, Member>,
+}
+
+/// A 32-byte id, stored inline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct IdKey([u8; 32]);
+
+impl IdKey {
+    fn of(id: &str) -> Option<Self> {
+        id.as_bytes().try_into().ok().map(IdKey)
+    }
+}
+
+impl Hash for IdKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let mut hash = 0u64;
+        for chunk in self.0.chunks_exact(8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            hash = (hash.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+        state.write_u64(hash);
+    }
+}
+
+/// Passes an [`IdKey`]'s hash through.
+#[derive(Debug, Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // IdKey only writes a u64; FNV-1a keeps this correct for anything else.
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
 }
 
 /// The user a check names is not a member of the workspace.
@@ -32,14 +83,16 @@ impl Directory {
     pub fn new<'a>(roles: Vec<Role>, members: impl IntoIterator<Item = (String, &'a str, bool)>) -> Self {
         let roles: HashMap<String, Arc<Role>> =
             roles.into_iter().map(|role| (role.id.clone(), Arc::new(role))).collect();
-        let members = members
-            .into_iter()
-            .map(|(user_id, role_id, active)| {
-                let role = roles.get(role_id).cloned().unwrap_or_else(|| Arc::new(Role::missing(role_id)));
-                (user_id, Member { role, active })
-            })
-            .collect();
-        Self { roles, members }
+        let mut directory = Self { roles, ..Self::default() };
+        for (user_id, role_id, active) in members {
+            let role = directory.roles.get(role_id).cloned().unwrap_or_else(|| Arc::new(Role::missing(role_id)));
+            let member = Member { role, active };
+            match IdKey::of(&user_id) {
+                Some(key) => directory.members.insert(key, member),
+                None => directory.other_members.insert(user_id, member),
+            };
+        }
+        directory
     }
 
     /// A role of the workspace (built-in or custom).
@@ -49,17 +102,20 @@ impl Directory {
 
     /// A member of the workspace.
     pub fn member(&self, user_id: &str) -> Option<&Member> {
-        self.members.get(user_id)
+        match IdKey::of(user_id) {
+            Some(key) => self.members.get(&key),
+            None => self.other_members.get(user_id),
+        }
     }
 
     /// How many users and roles it holds.
     pub fn len(&self) -> (usize, usize) {
-        (self.members.len(), self.roles.len())
+        (self.members.len() + self.other_members.len(), self.roles.len())
     }
 
     /// Whether it holds no users.
     pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
+        self.members.is_empty() && self.other_members.is_empty()
     }
 
     /// May `user_id` use `permission` (on `resource`)?
@@ -68,8 +124,8 @@ impl Directory {
         user_id: &str,
         permission: Permission,
         resource: Option<&Resource<'_>>,
-    ) -> Result<Decision, UnknownUser> {
-        let member = self.members.get(user_id).ok_or(UnknownUser)?;
+    ) -> Result<Decision<'_>, UnknownUser> {
+        let member = self.member(user_id).ok_or(UnknownUser)?;
         Ok(decide(&Subject { user_id, active: member.active, role: &member.role }, permission, resource))
     }
 }
@@ -88,6 +144,8 @@ mod tests {
     use crate::decide::Reason;
     use roster_identity::BuiltinRole;
 
+    const MARIA: &str = "0123456789abcdef0123456789abcdef";
+
     fn directory() -> Directory {
         let billing = Role {
             id: "r1".into(),
@@ -100,7 +158,7 @@ mod tests {
             roles,
             [
                 ("ada".to_owned(), "admin", true),
-                ("maria".to_owned(), "agent", true),
+                (MARIA.to_owned(), "agent", true),
                 ("bill".to_owned(), "r1", true),
                 ("gone".to_owned(), "admin", false),
                 ("orphan".to_owned(), "deleted-role", true),
@@ -114,10 +172,14 @@ mod tests {
         assert!(dir.check("bill", Permission::BillingManage, None).unwrap().allowed);
         assert!(!dir.check("bill", Permission::UsersRead, None).unwrap().allowed);
         assert!(dir.check("ada", Permission::AuditRead, None).unwrap().allowed);
-        let mine = Resource { assignee: Some("maria") };
-        assert!(dir.check("maria", Permission::ContactsRead, Some(&mine)).unwrap().allowed);
+        let mine = Resource { assignee: Some(MARIA) };
+        assert!(dir.check(MARIA, Permission::ContactsRead, Some(&mine)).unwrap().allowed);
         assert_eq!(dir.check("gone", Permission::AuditRead, None).unwrap().reason, Reason::Deactivated);
         assert_eq!(dir.check("nobody", Permission::AuditRead, None), Err(UnknownUser));
+        // An id differing in case or length is another id.
+        assert!(dir.check("0123456789abcdef0123456789abcdeX", Permission::TemplatesRead, None).is_err());
+        assert_eq!(dir.check(&MARIA.to_uppercase(), Permission::TemplatesRead, None), Err(UnknownUser));
+        assert_eq!(dir.check(&MARIA[1..], Permission::TemplatesRead, None), Err(UnknownUser));
     }
 
     #[test]

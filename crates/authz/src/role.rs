@@ -2,16 +2,27 @@
 
 use crate::catalog::{Permission, PermissionError, Scope};
 use roster_identity::BuiltinRole;
-use std::collections::BTreeMap;
 
-/// What a role grants.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a role grants. `Copy` and two words wide, so a decision reads it without chasing pointers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grants {
     /// Every permission with scope ALL, including permissions added to the catalog later (Admin).
     Everything,
     /// These permissions, each with its scope (always ALL for unscoped permissions).
-    Only(BTreeMap<Permission, Scope>),
+    Only(GrantSet),
 }
+
+/// A set of (permission, scope) grants as two bit sets over the catalog's indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GrantSet {
+    /// Bit `i`: `Permission::ALL[i]` is granted.
+    granted: u64,
+    /// Bit `i`: it is granted with scope ALL (else ASSIGNED).
+    all: u64,
+}
+
+// The bit sets hold the whole catalog.
+const _: () = assert!(Permission::ALL.len() <= 64);
 
 /// Why a stored or requested grant list is not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,20 +41,29 @@ impl Grants {
     /// Grants from (permission, scope) pairs. The scope of an unscoped permission is ALL whatever
     /// is passed; a permission listed twice keeps its widest scope.
     pub fn only(pairs: impl IntoIterator<Item = (Permission, Scope)>) -> Self {
-        let mut map = BTreeMap::new();
+        let mut set = GrantSet::default();
         for (permission, scope) in pairs {
-            let scope = if permission.is_scoped() { scope } else { Scope::All };
-            let entry = map.entry(permission).or_insert(scope);
-            *entry = (*entry).max(scope);
+            let bit = 1u64 << permission.index();
+            set.granted |= bit;
+            if scope == Scope::All || !permission.is_scoped() {
+                set.all |= bit;
+            }
         }
-        Grants::Only(map)
+        Grants::Only(set)
     }
 
     /// The scope this grants `permission` with, if at all.
     pub fn scope_of(&self, permission: Permission) -> Option<Scope> {
         match self {
             Grants::Everything => Some(Scope::All),
-            Grants::Only(map) => map.get(&permission).copied(),
+            Grants::Only(set) => {
+                let bit = 1u64 << permission.index();
+                match (set.granted & bit != 0, set.all & bit != 0) {
+                    (false, _) => None,
+                    (true, true) => Some(Scope::All),
+                    (true, false) => Some(Scope::Assigned),
+                }
+            }
         }
     }
 
@@ -81,7 +101,7 @@ impl Grants {
     pub fn to_stored(&self) -> String {
         match self {
             Grants::Everything => "*".to_owned(),
-            Grants::Only(map) => map
+            Grants::Only(_) => self
                 .iter()
                 .map(|(p, s)| if p.is_scoped() { format!("{p}:{}", s.as_str()) } else { p.to_string() })
                 .collect::<Vec<_>>()

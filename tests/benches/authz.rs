@@ -1,0 +1,523 @@
+//! The Authorization figures, each measured side by side in one run (see docs/BENCHMARKS.md):
+//!
+//! 1. In-process decision: `roster_authz::Directory::check` against casbin-rs's `Enforcer` on an
+//!    equivalent RBAC model (user → role → (feature, action)), with 10k users / 1k roles and with
+//!    100k users / 10k roles.
+//! 2. CheckPermission throughput over gRPC against `grpc.health.v1.Health/Check` on the same
+//!    server (the release `rosterd` binary in its own process), with the same load generator,
+//!    connections and concurrency.
+//! 3. CheckPermissions with 100 items against one CheckPermission: time per call.
+//! 4. p99 latency of CheckPermission while a role changes once per second, against without.
+//!
+//! Run: `cargo bench -p roster-tests --bench authz --features casbin`.
+//! Settings: `BENCH_SECONDS` (per gRPC phase, default 10), `BENCH_CONCURRENCY` (default 32),
+//! `BENCH_CONNECTIONS` (default 4), `BENCH_USERS` (users of the gRPC workspace, default 2000).
+
+use casbin::prelude::*;
+use roster_authz::{Directory, Grants, Permission, Role, RoleKind, Scope};
+use roster_proto::v1 as pb;
+use roster_tests::*;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// A small deterministic generator, so both sides see the same data and requests.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn main() {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!("machine: {cores} cores");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    // The virtual machine's timings wander between runs: each size is measured five times,
+    // alternating, and the medians are compared.
+    let (mut small_runs, mut large_runs) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        small_runs.push(runtime.block_on(in_process(10_000, 1_000)));
+        large_runs.push(runtime.block_on(in_process(100_000, 10_000)));
+    }
+    let median3 = |runs: &mut Vec<(f64, f64, f64)>| {
+        let pick = |f: fn(&(f64, f64, f64)) -> f64| {
+            let mut v: Vec<f64> = runs.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        (pick(|r| r.0), pick(|r| r.1), pick(|r| r.2))
+    };
+    let (small, large) = (median3(&mut small_runs), median3(&mut large_runs));
+    for (name, users, r) in [("10k/1k", 10_000, small), ("100k/10k", 100_000, large)] {
+        println!(
+            "in-process {name} medians: roster {:.0} ns/check, casbin {:.0} ns/check, ratio {:.6} (target <= 0.05); \
+             plain HashMap lookup of {users} keys {:.0} ns",
+            r.0,
+            r.1,
+            r.0 / r.1,
+            r.2
+        );
+    }
+    println!(
+        "in-process: growth from 10k/1k to 100k/10k: roster {:.2}x, casbin {:.2}x (target for roster <= 1.5x); \
+         plain HashMap lookup {:.2}x",
+        large.0 / small.0,
+        large.1 / small.1,
+        large.2 / small.2
+    );
+    runtime.block_on(over_grpc());
+}
+
+/// Times `roster` and casbin on the same random requests; returns ns per check for each.
+async fn in_process(users: usize, roles: usize) -> (f64, f64, f64) {
+    let mut rng = Lcg(42);
+    // Each role grants 3..=8 random unscoped-or-ALL permissions, as an admin screen would.
+    let role_grants: Vec<Vec<Permission>> = (0..roles)
+        .map(|_| (0..3 + rng.below(6)).map(|_| Permission::ALL[rng.below(Permission::ALL.len())]).collect())
+        .collect();
+    let user_roles: Vec<usize> = (0..users).map(|_| rng.below(roles)).collect();
+
+    let members: Vec<(String, String)> =
+        user_roles.iter().enumerate().map(|(u, r)| (user_id(u), format!("role{r}"))).collect();
+    let directory = Directory::new(
+        role_grants
+            .iter()
+            .enumerate()
+            .map(|(i, grants)| Role {
+                id: format!("role{i}"),
+                name: format!("Role {i}"),
+                kind: RoleKind::Custom,
+                grants: Grants::only(grants.iter().map(|p| (*p, Scope::All))),
+            })
+            .collect(),
+        members.iter().map(|(u, r)| (u.clone(), r.as_str(), true)),
+    );
+
+    let model = DefaultModel::from_str(
+        "[request_definition]\nr = sub, obj, act\n\n\
+         [policy_definition]\np = sub, obj, act\n\n\
+         [role_definition]\ng = _, _\n\n\
+         [policy_effect]\ne = some(where (p.eft == allow))\n\n\
+         [matchers]\nm = g(r.sub, p.sub) && r.obj == p.obj && r.act == p.act\n",
+    )
+    .await
+    .expect("casbin model");
+    let mut enforcer = Enforcer::new(model, MemoryAdapter::default()).await.expect("enforcer");
+    let mut policies: Vec<Vec<String>> = Vec::new();
+    for (i, grants) in role_grants.iter().enumerate() {
+        let mut seen = std::collections::BTreeSet::new();
+        for p in grants {
+            if seen.insert(*p) {
+                policies.push(vec![format!("role{i}"), p.feature().as_str().to_owned(), p.action().to_owned()]);
+            }
+        }
+    }
+    let policy_count = policies.len();
+    enforcer.add_policies(policies).await.expect("policies");
+    let groupings: Vec<Vec<String>> =
+        user_roles.iter().enumerate().map(|(u, r)| vec![user_id(u), format!("role{r}")]).collect();
+    enforcer.add_grouping_policies(groupings).await.expect("groupings");
+
+    let requests: Vec<(String, Permission)> =
+        (0..10_000).map(|_| (user_id(rng.below(users)), Permission::ALL[rng.below(Permission::ALL.len())])).collect();
+    // Both must agree on every request before either is timed.
+    let agree = requests.iter().take(300).all(|(user, p)| {
+        let ours = directory.check(user, *p, None).expect("member").allowed;
+        let theirs = enforcer.enforce((user.as_str(), p.feature().as_str(), p.action())).expect("enforce");
+        ours == theirs
+    });
+    assert!(agree, "roster and casbin disagree on the equivalent model");
+
+    let ours = time_per_call(&requests, 1_000_000, |(user, p)| {
+        black_box(directory.check(user, *p, None).expect("member").allowed);
+    });
+    let casbin_calls = (2_000_000 / policy_count.max(1)).clamp(50, 100_000);
+    let theirs = time_per_call(&requests, casbin_calls, |(user, p)| {
+        black_box(enforcer.enforce((user.as_str(), p.feature().as_str(), p.action())).expect("enforce"));
+    });
+    // The floor: one lookup of a random key in a plain std HashMap of the same size.
+    let plain: std::collections::HashMap<u128, u32> = (0..users).map(|u| (u as u128 * 7919, u as u32)).collect();
+    let keys: Vec<u128> = (0..10_000).map(|_| rng.below(users) as u128 * 7919).collect();
+    let floor = time_per_call(&keys, 1_000_000, |key| {
+        black_box(plain.get(key));
+    });
+    println!(
+        "in-process {}k users / {}k roles ({policy_count} casbin policies): roster {:.0} ns/check, casbin {:.0} ns/check, \
+         ratio {:.5} (target <= 0.05); a plain HashMap<u128, u32> lookup of that size: {:.0} ns",
+        users / 1000,
+        roles / 1000,
+        ours,
+        theirs,
+        ours / theirs,
+        floor
+    );
+    (ours, theirs, floor)
+}
+
+/// A user id shaped like the ones Roster issues (32 hex digits), different for each `n`.
+fn user_id(n: usize) -> String {
+    format!("{:032x}", (n as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835))
+}
+
+fn time_per_call<T>(requests: &[T], calls: usize, mut f: impl FnMut(&T)) -> f64 {
+    for request in requests.iter().take(1000) {
+        f(request);
+    }
+    let started = Instant::now();
+    for i in 0..calls {
+        f(&requests[i % requests.len()]);
+    }
+    started.elapsed().as_nanos() as f64 / calls as f64
+}
+
+struct Load {
+    calls: u64,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Load {
+    fn rate(&self) -> f64 {
+        self.calls as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile(&self, p: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+    }
+}
+
+/// `concurrency` tasks over `channels`, each calling `call` back to back for `seconds`.
+async fn closed_loop<F, Fut>(channels: &[Channel], concurrency: usize, seconds: u64, call: F) -> Load
+where
+    F: Fn(Channel, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let call = Arc::new(call);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for i in 0..concurrency {
+        let channel = channels[i % channels.len()].clone();
+        let call = call.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut n = i;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                call(channel.clone(), n).await;
+                latencies.push(t.elapsed());
+                n += concurrency;
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("load task"));
+    }
+    Load { calls: latencies.len() as u64, elapsed: started.elapsed(), latencies }
+}
+
+async fn over_grpc() {
+    let seconds = setting("BENCH_SECONDS", 10);
+    let concurrency = setting("BENCH_CONCURRENCY", 32) as usize;
+    let connections = setting("BENCH_CONNECTIONS", 4) as usize;
+    let users = setting("BENCH_USERS", 2000) as usize;
+
+    // The in-process server only prepares the data; the load goes to a separate release process.
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let mut role_ids = Vec::new();
+    for i in 0..20 {
+        let request = pb::CreateRoleRequest {
+            workspace_id: acme.id.clone(),
+            name: format!("Role {i}"),
+            grants: vec![
+                pb::Grant { permission: "contacts.read".into(), scope: pb::Scope::All as i32 },
+                pb::Grant { permission: "templates.read".into(), scope: pb::Scope::Unspecified as i32 },
+            ],
+            ..Default::default()
+        };
+        role_ids.push(app.roles().create_role(service(request)).await.expect("role").into_inner().role.expect("r").id);
+    }
+    let hash = roster_identity::PasswordHash::new(
+        &roster_identity::Password::parse(PASSWORD).expect("password"),
+        roster_identity::BcryptCost::new(4).expect("cost"),
+        [7; 16],
+    );
+    let mut user_ids = Vec::with_capacity(users);
+    let ctx = roster_store::Context {
+        actor: roster_store::Actor::Service("bench".into()),
+        request_id: String::new(),
+        now: 0,
+    };
+    for i in 0..users {
+        let email = roster_identity::Email::parse(&format!("user{i}@acme.example")).expect("email");
+        let new = roster_store::NewUser {
+            email: email.clone(),
+            full_name: roster_identity::FullName::parse("Bench User").expect("name"),
+            password_hash: hash.clone(),
+            role: roster_identity::RoleId::parse(&role_ids[i % role_ids.len()]).expect("role id"),
+        };
+        let mail = roster_store::Mail { to: email, subject: "Welcome".into(), body: "Hello".into() };
+        user_ids.push(app.store.create_user(&ctx, &acme.id, new, mail, None, None).await.expect("user").id);
+    }
+    println!("grpc: workspace with {users} users and {} roles on SQLite", role_ids.len() + 3);
+
+    let peer = app.spawn_peer_process().await;
+    let channels: Vec<Channel> =
+        (0..connections).map(|_| Channel::from_shared(peer.uri.clone()).expect("uri").connect_lazy()).collect();
+    let workspace_id = Arc::new(acme.id.clone());
+    let user_ids = Arc::new(user_ids);
+
+    let check = {
+        let (workspace_id, user_ids) = (workspace_id.clone(), user_ids.clone());
+        move |channel: Channel, n: usize| {
+            let request = service(pb::CheckPermissionRequest {
+                workspace_id: workspace_id.to_string(),
+                user_id: user_ids[n % user_ids.len()].clone(),
+                permission: "contacts.read".into(),
+                resource: None,
+            });
+            async move {
+                let mut client = pb::authorization_service_client::AuthorizationServiceClient::new(channel);
+                let decision = client.check_permission(request).await.expect("check").into_inner();
+                assert!(decision.decision.expect("decision").allowed);
+            }
+        }
+    };
+    // The same client configuration for both: the service key's header goes with every call.
+    let health = |channel: Channel, _n: usize| async move {
+        let request = service(HealthCheckRequest { service: String::new() });
+        HealthClient::new(channel).check(request).await.expect("health");
+    };
+
+    // Warm up both paths (connections, the peer's cache).
+    closed_loop(&channels, concurrency, 1, check.clone()).await;
+    closed_loop(&channels, concurrency, 1, health).await;
+
+    let health_load = closed_loop(&channels, concurrency, seconds, health).await;
+    let check_load = closed_loop(&channels, concurrency, seconds, check.clone()).await;
+    println!(
+        "grpc throughput ({concurrency} clients, {connections} connections, {seconds} s each): Health/Check {:.0}/s, \
+         CheckPermission {:.0}/s, ratio {:.2} (target >= 0.8)",
+        health_load.rate(),
+        check_load.rate(),
+        check_load.rate() / health_load.rate()
+    );
+
+    // 2 and 3 again with h2load, a load tool in C whose own cost per call is small and the same
+    // for every body: pre-encoded requests, the same header set, connections and streams.
+    if let Some(h2) = H2load::find() {
+        let uri = &peer.uri;
+        let one = pb::CheckPermissionRequest {
+            workspace_id: workspace_id.to_string(),
+            user_id: user_ids[0].clone(),
+            permission: "contacts.read".into(),
+            resource: None,
+        };
+        let hundred = pb::CheckPermissionsRequest {
+            workspace_id: workspace_id.to_string(),
+            checks: (0..100)
+                .map(|i| pb::PermissionCheck {
+                    user_id: user_ids[i % user_ids.len()].clone(),
+                    permission: "contacts.read".into(),
+                    resource: None,
+                })
+                .collect(),
+        };
+        let health_rate = h2.rate(uri, "/grpc.health.v1.Health/Check", &HealthCheckRequest::default(), seconds);
+        let check_rate = h2.rate(uri, "/roster.v1.AuthorizationService/CheckPermission", &one, seconds);
+        let batch_rate = h2.rate(uri, "/roster.v1.AuthorizationService/CheckPermissions", &hundred, seconds);
+        println!(
+            "h2load ({} connections x {} streams, {seconds} s each): Health/Check {health_rate:.0}/s, CheckPermission \
+             {check_rate:.0}/s, ratio {:.2} (target >= 0.8)",
+            h2.connections,
+            h2.streams,
+            check_rate / health_rate
+        );
+        println!(
+            "h2load batch: CheckPermission {check_rate:.0}/s, CheckPermissions x100 {batch_rate:.0}/s, cost ratio {:.2} \
+             (target <= 3)",
+            check_rate / batch_rate
+        );
+    } else {
+        println!("h2load: not installed (apt-get install nghttp2-client); skipped");
+    }
+
+    // 3. Batch cost: sequential calls from one client, time per call.
+    let batch = {
+        let (workspace_id, user_ids) = (workspace_id.clone(), user_ids.clone());
+        move |channel: Channel, n: usize| {
+            let checks = (0..100)
+                .map(|i| pb::PermissionCheck {
+                    user_id: user_ids[(n * 100 + i) % user_ids.len()].clone(),
+                    permission: "contacts.read".into(),
+                    resource: None,
+                })
+                .collect();
+            let request = service(pb::CheckPermissionsRequest { workspace_id: workspace_id.to_string(), checks });
+            async move {
+                let mut client = pb::authorization_service_client::AuthorizationServiceClient::new(channel);
+                let results = client.check_permissions(request).await.expect("batch").into_inner().results;
+                assert_eq!(results.len(), 100);
+            }
+        }
+    };
+    let one_seq = closed_loop(&channels[..1], 1, seconds, check.clone()).await;
+    let batch_seq = closed_loop(&channels[..1], 1, seconds, batch.clone()).await;
+    let (one, hundred) = (
+        one_seq.elapsed.as_secs_f64() / one_seq.calls as f64,
+        batch_seq.elapsed.as_secs_f64() / batch_seq.calls as f64,
+    );
+    println!(
+        "grpc batch (1 client, sequential): CheckPermission {:.1} µs/call, CheckPermissions x100 {:.1} µs/call, ratio {:.2} (target <= 3)",
+        one * 1e6,
+        hundred * 1e6,
+        hundred / one
+    );
+    let one_par = closed_loop(&channels, concurrency, seconds, check.clone()).await;
+    let batch_par = closed_loop(&channels, concurrency, seconds, batch).await;
+    println!(
+        "grpc batch ({concurrency} clients): CheckPermission {:.0} calls/s, CheckPermissions x100 {:.0} calls/s, cost ratio {:.2}",
+        one_par.rate(),
+        batch_par.rate(),
+        one_par.rate() / batch_par.rate()
+    );
+
+    // 4. p99 with and without a role change every second. Latency is measured at a fixed
+    // concurrency below saturation, so queueing does not dominate it.
+    let quiet = closed_loop(&channels, 8, seconds, check.clone()).await;
+    let churning = Arc::new(AtomicBool::new(true));
+    let churn = {
+        let churning = churning.clone();
+        let channel = channels[0].clone();
+        let workspace_id = workspace_id.clone();
+        let role_id = role_ids[0].clone();
+        tokio::spawn(async move {
+            let mut client = pb::role_service_client::RoleServiceClient::new(channel);
+            let mut changes = 0u32;
+            let mut ticker = tokio::time::interval(Duration::from_secs(1));
+            while churning.load(Ordering::Relaxed) {
+                ticker.tick().await;
+                // Toggle a grant the checks do not use, so every check still answers the same.
+                let mut grants = vec![
+                    pb::Grant { permission: "contacts.read".into(), scope: pb::Scope::All as i32 },
+                    pb::Grant { permission: "templates.read".into(), scope: pb::Scope::Unspecified as i32 },
+                ];
+                if changes.is_multiple_of(2) {
+                    grants
+                        .push(pb::Grant { permission: "analytics.read".into(), scope: pb::Scope::Unspecified as i32 });
+                }
+                let request = service(pb::UpdateRoleRequest {
+                    workspace_id: workspace_id.to_string(),
+                    role: Some(pb::Role { id: role_id.clone(), grants, ..Default::default() }),
+                    update_mask: Some(prost_types::FieldMask { paths: vec!["grants".into()] }),
+                });
+                client.update_role(request).await.expect("update role");
+                changes += 1;
+            }
+            changes
+        })
+    };
+    let busy = closed_loop(&channels, 8, seconds, check).await;
+    churning.store(false, Ordering::Relaxed);
+    let changes = churn.await.expect("churn");
+    println!(
+        "grpc p99 (8 clients): without changes {:.0} µs (p50 {:.0} µs), with {changes} role changes at 1/s {:.0} µs (p50 {:.0} µs), \
+         ratio {:.2} (target <= 1.5)",
+        quiet.percentile(0.99).as_secs_f64() * 1e6,
+        quiet.percentile(0.5).as_secs_f64() * 1e6,
+        busy.percentile(0.99).as_secs_f64() * 1e6,
+        busy.percentile(0.5).as_secs_f64() * 1e6,
+        busy.percentile(0.99).as_secs_f64() / quiet.percentile(0.99).as_secs_f64()
+    );
+    drop(peer);
+    let _ = app.stop().await;
+}
+
+/// h2load (Debian's nghttp2-client) driving a unary gRPC call with a pre-encoded body.
+struct H2load {
+    connections: usize,
+    streams: usize,
+    dir: tempfile::TempDir,
+}
+
+impl H2load {
+    fn find() -> Option<Self> {
+        let found = std::process::Command::new("h2load").arg("--version").output().is_ok_and(|o| o.status.success());
+        found.then(|| Self {
+            connections: setting("BENCH_CONNECTIONS", 4) as usize,
+            streams: (setting("BENCH_CONCURRENCY", 32) / setting("BENCH_CONNECTIONS", 4)).max(1) as usize,
+            dir: tempfile::tempdir().expect("temporary directory"),
+        })
+    }
+
+    /// Requests per second of `path` with `message` for `seconds` (the server is warm already).
+    /// h2load counts HTTP 200 as success and does not show gRPC trailers, so the body is first
+    /// checked to get an answer with data (an error is a trailers-only answer, without), and the
+    /// run must then receive that many data bytes for every call done.
+    fn rate(&self, uri: &str, path: &str, message: &impl prost::Message, seconds: u64) -> f64 {
+        let payload = message.encode_to_vec();
+        let mut body = vec![0u8];
+        body.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        body.extend_from_slice(&payload);
+        let file = self.dir.path().join(path.replace('/', "_"));
+        std::fs::write(&file, &body).expect("write body");
+        let run = |duration: Option<u64>| {
+            let mut command = std::process::Command::new("h2load");
+            command
+                .args(["-c", &self.connections.to_string(), "-m", &self.streams.to_string()])
+                .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+                .args(["-H", &format!("authorization: Bearer {SERVICE_KEY}")])
+                .arg("-d")
+                .arg(&file);
+            match duration {
+                Some(d) => command.args(["-D", &d.to_string()]),
+                None => command.args(["-n", "1", "-c", "1", "-m", "1", "-v"]),
+            };
+            let output = command.arg(format!("{uri}{path}")).output().expect("run h2load");
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        };
+        // "traffic: 171B (171) total, 76B (76) headers (space savings 36.13%), 7B (7) data"
+        let data_bytes = |report: &str| -> u64 {
+            let line = report.lines().find(|l| l.starts_with("traffic:")).expect("traffic line");
+            let data = line.rsplit(", ").next().expect("data part");
+            data.split(['(', ')']).nth(1).and_then(|n| n.parse().ok()).expect("data bytes")
+        };
+        let done = |report: &str| -> u64 {
+            let line = report.lines().find(|l| l.starts_with("requests:")).expect("requests line");
+            line.split(", ").find_map(|p| p.strip_suffix(" done")?.parse().ok()).expect("done count")
+        };
+        let probe = run(None);
+        let per_call = data_bytes(&probe);
+        assert!(per_call > 0, "{path} does not succeed with this body:\n{probe}");
+        let report = run(Some(seconds));
+        assert!(report.contains(" 0 failed, 0 errored"), "h2load saw failures on {path}:\n{report}");
+        // A call still in flight when the clock stops may add one more whole answer.
+        let answers = data_bytes(&report) / per_call;
+        assert!(data_bytes(&report) % per_call == 0 && answers >= done(&report), "some {path} calls failed:\n{report}");
+        report
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("finished in ")?.split(", ").nth(1)?.strip_suffix(" req/s")?.parse().ok()
+            })
+            .unwrap_or_else(|| panic!("no rate in h2load's report:\n{report}"))
+    }
+}
