@@ -113,11 +113,6 @@ impl Directory {
         (self.members.len() + self.other_members.len(), self.roles.len())
     }
 
-    /// Whether it holds no users.
-    pub fn is_empty(&self) -> bool {
-        self.members.is_empty() && self.other_members.is_empty()
-    }
-
     /// May `user_id` use `permission` (on `resource`)?
     pub fn check(
         &self,

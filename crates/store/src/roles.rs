@@ -73,6 +73,20 @@ pub(crate) fn ensure_grantable(actor: Option<&Role>, grants: &Grants) -> Result<
     }
 }
 
+/// What changing or deleting `role` requires: a custom role, at `expected_version` when one is
+/// given, whose every grant `actor` holds.
+fn ensure_editable(role: &StoredRole, expected_version: Option<i64>, actor: Option<&Role>) -> Result<()> {
+    if role.workspace_id.is_none() {
+        return Err(StoreError::Conflict(Conflict::BuiltinRole));
+    }
+    if let Some(expected) = expected_version
+        && expected != role.version
+    {
+        return Err(StoreError::Conflict(Conflict::StaleVersion { current: role.version }));
+    }
+    ensure_grantable(actor, &role.role.grants)
+}
+
 fn name_taken(err: sea_orm::DbErr) -> StoreError {
     match unique_violation(&err) {
         Some(_) => StoreError::Conflict(Conflict::RoleNameTaken),
@@ -167,15 +181,7 @@ impl Store {
         let txn = self.write().await?;
         bump_authz(&txn, workspace_id).await?;
         let current = load_role(&txn, workspace_id, role_id).await?;
-        if current.workspace_id.is_none() {
-            return Err(StoreError::Conflict(Conflict::BuiltinRole));
-        }
-        if let Some(expected) = expected_version
-            && expected != current.version
-        {
-            return Err(StoreError::Conflict(Conflict::StaleVersion { current: current.version }));
-        }
-        ensure_grantable(actor, &current.role.grants)?;
+        ensure_editable(&current, expected_version, actor)?;
         let mut update = role::Entity::update_many()
             .col_expr(role::Column::Version, Expr::col(role::Column::Version).add(1))
             .col_expr(role::Column::UpdatedAt, Expr::val(ctx.now));
@@ -247,19 +253,10 @@ impl Store {
             .map_err(classify)?
             .ok_or(StoreError::NotFound(Entity::Role))?;
         let current = to_role(row)?;
-        if current.workspace_id.is_none() {
-            return Err(StoreError::Conflict(Conflict::BuiltinRole));
-        }
-        if let Some(expected) = expected_version
-            && expected != current.version
-        {
-            return Err(StoreError::Conflict(Conflict::StaleVersion { current: current.version }));
-        }
-        ensure_grantable(actor, &current.role.grants)?;
-        let holders: Vec<(String, i64)> = user::Entity::find()
+        ensure_editable(&current, expected_version, actor)?;
+        let holders: Vec<String> = user::Entity::find()
             .select_only()
             .column(user::Column::Id)
-            .column(user::Column::Version)
             .filter(user::Column::WorkspaceId.eq(workspace_id))
             .filter(user::Column::RoleId.eq(role_id))
             .order_by_asc(user::Column::Id)
@@ -290,7 +287,7 @@ impl Store {
                 .exec(&txn)
                 .await
                 .map_err(classify)?;
-            for (user_id, _) in &holders {
+            for user_id in &holders {
                 audit::record(
                     &txn,
                     workspace_id,

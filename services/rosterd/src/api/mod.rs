@@ -44,6 +44,14 @@ pub(crate) fn record_id(v: &mut Violations, field: &str, value: &str) {
     }
 }
 
+/// An optional etag: the record version this server issued, or `None` when empty.
+pub(crate) fn etag(v: &mut Violations, field: &str, value: &str) -> Option<i64> {
+    if value.is_empty() {
+        return None;
+    }
+    v.check(field, value.parse::<i64>().map_err(|_| "not an etag this server issued"))
+}
+
 /// An optional exact-match filter: at most 300 characters, no control characters.
 pub(crate) fn filter<'a>(v: &mut Violations, field: &str, value: &'a str) -> Option<&'a str> {
     if value.is_empty() {

@@ -38,13 +38,6 @@ fn role_id(v: &mut Violations, field: &str, value: &str) -> Option<RoleId> {
     v.check(field, RoleId::parse(value))
 }
 
-fn etag(v: &mut Violations, field: &str, value: &str) -> Option<i64> {
-    if value.is_empty() {
-        return None;
-    }
-    v.check(field, value.parse::<i64>().map_err(|_| "not an etag this server issued"))
-}
-
 /// NOT_FOUND for the role a call is about; `UNKNOWN_ROLE` on `field` for a role it names.
 fn role_error(err: StoreError, field: &str) -> Status {
     match err {
@@ -180,7 +173,7 @@ impl RoleService for RoleApi {
                 ),
             }
         }
-        let expected_version = etag(&mut v, "role.etag", &role.etag);
+        let expected_version = super::etag(&mut v, "role.etag", &role.etag);
         v.finish()?;
         let id = checked(id)?;
         let actor = app.actor_role(&caller).await?;
@@ -212,7 +205,7 @@ impl RoleService for RoleApi {
         if move_to.is_some() && move_to == id {
             v.add("move_to_role_id", "must differ from the role being deleted");
         }
-        let expected_version = etag(&mut v, "etag", &req.etag);
+        let expected_version = super::etag(&mut v, "etag", &req.etag);
         v.finish()?;
         let id = checked(id)?;
         let actor = app.actor_role(&caller).await?;

@@ -138,11 +138,7 @@ impl UserService for UserApi {
                 }
             }
         }
-        let expected_version = if user.etag.is_empty() {
-            None
-        } else {
-            v.check("user.etag", user.etag.parse::<i64>().map_err(|_| "not an etag this server issued"))
-        };
+        let expected_version = super::etag(&mut v, "user.etag", &user.etag);
         v.finish()?;
         let actor = app.actor_role(&caller).await?;
         let role_changes = changes.role.is_some();
