@@ -7,8 +7,9 @@ pub mod smtp;
 
 use roster_proto::v1 as pb;
 use roster_proto::v1::{
-    audit_service_client::AuditServiceClient, auth_service_client::AuthServiceClient,
-    authorization_service_client::AuthorizationServiceClient, role_service_client::RoleServiceClient,
+    assignment_service_client::AssignmentServiceClient, audit_service_client::AuditServiceClient,
+    auth_service_client::AuthServiceClient, authorization_service_client::AuthorizationServiceClient,
+    role_service_client::RoleServiceClient, team_service_client::TeamServiceClient,
     user_service_client::UserServiceClient, workspace_service_client::WorkspaceServiceClient,
 };
 use roster_store::{Store, StoreConfig};
@@ -157,6 +158,14 @@ impl TestApp {
         AuthorizationServiceClient::new(self.channel.clone())
     }
 
+    pub fn teams(&self) -> TeamServiceClient<Channel> {
+        TeamServiceClient::new(self.channel.clone())
+    }
+
+    pub fn assignments(&self) -> AssignmentServiceClient<Channel> {
+        AssignmentServiceClient::new(self.channel.clone())
+    }
+
     /// Starts a second `rosterd` process — the real binary — on this server's database, with the
     /// same service key. It is killed when dropped.
     pub async fn spawn_peer_process(&self) -> PeerProcess {
@@ -170,6 +179,7 @@ impl TestApp {
             .args(["--service-key", &format!("{SERVICE_NAME}={SERVICE_KEY}")])
             .args(["--bcrypt-cost", "4", "--demo", "false"])
             .args(["--authz-refresh-ms", &self.config.authz_refresh_ms.to_string()])
+            .args(["--db-timeout-ms", &self.config.db_timeout_ms.to_string()])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -200,6 +210,10 @@ impl PeerProcess {
 
     pub fn roles(&self) -> RoleServiceClient<Channel> {
         RoleServiceClient::new(self.channel.clone())
+    }
+
+    pub fn assignments(&self) -> AssignmentServiceClient<Channel> {
+        AssignmentServiceClient::new(self.channel.clone())
     }
 }
 

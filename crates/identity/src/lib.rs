@@ -17,7 +17,7 @@ mod slug;
 mod token;
 
 pub use email::{Email, EmailError};
-pub use name::{FullName, NameError, RoleName, WorkspaceName};
+pub use name::{FullName, NameError, RoleName, TeamName, WorkspaceName};
 pub use password::{BcryptCost, Password, PasswordError, PasswordHash};
 pub use role::{BuiltinRole, RoleId, RoleIdError};
 pub use slug::{Slug, SlugError};

@@ -79,12 +79,24 @@ name_type!(
     100
 );
 
-impl RoleName {
-    /// The key names are unique by within a workspace: two names that differ only in case collide.
-    pub fn key(&self) -> String {
-        self.0.to_lowercase()
-    }
+name_type!(
+    /// A team's display name: 1..100 characters, no control characters, surrounding space trimmed.
+    TeamName,
+    100
+);
+
+macro_rules! case_insensitive_key {
+    ($($name:ident),+) => {$(
+        impl $name {
+            /// The key names are unique by within a workspace: two names that differ only in case collide.
+            pub fn key(&self) -> String {
+                self.0.to_lowercase()
+            }
+        }
+    )+};
 }
+
+case_insensitive_key!(RoleName, TeamName);
 
 #[cfg(test)]
 mod tests {
@@ -128,6 +140,13 @@ mod tests {
         assert_eq!(a.as_str(), "Billing Team");
         assert_eq!(a.key(), RoleName::parse("billing team").unwrap().key());
         assert_eq!(RoleName::parse(&"x".repeat(101)), Err(NameError::TooLong { max: 100 }));
+    }
+
+    #[test]
+    fn team_names_collide_case_insensitively() {
+        assert_eq!(TeamName::parse(" Sales ").unwrap().key(), TeamName::parse("SALES").unwrap().key());
+        assert_eq!(TeamName::parse("\t"), Err(NameError::Empty));
+        assert_eq!(TeamName::parse(&"x".repeat(101)), Err(NameError::TooLong { max: 100 }));
     }
 
     proptest! {

@@ -16,6 +16,7 @@ pub mod workspace {
         pub create_request_id: Option<String>,
         pub created_at: i64,
         pub authz_version: i64,
+        pub max_open_conversations: i32,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -66,6 +67,83 @@ pub mod user {
         pub availability: String,
         pub version: i64,
         pub create_request_id: Option<String>,
+        pub created_at: i64,
+        pub updated_at: i64,
+        pub open_conversations: i32,
+        pub last_assigned_at: Option<i64>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod team {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "teams")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub workspace_id: String,
+        pub name: String,
+        pub name_key: String,
+        pub strategy: String,
+        pub last_position: Option<i64>,
+        pub next_position: i64,
+        pub version: i64,
+        pub created_at: i64,
+        pub updated_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod team_member {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "team_members")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub team_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user_id: String,
+        pub workspace_id: String,
+        pub position: i64,
+        pub max_open: Option<i32>,
+        pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod conversation {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "conversations")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub workspace_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub team_id: String,
+        pub assignee_id: Option<String>,
+        pub status: String,
+        pub reason: String,
+        pub queued_at: i64,
+        pub assigned_at: Option<i64>,
+        pub resolved_at: Option<i64>,
+        pub version: i64,
         pub created_at: i64,
         pub updated_at: i64,
     }

@@ -10,6 +10,7 @@
 //! `sea_orm::DbErr` never crosses this crate's boundary: callers see [`StoreError`], whose variants
 //! name outcomes (not found, conflict, unavailable), never drivers.
 
+mod assignments;
 mod audit;
 mod entity;
 mod migration;
@@ -17,6 +18,7 @@ pub mod model;
 mod outbox;
 mod roles;
 mod sessions;
+mod teams;
 mod users;
 mod workspaces;
 
@@ -61,6 +63,9 @@ pub enum Entity {
     User,
     Role,
     Session,
+    Team,
+    TeamMember,
+    Conversation,
 }
 
 impl fmt::Display for Entity {
@@ -70,6 +75,9 @@ impl fmt::Display for Entity {
             Entity::User => "user",
             Entity::Role => "role",
             Entity::Session => "session",
+            Entity::Team => "team",
+            Entity::TeamMember => "team member",
+            Entity::Conversation => "conversation",
         })
     }
 }
@@ -93,6 +101,20 @@ pub enum Conflict {
     BuiltinRole,
     #[error("{users} user(s) still hold this role: name a role to move them to")]
     RoleInUse { users: i64 },
+    #[error("a team with this name already exists in the workspace")]
+    TeamNameTaken,
+    #[error("the user is already a member of the team")]
+    AlreadyMember,
+    #[error("the team still has {open} open conversation(s): resolve or transfer them first")]
+    TeamHasOpenConversations { open: i64 },
+    #[error("{0}")]
+    NotEligible(crate::NotEligible),
+    #[error("the conversation is already assigned to someone else: ask for a transfer to move it")]
+    AlreadyAssigned,
+    #[error("the conversation belongs to another team: ask for a transfer to move it")]
+    OtherTeam,
+    #[error("the conversation is resolved")]
+    Resolved,
 }
 
 /// Result of a store operation.

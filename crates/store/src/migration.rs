@@ -12,7 +12,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Foundation), Box::new(Authorization)]
+        vec![Box::new(Foundation), Box::new(Authorization), Box::new(Assignment)]
     }
 }
 
@@ -27,6 +27,7 @@ enum Workspaces {
     CreateRequestId,
     CreatedAt,
     AuthzVersion,
+    MaxOpenConversations,
 }
 
 #[derive(DeriveIden)]
@@ -57,6 +58,51 @@ enum Users {
     Availability,
     Version,
     CreateRequestId,
+    CreatedAt,
+    UpdatedAt,
+    OpenConversations,
+    LastAssignedAt,
+}
+
+#[derive(DeriveIden)]
+enum Teams {
+    Table,
+    Id,
+    WorkspaceId,
+    Name,
+    NameKey,
+    Strategy,
+    LastPosition,
+    NextPosition,
+    Version,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum TeamMembers {
+    Table,
+    TeamId,
+    UserId,
+    WorkspaceId,
+    Position,
+    MaxOpen,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Conversations {
+    Table,
+    WorkspaceId,
+    Id,
+    TeamId,
+    AssigneeId,
+    Status,
+    Reason,
+    QueuedAt,
+    AssignedAt,
+    ResolvedAt,
+    Version,
     CreatedAt,
     UpdatedAt,
 }
@@ -366,5 +412,152 @@ impl MigrationTrait for Authorization {
                     .to_owned(),
             )
             .await
+    }
+}
+
+/// Teams, their members and conversation assignments.
+struct Assignment;
+
+impl MigrationName for Assignment {
+    fn name(&self) -> &str {
+        "m0003_assignment"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Assignment {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // The workspace default of how many open conversations an agent takes (0 = unlimited).
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Workspaces::Table)
+                    .add_column(integer(Workspaces::MaxOpenConversations).default(0))
+                    .to_owned(),
+            )
+            .await?;
+        // An agent's load, kept in the same transactions that open, move and close their
+        // conversations, so that the capacity check is one conditional update of this row (no
+        // count over conversations) and holds across processes.
+        for column in [integer(Users::OpenConversations).default(0).to_owned(), big_integer_null(Users::LastAssignedAt)]
+        {
+            manager.alter_table(Table::alter().table(Users::Table).add_column(column).to_owned()).await?;
+        }
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(Teams::Table)
+                    .col(string(Teams::Id).primary_key())
+                    .col(string(Teams::WorkspaceId))
+                    .col(string(Teams::Name))
+                    .col(string(Teams::NameKey))
+                    .col(string(Teams::Strategy))
+                    // Round robin's turn: the position of the member it served last.
+                    .col(big_integer_null(Teams::LastPosition))
+                    // The position the next member added gets; positions only grow.
+                    .col(big_integer(Teams::NextPosition))
+                    .col(big_integer(Teams::Version))
+                    .col(big_integer(Teams::CreatedAt))
+                    .col(big_integer(Teams::UpdatedAt))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(Teams::Table, Teams::WorkspaceId)
+                            .to(Workspaces::Table, Workspaces::Id),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("teams_workspace_name_key")
+                    .table(Teams::Table)
+                    .col(Teams::WorkspaceId)
+                    .col(Teams::NameKey)
+                    .unique()
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(TeamMembers::Table)
+                    .col(string(TeamMembers::TeamId))
+                    .col(string(TeamMembers::UserId))
+                    .col(string(TeamMembers::WorkspaceId))
+                    .col(big_integer(TeamMembers::Position))
+                    .col(integer_null(TeamMembers::MaxOpen))
+                    .col(big_integer(TeamMembers::CreatedAt))
+                    .primary_key(Index::create().col(TeamMembers::TeamId).col(TeamMembers::UserId))
+                    .foreign_key(
+                        ForeignKey::create().from(TeamMembers::Table, TeamMembers::TeamId).to(Teams::Table, Teams::Id),
+                    )
+                    .foreign_key(
+                        ForeignKey::create().from(TeamMembers::Table, TeamMembers::UserId).to(Users::Table, Users::Id),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create().name("team_members_user").table(TeamMembers::Table).col(TeamMembers::UserId).to_owned(),
+            )
+            .await?;
+
+        // A conversation's team is not a foreign key: resolved conversations outlive a deleted team.
+        manager
+            .create_table(
+                Table::create()
+                    .table(Conversations::Table)
+                    .col(string(Conversations::WorkspaceId))
+                    .col(string(Conversations::Id))
+                    .col(string(Conversations::TeamId))
+                    .col(string_null(Conversations::AssigneeId))
+                    .col(string(Conversations::Status))
+                    .col(text(Conversations::Reason))
+                    .col(big_integer(Conversations::QueuedAt))
+                    .col(big_integer_null(Conversations::AssignedAt))
+                    .col(big_integer_null(Conversations::ResolvedAt))
+                    .col(big_integer(Conversations::Version))
+                    .col(big_integer(Conversations::CreatedAt))
+                    .col(big_integer(Conversations::UpdatedAt))
+                    .primary_key(Index::create().col(Conversations::WorkspaceId).col(Conversations::Id))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(Conversations::Table, Conversations::WorkspaceId)
+                            .to(Workspaces::Table, Workspaces::Id),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(Conversations::Table, Conversations::AssigneeId)
+                            .to(Users::Table, Users::Id),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        for (name, cols) in [
+            // A team's queue, oldest first; and a team's conversations by status and id.
+            (
+                "conversations_team_queue",
+                vec![Conversations::TeamId, Conversations::Status, Conversations::AssigneeId, Conversations::QueuedAt],
+            ),
+            ("conversations_team_status_id", vec![Conversations::TeamId, Conversations::Status, Conversations::Id]),
+            // An agent's conversations by status and id (listing, deactivation).
+            ("conversations_assignee", vec![Conversations::AssigneeId, Conversations::Status, Conversations::Id]),
+            // The workspace's queued or resolved conversations by id.
+            (
+                "conversations_workspace_status",
+                vec![Conversations::WorkspaceId, Conversations::Status, Conversations::AssigneeId, Conversations::Id],
+            ),
+        ] {
+            let mut index = Index::create().name(name).table(Conversations::Table).to_owned();
+            for col in cols {
+                index.col(col);
+            }
+            manager.create_index(index).await?;
+        }
+        Ok(())
     }
 }

@@ -1,7 +1,8 @@
 //! The records the store hands out and takes in. Database models never leave the crate; these do.
 
+use roster_assignment::{Capacity, ConversationId, Ineligible, Strategy};
 use roster_authz::{Grants, Role};
-use roster_identity::{Email, FullName, PasswordHash, RoleId, RoleName, Slug, WorkspaceName};
+use roster_identity::{Email, FullName, PasswordHash, RoleId, RoleName, Slug, TeamName, WorkspaceName};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -193,6 +194,149 @@ pub struct Member {
     pub user_id: String,
     pub role_id: String,
     pub active: bool,
+}
+
+text_enum!(
+    /// Whether a conversation still needs someone.
+    ConversationStatus {
+        Open = "OPEN",
+        Resolved = "RESOLVED",
+    }
+);
+
+/// A team.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Team {
+    pub id: String,
+    pub workspace_id: String,
+    pub name: TeamName,
+    pub strategy: Strategy,
+    pub members: i64,
+    /// Increases on every change; the API's etag.
+    pub version: i64,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// What it takes to create a team.
+#[derive(Debug, Clone)]
+pub struct NewTeam {
+    pub name: TeamName,
+    pub strategy: Strategy,
+}
+
+/// The changes UpdateTeam can make; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct TeamChanges {
+    pub name: Option<TeamName>,
+    pub strategy: Option<Strategy>,
+}
+
+/// A user's membership of a team, with what routing sees of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TeamMember {
+    pub team_id: String,
+    pub user_id: String,
+    pub full_name: FullName,
+    /// The team's stable order.
+    pub position: i64,
+    /// The member's own capacity in the team, if set.
+    pub max_open: Option<Capacity>,
+    /// The override, else the workspace default.
+    pub capacity: Capacity,
+    pub open: u32,
+    pub status: UserStatus,
+    pub availability: Availability,
+    pub last_assigned_at: Option<Millis>,
+    pub added_at: Millis,
+}
+
+impl TeamMember {
+    /// As a pick sees them.
+    pub fn candidate(&self) -> roster_assignment::Member<'_> {
+        roster_assignment::Member {
+            user_id: &self.user_id,
+            name: self.full_name.as_str(),
+            position: self.position,
+            active: self.status == UserStatus::Active,
+            online: self.availability == Availability::Online,
+            open: self.open,
+            capacity: self.capacity,
+            last_assigned_at: self.last_assigned_at,
+        }
+    }
+}
+
+/// A conversation's assignment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversation {
+    pub workspace_id: String,
+    pub id: ConversationId,
+    pub team_id: String,
+    pub assignee: Option<String>,
+    pub status: ConversationStatus,
+    pub reason: String,
+    pub queued_at: Millis,
+    pub assigned_at: Option<Millis>,
+    pub resolved_at: Option<Millis>,
+    pub version: i64,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// Who gets a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssignTo {
+    /// Whoever the team's strategy picks.
+    Auto,
+    /// This user, by hand.
+    User(String),
+}
+
+/// An AssignConversation call.
+#[derive(Debug, Clone)]
+pub struct AssignRequest {
+    pub conversation: ConversationId,
+    /// Required for a new or resolved conversation; `None` keeps an open one's team.
+    pub team_id: Option<String>,
+    pub to: AssignTo,
+    /// Move an already assigned conversation.
+    pub transfer: bool,
+}
+
+/// What AssignConversation did.
+#[derive(Debug, Clone)]
+pub struct Assigned {
+    pub conversation: Conversation,
+    /// False when nothing changed.
+    pub changed: bool,
+    /// Teams whose queue may now be handed out (the previous team of a transfer, say).
+    pub drain: Vec<String>,
+}
+
+/// Why a named user cannot take a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotEligible {
+    NotAMember,
+    Is(Ineligible),
+}
+
+impl fmt::Display for NotEligible {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotEligible::NotAMember => f.write_str("the user is not a member of the conversation's team"),
+            NotEligible::Is(why) => write!(f, "the user is {why}"),
+        }
+    }
+}
+
+/// Filters for listing conversations; `status` `None` means open.
+#[derive(Debug, Clone, Default)]
+pub struct ConversationFilter {
+    pub assignee: Option<String>,
+    pub team: Option<String>,
+    pub queued: bool,
+    pub status: Option<ConversationStatus>,
 }
 
 /// Filters for listing users.

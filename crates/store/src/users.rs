@@ -75,6 +75,8 @@ pub(crate) async fn insert_user(
         create_request_id: Set(request_id.map(str::to_owned)),
         created_at: Set(ctx.now),
         updated_at: Set(ctx.now),
+        open_conversations: Set(0),
+        last_assigned_at: Set(None),
     };
     let inserted = user::Entity::insert(row.clone()).exec_without_returning(txn).await;
     if let Err(err) = inserted {
@@ -123,6 +125,8 @@ pub(crate) async fn insert_user(
         create_request_id: None,
         created_at: ctx.now,
         updated_at: ctx.now,
+        open_conversations: 0,
+        last_assigned_at: None,
     })
 }
 
@@ -331,8 +335,8 @@ impl Store {
         Ok(user)
     }
 
-    /// Deactivates a user: no more logins, every session revoked, the seat freed, all in one
-    /// transaction. Deactivating a deactivated user changes nothing. `actor` (the acting person's
+    /// Deactivates a user: no more logins, every session revoked, the seat freed, every open
+    /// conversation of theirs back in its team's queue, all in one transaction. Deactivating a deactivated user changes nothing. `actor` (the acting person's
     /// role, `None` for a service key) must hold every grant of the user's role.
     pub async fn deactivate_user(
         &self,
@@ -372,18 +376,20 @@ impl Store {
         bump_authz(&txn, workspace_id).await?;
         guard_last_admin(&txn, workspace_id, &row, status == UserStatus::Active).await?;
         update_row(&txn, &row, ctx.now, vec![(user::Column::Status, status.as_str().into())]).await?;
-        let action = match status {
+        let (action, requeued) = match status {
             UserStatus::Deactivated => {
                 session::Entity::delete_many()
                     .filter(session::Column::UserId.eq(user_id))
                     .exec(&txn)
                     .await
                     .map_err(classify)?;
-                "user.deactivated"
+                let requeued = crate::assignments::requeue_all(&txn, workspace_id, user_id, ctx.now).await?;
+                ("user.deactivated", Some(requeued.to_string()))
             }
-            UserStatus::Active => "user.reactivated",
+            UserStatus::Active => ("user.reactivated", None),
         };
-        audit::record(&txn, workspace_id, ctx, action, &format!("user:{user_id}"), &[]).await?;
+        let details: Vec<(&str, &str)> = requeued.iter().map(|n| ("conversations_requeued", n.as_str())).collect();
+        audit::record(&txn, workspace_id, ctx, action, &format!("user:{user_id}"), &details).await?;
         let user = to_user(load(&txn, workspace_id, user_id).await?)?;
         commit(txn).await?;
         Ok(user)

@@ -34,6 +34,7 @@ impl Store {
             create_request_id: Set(request_id.map(str::to_owned)),
             created_at: Set(ctx.now),
             authz_version: Set(0),
+            max_open_conversations: Set(0),
         };
         if let Err(err) = workspace::Entity::insert(row).exec_without_returning(&txn).await {
             drop(txn);

@@ -3,7 +3,7 @@
 use crate::auth::{self, Caller, Hasher, ServiceKeys};
 use crate::authz_cache::AuthzCache;
 use roster_identity::{Email, FullName, Slug, WorkspaceName};
-use roster_store::{Mail, Store};
+use roster_store::{Context, Mail, Store};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -35,6 +35,15 @@ impl App {
             self.store.workspace(workspace_id).await.map_err(crate::error::store)?;
         }
         Ok(())
+    }
+
+    /// Hands out the workspace's queued conversations after a change that may have made an agent
+    /// eligible. The change itself has committed, so a failure here is logged, not answered: the
+    /// conversations stay queued, not lost, and the next such change hands them out.
+    pub(crate) async fn drain_queues(&self, ctx: &Context, workspace_id: &str) {
+        if let Err(err) = self.store.drain_queues(ctx, workspace_id).await {
+            tracing::warn!(error = %crate::error::error_chain(&err), "handing out queued conversations failed");
+        }
     }
 
     /// The welcome email of a new user: where and as whom to sign in, never the password.

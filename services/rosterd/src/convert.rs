@@ -2,9 +2,13 @@
 
 use crate::error::Violations;
 use crate::error::invalid;
+use roster_assignment::Strategy;
 use roster_authz::{Decision, Grants, Permission, Reason, Scope};
 use roster_proto::v1 as pb;
-use roster_store::{AuditEvent, Availability, Plan, StoredRole, User, UserStatus, Workspace};
+use roster_store::{
+    AuditEvent, Availability, Conversation, ConversationStatus, Plan, StoredRole, Team, TeamMember, User, UserStatus,
+    Workspace,
+};
 use tonic::Status;
 
 pub(crate) fn timestamp(millis: i64) -> prost_types::Timestamp {
@@ -205,6 +209,76 @@ pub(crate) fn decision(decision: &Decision, role_id: &str) -> pb::Decision {
         explanation: decision.reason.to_string(),
         role_id: role_id.to_owned(),
         scope: granted.map_or(pb::Scope::Unspecified, scope) as i32,
+    }
+}
+
+pub(crate) fn strategy(strategy: Strategy) -> pb::Strategy {
+    match strategy {
+        Strategy::RoundRobin => pb::Strategy::RoundRobin,
+        Strategy::LoadBalanced => pb::Strategy::LoadBalanced,
+        Strategy::Manual => pb::Strategy::Manual,
+    }
+}
+
+/// A strategy to set: unspecified is refused.
+pub(crate) fn strategy_from(value: i32) -> Result<Strategy, String> {
+    match pb::Strategy::try_from(value) {
+        Ok(pb::Strategy::RoundRobin) => Ok(Strategy::RoundRobin),
+        Ok(pb::Strategy::LoadBalanced) => Ok(Strategy::LoadBalanced),
+        Ok(pb::Strategy::Manual) => Ok(Strategy::Manual),
+        Ok(pb::Strategy::Unspecified) => {
+            Err("choose STRATEGY_ROUND_ROBIN, STRATEGY_LOAD_BALANCED or STRATEGY_MANUAL".into())
+        }
+        Err(_) => Err(format!("unknown strategy {value}")),
+    }
+}
+
+pub(crate) fn team(team: &Team) -> pb::Team {
+    pb::Team {
+        id: team.id.clone(),
+        workspace_id: team.workspace_id.clone(),
+        name: team.name.as_str().to_owned(),
+        strategy: strategy(team.strategy) as i32,
+        member_count: i32::try_from(team.members).unwrap_or(i32::MAX),
+        create_time: Some(timestamp(team.created_at)),
+        update_time: Some(timestamp(team.updated_at)),
+        etag: team.version.to_string(),
+    }
+}
+
+pub(crate) fn team_member(member: &TeamMember) -> pb::TeamMember {
+    let to_i32 = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+    let eligibility = member.candidate().eligibility();
+    pb::TeamMember {
+        team_id: member.team_id.clone(),
+        user_id: member.user_id.clone(),
+        full_name: member.full_name.as_str().to_owned(),
+        max_open_conversations: member.max_open.map(|c| to_i32(c.max_open())),
+        effective_max_open_conversations: to_i32(member.capacity.max_open()),
+        open_conversations: to_i32(member.open),
+        eligible: eligibility.is_ok(),
+        ineligible_reason: eligibility.err().map(|why| why.to_string()).unwrap_or_default(),
+        add_time: Some(timestamp(member.added_at)),
+    }
+}
+
+pub(crate) fn conversation(c: &Conversation) -> pb::ConversationAssignment {
+    pb::ConversationAssignment {
+        conversation_id: c.id.as_str().to_owned(),
+        workspace_id: c.workspace_id.clone(),
+        team_id: c.team_id.clone(),
+        assignee_id: c.assignee.clone().unwrap_or_default(),
+        status: match c.status {
+            ConversationStatus::Open => pb::ConversationStatus::Open,
+            ConversationStatus::Resolved => pb::ConversationStatus::Resolved,
+        } as i32,
+        reason: c.reason.clone(),
+        queue_time: Some(timestamp(c.queued_at)),
+        assign_time: c.assigned_at.map(timestamp),
+        resolve_time: c.resolved_at.map(timestamp),
+        create_time: Some(timestamp(c.created_at)),
+        update_time: Some(timestamp(c.updated_at)),
+        etag: c.version.to_string(),
     }
 }
 

@@ -122,6 +122,9 @@ pub(crate) fn store_with_role_field(err: StoreError, role_field: &str) -> Status
                 Entity::User => ("USER_NOT_FOUND", "roster.v1.User"),
                 Entity::Session => ("SESSION_NOT_FOUND", "session"),
                 Entity::Role => ("ROLE_NOT_FOUND", "role"),
+                Entity::Team => ("TEAM_NOT_FOUND", "roster.v1.Team"),
+                Entity::TeamMember => ("TEAM_MEMBER_NOT_FOUND", "roster.v1.TeamMember"),
+                Entity::Conversation => ("CONVERSATION_NOT_FOUND", "roster.v1.ConversationAssignment"),
             };
             let mut details = ErrorDetails::new();
             details.set_resource_info(kind, "", "", format!("{entity} not found"));
@@ -139,26 +142,36 @@ pub(crate) fn store_with_role_field(err: StoreError, role_field: &str) -> Status
             ),
             Conflict::Busy => status(Code::Aborted, "CONCURRENT_UPDATE", "a concurrent change won: retry the call"),
             Conflict::RoleNameTaken => already_exists("ROLE_NAME_TAKEN", "roster.v1.Role", "name", &conflict),
-            Conflict::BuiltinRole => {
-                let mut details = ErrorDetails::new();
-                details.add_precondition_failure_violation("BUILTIN_ROLE", "roster.v1.Role", conflict.to_string());
-                status_with(Code::FailedPrecondition, "BUILTIN_ROLE", conflict.to_string(), &[], details)
-            }
+            Conflict::BuiltinRole => precondition("BUILTIN_ROLE", "roster.v1.Role", &conflict, &[]),
             Conflict::RoleInUse { users } => {
-                let mut details = ErrorDetails::new();
-                details.add_precondition_failure_violation("ROLE_IN_USE", "roster.v1.Role", conflict.to_string());
-                status_with(
-                    Code::FailedPrecondition,
-                    "ROLE_IN_USE",
-                    conflict.to_string(),
-                    &[("users", users.to_string())],
-                    details,
-                )
+                precondition("ROLE_IN_USE", "roster.v1.Role", &conflict, &[("users", users.to_string())])
             }
-            Conflict::LastAdmin(rule) => {
-                let mut details = ErrorDetails::new();
-                details.add_precondition_failure_violation("LAST_ADMIN", "roster.v1.User", rule.to_string());
-                status_with(Code::FailedPrecondition, "LAST_ADMIN", rule.to_string(), &[], details)
+            Conflict::LastAdmin(_) => precondition("LAST_ADMIN", "roster.v1.User", &conflict, &[]),
+            Conflict::TeamNameTaken => already_exists("TEAM_NAME_TAKEN", "roster.v1.Team", "name", &conflict),
+            Conflict::AlreadyMember => {
+                already_exists("ALREADY_TEAM_MEMBER", "roster.v1.TeamMember", "user_id", &conflict)
+            }
+            Conflict::TeamHasOpenConversations { open } => precondition(
+                "TEAM_HAS_OPEN_CONVERSATIONS",
+                "roster.v1.Team",
+                &conflict,
+                &[("open_conversations", open.to_string())],
+            ),
+            Conflict::NotEligible(why) => {
+                let code = match why {
+                    roster_store::NotEligible::NotAMember => "NOT_A_MEMBER",
+                    roster_store::NotEligible::Is(roster_assignment::Ineligible::Deactivated) => "DEACTIVATED",
+                    roster_store::NotEligible::Is(roster_assignment::Ineligible::Away) => "AWAY",
+                    roster_store::NotEligible::Is(roster_assignment::Ineligible::AtCapacity) => "AT_CAPACITY",
+                };
+                precondition("ASSIGNEE_NOT_ELIGIBLE", "roster.v1.TeamMember", &conflict, &[("why", code.to_owned())])
+            }
+            Conflict::AlreadyAssigned => {
+                precondition("ALREADY_ASSIGNED", "roster.v1.ConversationAssignment", &conflict, &[])
+            }
+            Conflict::OtherTeam => precondition("OTHER_TEAM", "roster.v1.ConversationAssignment", &conflict, &[]),
+            Conflict::Resolved => {
+                precondition("CONVERSATION_RESOLVED", "roster.v1.ConversationAssignment", &conflict, &[])
             }
         },
         StoreError::Refused(rule) => escalation(&rule),
@@ -184,6 +197,13 @@ pub(crate) fn escalation(rule: &roster_authz::Escalation) -> Status {
         &[("missing", missing.join(",")), ("admin_only", rule.admin_only.to_string())],
         ErrorDetails::new(),
     )
+}
+
+/// FAILED_PRECONDITION with a PreconditionFailure violation of type `reason` on `subject`.
+fn precondition(reason: &str, subject: &str, conflict: &Conflict, metadata: &[(&str, String)]) -> Status {
+    let mut details = ErrorDetails::new();
+    details.add_precondition_failure_violation(reason, subject, conflict.to_string());
+    status_with(Code::FailedPrecondition, reason, conflict.to_string(), metadata, details)
 }
 
 fn already_exists(reason: &str, kind: &str, field: &str, conflict: &Conflict) -> Status {

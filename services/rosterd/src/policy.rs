@@ -17,6 +17,17 @@
 //! | UpdateRole, DeleteRole | `roles.manage`; the caller holds every grant the role has, will have, or (DeleteRole) its users move to |
 //! | CheckPermission, CheckPermissions, ListEffectivePermissions | a service key, or a person asking about themselves |
 //! | ListAuditEvents | `audit.read` |
+//! | GetTeam, ListTeams, ListTeamMembers | membership |
+//! | CreateTeam, UpdateTeam, DeleteTeam | `teams.manage` |
+//! | AddTeamMember, RemoveTeamMember | `teams.manage`; the member's role grants nothing the caller lacks |
+//! | AssignConversation (by strategy or by hand), UnassignConversation | `conversations.assign` on the conversation |
+//! | ResolveConversation | `conversations.reply` on the conversation |
+//! | GetConversationAssignment | `conversations.read` on the conversation |
+//! | ListConversationAssignments | `conversations.read`; with scope ASSIGNED only the caller's own (`assignee_id` = self) |
+//!
+//! "On the conversation" means the resource of the check is the conversation with its current
+//! assignee (nobody for a new or queued one), so a grant with scope ASSIGNED covers the caller's
+//! own conversations only.
 //!
 //! "Grants nothing the caller lacks" is the no-escalation rule (`roster_authz::check_grantable`,
 //! `check_manageable`; only admins touch admins). For changes it is decided inside the store's
@@ -30,7 +41,7 @@
 use crate::app::App;
 use crate::auth::{Caller, Principal};
 use crate::error::{self, permission_denied, status_with};
-use roster_authz::{Decision, Permission, Role, Subject, check_manageable, decide};
+use roster_authz::{Decision, Permission, Resource, Role, Subject, check_manageable, decide};
 use roster_identity::RoleId;
 use std::sync::Arc;
 use tonic::{Code, Status};
@@ -54,6 +65,8 @@ pub(crate) enum Need {
     ReadAudit,
     /// Ask about a user's permissions: service keys for anyone, people for themselves.
     CheckPermissions,
+    /// Create, change and delete teams and their membership (`teams.manage`).
+    ManageTeams,
 }
 
 impl App {
@@ -91,12 +104,38 @@ impl App {
             Need::ReadRoles => &[Permission::UsersRead, Permission::RolesManage],
             Need::ManageRoles => &[Permission::RolesManage],
             Need::ReadAudit => &[Permission::AuditRead],
+            Need::ManageTeams => &[Permission::TeamsManage],
         };
+        self.decide_any(user, permissions, None).await
+    }
+
+    /// Allows or denies `caller` `permission` on a conversation or contact assigned to `assignee`
+    /// (nobody: `None`), so that a grant with scope ASSIGNED covers only the caller's own.
+    pub(crate) async fn authorize_on(
+        &self,
+        caller: &Caller,
+        permission: Permission,
+        assignee: Option<&str>,
+    ) -> Result<(), Status> {
+        match &caller.principal {
+            Principal::Service(_) => Ok(()),
+            Principal::User { user, .. } => self.decide_any(user, &[permission], Some(&Resource { assignee })).await,
+        }
+    }
+
+    /// Allowed when the person's role grants any of `permissions` (on `resource`); else the first
+    /// denial, with its reason.
+    async fn decide_any(
+        &self,
+        user: &roster_store::User,
+        permissions: &[Permission],
+        resource: Option<&Resource<'_>>,
+    ) -> Result<(), Status> {
         let role = self.authz.role(&user.workspace_id, &user.role).await.map_err(error::store)?;
         let subject = Subject { user_id: &user.id, active: true, role: &role };
         let mut first: Option<(Permission, Decision)> = None;
         for permission in permissions {
-            let decision = decide(&subject, *permission, None);
+            let decision = decide(&subject, *permission, resource);
             if decision.allowed {
                 return Ok(());
             }

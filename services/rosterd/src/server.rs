@@ -1,6 +1,6 @@
 //! Assembling and running the server: store, services, reflection, health, the outbox worker.
 
-use crate::api::{AuditApi, AuthApi, AuthorizationApi, RoleApi, UserApi, WorkspaceApi};
+use crate::api::{AssignmentApi, AuditApi, AuthApi, AuthorizationApi, RoleApi, TeamApi, UserApi, WorkspaceApi};
 use crate::app::App;
 use crate::auth::{Hasher, ServiceKeys, random_bytes};
 use crate::authz_cache::AuthzCache;
@@ -9,8 +9,9 @@ use crate::context::RequestContextLayer;
 use crate::outbox::{self, Mailer};
 use roster_identity::{BcryptCost, BuiltinRole, Email, FullName, Password, Slug, WorkspaceName};
 use roster_proto::v1::{
-    audit_service_server::AuditServiceServer, auth_service_server::AuthServiceServer,
-    authorization_service_server::AuthorizationServiceServer, role_service_server::RoleServiceServer,
+    assignment_service_server::AssignmentServiceServer, audit_service_server::AuditServiceServer,
+    auth_service_server::AuthServiceServer, authorization_service_server::AuthorizationServiceServer,
+    role_service_server::RoleServiceServer, team_service_server::TeamServiceServer,
     user_service_server::UserServiceServer, workspace_service_server::WorkspaceServiceServer,
 };
 use roster_store::{Actor, Context, NewUser, NewWorkspace, Store, StoreConfig, StoreError};
@@ -36,13 +37,15 @@ pub enum ServeError {
 }
 
 /// The fully qualified names of the services we report health for.
-const SERVICES: [&str; 6] = [
+const SERVICES: [&str; 8] = [
     "roster.v1.WorkspaceService",
     "roster.v1.AuthService",
     "roster.v1.UserService",
     "roster.v1.RoleService",
     "roster.v1.AuthorizationService",
     "roster.v1.AuditService",
+    "roster.v1.TeamService",
+    "roster.v1.AssignmentService",
 ];
 
 /// Serves on `listener` until `shutdown` resolves, then turns health NOT_SERVING, lets in-flight
@@ -117,7 +120,9 @@ pub async fn serve(
         .add_service(UserServiceServer::new(UserApi(app.clone())))
         .add_service(RoleServiceServer::new(RoleApi(app.clone())))
         .add_service(AuthorizationServiceServer::new(AuthorizationApi(app.clone())))
-        .add_service(AuditServiceServer::new(AuditApi(app.clone())));
+        .add_service(AuditServiceServer::new(AuditApi(app.clone())))
+        .add_service(TeamServiceServer::new(TeamApi(app.clone())))
+        .add_service(AssignmentServiceServer::new(AssignmentApi(app.clone())));
 
     let addr = listener.local_addr().map_err(|e| ServeError::Config(format!("listener: {e}")))?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));

@@ -1,5 +1,6 @@
 //! Every RPC of Roster, through a real gRPC client against a real server and database.
 
+mod assignment;
 mod audit;
 mod auth;
 mod authorization;
@@ -7,5 +8,6 @@ mod escalation;
 mod mail;
 mod roles;
 mod server;
+mod teams;
 mod users;
 mod workspaces;

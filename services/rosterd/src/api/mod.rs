@@ -1,17 +1,21 @@
 //! The gRPC handlers, one module per service. A handler authenticates, resolves the workspace,
 //! authorizes, parses, calls the store once and converts the answer.
 
+mod assignments;
 mod audit;
 mod auth;
 mod authorization;
 mod roles;
+mod teams;
 mod users;
 mod workspaces;
 
+pub(crate) use assignments::AssignmentApi;
 pub(crate) use audit::AuditApi;
 pub(crate) use auth::AuthApi;
 pub(crate) use authorization::AuthorizationApi;
 pub(crate) use roles::RoleApi;
+pub(crate) use teams::TeamApi;
 pub(crate) use users::UserApi;
 pub(crate) use workspaces::WorkspaceApi;
 
@@ -62,4 +66,22 @@ pub(crate) fn filter<'a>(v: &mut Violations, field: &str, value: &'a str) -> Opt
         return None;
     }
     Some(value)
+}
+
+/// The paths an update changes: the mask's, or without one every updatable field that is set
+/// (AIP-134). `set` lists each updatable path and whether the request sets it.
+pub(crate) fn mask_paths(
+    v: &mut Violations,
+    mask: Option<prost_types::FieldMask>,
+    set: &[(&str, bool)],
+) -> Vec<String> {
+    let paths: Vec<String> = match mask {
+        Some(mask) if !mask.paths.is_empty() => mask.paths,
+        _ => set.iter().filter(|(_, set)| *set).map(|(path, _)| (*path).to_owned()).collect(),
+    };
+    if paths.is_empty() {
+        let names: Vec<&str> = set.iter().map(|(path, _)| *path).collect();
+        v.add("update_mask", format!("name at least one of: {}", names.join(", ")));
+    }
+    paths
 }

@@ -145,22 +145,12 @@ impl RoleService for RoleApi {
         let Some(role) = req.role else { return Err(invalid("role", "required")) };
         let mut v = Violations::new();
         let id = role_id(&mut v, "role.id", &role.id);
-        // Without a mask, every updatable field that is set (AIP-134).
-        let paths: Vec<String> = match req.update_mask {
-            Some(mask) if !mask.paths.is_empty() => mask.paths,
-            _ => [
-                ("name", !role.name.is_empty()),
-                ("description", !role.description.is_empty()),
-                ("grants", !role.grants.is_empty()),
-            ]
-            .into_iter()
-            .filter(|(_, set)| *set)
-            .map(|(path, _)| path.to_owned())
-            .collect(),
-        };
-        if paths.is_empty() {
-            v.add("update_mask", "name at least one of: name, description, grants");
-        }
+        let set = [
+            ("name", !role.name.is_empty()),
+            ("description", !role.description.is_empty()),
+            ("grants", !role.grants.is_empty()),
+        ];
+        let paths = super::mask_paths(&mut v, req.update_mask, &set);
         let mut changes = RoleChanges::default();
         for path in &paths {
             match path.as_str() {

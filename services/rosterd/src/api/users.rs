@@ -114,18 +114,8 @@ impl UserService for UserApi {
         let Some(user) = req.user else { return Err(invalid("user", "required")) };
         let mut v = Violations::new();
         super::record_id(&mut v, "user.id", &user.id);
-        // Without a mask, every updatable field that is set (AIP-134).
-        let paths: Vec<String> = match req.update_mask {
-            Some(mask) if !mask.paths.is_empty() => mask.paths,
-            _ => [("full_name", &user.full_name), ("role", &user.role)]
-                .into_iter()
-                .filter(|(_, value)| !value.is_empty())
-                .map(|(path, _)| path.to_owned())
-                .collect(),
-        };
-        if paths.is_empty() {
-            v.add("update_mask", "name at least one of: full_name, role");
-        }
+        let set = [("full_name", !user.full_name.is_empty()), ("role", !user.role.is_empty())];
+        let paths = super::mask_paths(&mut v, req.update_mask, &set);
         let mut changes = UserChanges::default();
         for path in &paths {
             match path.as_str() {
@@ -166,12 +156,15 @@ impl UserService for UserApi {
         super::record_id(&mut v, "user_id", &req.user_id);
         v.finish()?;
         let actor = app.actor_role(&caller).await?;
+        let ctx = caller.context();
         let user = app
             .store
-            .deactivate_user(&caller.context(), &workspace_id, &req.user_id, actor.as_deref())
+            .deactivate_user(&ctx, &workspace_id, &req.user_id, actor.as_deref())
             .await
             .map_err(error::store)?;
         app.authz.refresh(&workspace_id).await;
+        // Their conversations went back to the queues: hand them to the others.
+        app.drain_queues(&ctx, &workspace_id).await;
         tracing::info!(user_id = %user.id, "user deactivated");
         Ok(Response::new(pb::DeactivateUserResponse { user: user_response(&user) }))
     }
@@ -190,12 +183,14 @@ impl UserService for UserApi {
         super::request_id(&mut v, &req.request_id);
         v.finish()?;
         let actor = app.actor_role(&caller).await?;
+        let ctx = caller.context();
         let user = app
             .store
-            .reactivate_user(&caller.context(), &workspace_id, &req.user_id, actor.as_deref())
+            .reactivate_user(&ctx, &workspace_id, &req.user_id, actor.as_deref())
             .await
             .map_err(error::store)?;
         app.authz.refresh(&workspace_id).await;
+        app.drain_queues(&ctx, &workspace_id).await;
         Ok(Response::new(pb::ReactivateUserResponse { user: user_response(&user) }))
     }
 
@@ -263,11 +258,13 @@ impl UserService for UserApi {
             let target = app.store.user(&workspace_id, &user_id).await.map_err(error::store)?;
             app.may_act_on(&caller, &target.role).await?;
         }
-        let user = app
-            .store
-            .set_availability(&caller.context(), &workspace_id, &user_id, checked(availability)?)
-            .await
-            .map_err(error::store)?;
+        let availability = checked(availability)?;
+        let ctx = caller.context();
+        let user =
+            app.store.set_availability(&ctx, &workspace_id, &user_id, availability).await.map_err(error::store)?;
+        if availability == roster_store::Availability::Online {
+            app.drain_queues(&ctx, &workspace_id).await;
+        }
         Ok(Response::new(pb::SetAvailabilityResponse { user: user_response(&user) }))
     }
 }

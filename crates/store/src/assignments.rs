@@ -1,0 +1,604 @@
+//! Conversation assignment: routing by strategy, by hand, the team queue, transfers and resolves.
+//!
+//! Three rules keep the invariants across processes:
+//! - Whatever changes a team's queue or round robin's turn holds the team's row lock
+//!   ([`lock_team`]), so picks of one team are made one at a time with fresh counts.
+//! - An agent's load is `users.open_conversations`, changed in the transaction that opens, moves
+//!   or closes their conversation. Taking one more is one conditional update ([`take`]) that also
+//!   requires them active and ONLINE, so no agent passes capacity even when two teams pick them at
+//!   once, and a deactivation racing a pick either happens first (the pick fails) or sees the
+//!   conversation and takes it back.
+//! - A conversation row changes only if its version is the one read; otherwise the transaction
+//!   rolls back and the whole call is retried ([`Store::retry`]), so a conversation never has two
+//!   assignees and no count drifts.
+//!
+//! Locks are taken in one order: team, then users, then conversations.
+
+use crate::entity::{conversation, team, user};
+use crate::teams::{default_capacity, load_members, lock_team};
+use crate::{
+    AssignRequest, AssignTo, Assigned, Availability, Conflict, Context, Conversation, ConversationFilter,
+    ConversationStatus, Entity, NotEligible, Page, Result, Store, StoreError, TeamMember, UserStatus, audit, classify,
+    commit,
+};
+use roster_assignment::{Capacity, ConversationId, Pick, Queued, Strategy, pick};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+
+/// How many queued conversations one transaction hands out at most.
+const DRAIN_BATCH: usize = 500;
+
+fn to_conversation(row: conversation::Model) -> Result<Conversation> {
+    Ok(Conversation {
+        id: ConversationId::parse(&row.id)
+            .map_err(|e| StoreError::Corrupt(format!("conversation {:?}: {e}", row.id)))?,
+        status: ConversationStatus::from_stored(&row.status)?,
+        workspace_id: row.workspace_id,
+        team_id: row.team_id,
+        assignee: row.assignee_id,
+        reason: row.reason,
+        queued_at: row.queued_at,
+        assigned_at: row.assigned_at,
+        resolved_at: row.resolved_at,
+        version: row.version,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
+}
+
+async fn load<C: ConnectionTrait>(conn: &C, workspace_id: &str, id: &str) -> Result<Option<conversation::Model>> {
+    conversation::Entity::find_by_id((workspace_id.to_owned(), id.to_owned())).one(conn).await.map_err(classify)
+}
+
+/// One more open conversation for `user_id`, if they are active, ONLINE and under `capacity`.
+async fn take(txn: &DatabaseTransaction, user_id: &str, capacity: Capacity, now: i64) -> Result<bool> {
+    let mut update = user::Entity::update_many()
+        .col_expr(user::Column::OpenConversations, Expr::col(user::Column::OpenConversations).add(1))
+        .col_expr(user::Column::LastAssignedAt, Expr::val(now))
+        .filter(user::Column::Id.eq(user_id))
+        .filter(user::Column::Status.eq(UserStatus::Active.as_str()))
+        .filter(user::Column::Availability.eq(Availability::Online.as_str()));
+    if capacity.max_open() > 0 {
+        update = update.filter(user::Column::OpenConversations.lt(i64::from(capacity.max_open())));
+    }
+    Ok(update.exec(txn).await.map_err(classify)?.rows_affected == 1)
+}
+
+/// One open conversation fewer for `user_id`.
+async fn release(txn: &DatabaseTransaction, user_id: &str) -> Result<()> {
+    user::Entity::update_many()
+        .col_expr(user::Column::OpenConversations, Expr::col(user::Column::OpenConversations).sub(1))
+        .filter(user::Column::Id.eq(user_id))
+        .filter(user::Column::OpenConversations.gt(0))
+        .exec(txn)
+        .await
+        .map_err(classify)?;
+    Ok(())
+}
+
+/// Writes `changes` to a conversation if it is still at the version read; otherwise the call is
+/// retried from the start.
+async fn update_conversation(
+    txn: &DatabaseTransaction,
+    row: &conversation::Model,
+    now: i64,
+    changes: Vec<(conversation::Column, sea_orm::Value)>,
+) -> Result<()> {
+    let mut update = conversation::Entity::update_many()
+        .col_expr(conversation::Column::Version, Expr::val(row.version + 1))
+        .col_expr(conversation::Column::UpdatedAt, Expr::val(now));
+    for (column, value) in changes {
+        update = update.col_expr(column, Expr::val(value));
+    }
+    let result = update
+        .filter(conversation::Column::WorkspaceId.eq(row.workspace_id.as_str()))
+        .filter(conversation::Column::Id.eq(row.id.as_str()))
+        .filter(conversation::Column::Version.eq(row.version))
+        .exec(txn)
+        .await
+        .map_err(classify)?;
+    if result.rows_affected == 1 { Ok(()) } else { Err(StoreError::Conflict(Conflict::Busy)) }
+}
+
+/// Puts a conversation at the back of its team's queue: no assignee, open, `reason`.
+fn queue_changes(team_id: &str, now: i64, reason: &str) -> Vec<(conversation::Column, sea_orm::Value)> {
+    vec![
+        (conversation::Column::TeamId, team_id.into()),
+        (conversation::Column::AssigneeId, Option::<String>::None.into()),
+        (conversation::Column::Status, ConversationStatus::Open.as_str().into()),
+        (conversation::Column::Reason, reason.into()),
+        (conversation::Column::QueuedAt, now.into()),
+        (conversation::Column::AssignedAt, Option::<i64>::None.into()),
+        (conversation::Column::ResolvedAt, Option::<i64>::None.into()),
+    ]
+}
+
+fn assign_changes(user_id: &str, now: i64, reason: &str) -> Vec<(conversation::Column, sea_orm::Value)> {
+    vec![
+        (conversation::Column::AssigneeId, Some(user_id.to_owned()).into()),
+        (conversation::Column::Reason, reason.into()),
+        (conversation::Column::AssignedAt, Some(now).into()),
+    ]
+}
+
+/// A locked team with its members, as the picks of one transaction see it.
+struct Routing {
+    team: team::Model,
+    strategy: Strategy,
+    members: Vec<TeamMember>,
+}
+
+impl Routing {
+    async fn lock(txn: &DatabaseTransaction, workspace_id: &str, team_id: &str) -> Result<Self> {
+        let team = lock_team(txn, workspace_id, team_id).await?;
+        let strategy = Strategy::from_stored(&team.strategy)
+            .ok_or_else(|| StoreError::Corrupt(format!("team {}: strategy", team.id)))?;
+        let default = default_capacity(txn, workspace_id).await?;
+        let members = load_members(txn, team_id, default, None, None).await?;
+        Ok(Self { team, strategy, members })
+    }
+
+    /// Routes the queued conversation `row` by the team's strategy, never to `exclude`: assigns it,
+    /// or leaves it queued and says why.
+    async fn route(
+        &mut self,
+        txn: &DatabaseTransaction,
+        now: i64,
+        row: &conversation::Model,
+        exclude: Option<&str>,
+    ) -> Result<Option<Queued>> {
+        // Each failed take makes its member ineligible here, so this ends within members + 1 picks.
+        for _ in 0..=self.members.len() {
+            let candidates: Vec<_> = self
+                .members
+                .iter()
+                .filter(|m| Some(m.user_id.as_str()) != exclude)
+                .map(TeamMember::candidate)
+                .collect();
+            let (index, why) = match pick(self.strategy, &candidates, self.team.last_position) {
+                Pick::Queue(queued) => {
+                    let reason = queued.to_string();
+                    if row.reason != reason {
+                        update_conversation(txn, row, now, vec![(conversation::Column::Reason, reason.into())]).await?;
+                    }
+                    return Ok(Some(queued));
+                }
+                Pick::Assign { index, why } => (index, why.to_string()),
+            };
+            let user_id = candidates[index].user_id.to_owned();
+            let Some(member) = self.members.iter_mut().find(|m| m.user_id == user_id) else { break };
+            if !take(txn, &user_id, member.capacity, now).await? {
+                // Another team or process got there first, or they just went away: look again.
+                refresh(txn, member).await?;
+                continue;
+            }
+            member.open += 1;
+            member.last_assigned_at = Some(now);
+            let position = member.position;
+            update_conversation(txn, row, now, assign_changes(&user_id, now, &why)).await?;
+            if self.strategy == Strategy::RoundRobin {
+                team::Entity::update_many()
+                    .col_expr(team::Column::LastPosition, Expr::val(position))
+                    .filter(team::Column::Id.eq(self.team.id.as_str()))
+                    .exec(txn)
+                    .await
+                    .map_err(classify)?;
+                self.team.last_position = Some(position);
+            }
+            return Ok(None);
+        }
+        Err(StoreError::Conflict(Conflict::Busy))
+    }
+
+    /// Whether the team's queue holds a conversation other than `except`.
+    async fn has_queue(&self, txn: &DatabaseTransaction, except: &str) -> Result<bool> {
+        let found = conversation::Entity::find()
+            .select_only()
+            .column(conversation::Column::Id)
+            .filter(conversation::Column::TeamId.eq(self.team.id.as_str()))
+            .filter(conversation::Column::Status.eq(ConversationStatus::Open.as_str()))
+            .filter(conversation::Column::AssigneeId.is_null())
+            .filter(conversation::Column::Id.ne(except))
+            .into_tuple::<String>()
+            .one(txn)
+            .await
+            .map_err(classify)?;
+        Ok(found.is_some())
+    }
+
+    /// Hands out the team's queue, oldest first, until it is empty or nobody can take the next one.
+    async fn drain(&mut self, txn: &DatabaseTransaction, now: i64) -> Result<Option<Queued>> {
+        for _ in 0..DRAIN_BATCH {
+            let oldest = conversation::Entity::find()
+                .filter(conversation::Column::TeamId.eq(self.team.id.as_str()))
+                .filter(conversation::Column::Status.eq(ConversationStatus::Open.as_str()))
+                .filter(conversation::Column::AssigneeId.is_null())
+                .order_by_asc(conversation::Column::QueuedAt)
+                .order_by_asc(conversation::Column::Id)
+                .one(txn)
+                .await
+                .map_err(classify)?;
+            let Some(oldest) = oldest else { return Ok(None) };
+            if let Some(queued) = self.route(txn, now, &oldest, None).await? {
+                return Ok(Some(queued));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Assigns the queued conversation `row` to the member `user_id` by hand.
+    async fn assign_to(
+        &mut self,
+        txn: &DatabaseTransaction,
+        now: i64,
+        row: &conversation::Model,
+        user_id: &str,
+    ) -> Result<()> {
+        let member = self
+            .members
+            .iter_mut()
+            .find(|m| m.user_id == user_id)
+            .ok_or(StoreError::Conflict(Conflict::NotEligible(NotEligible::NotAMember)))?;
+        if !take(txn, user_id, member.capacity, now).await? {
+            refresh(txn, member).await?;
+            return Err(match member.candidate().eligibility() {
+                Err(why) => StoreError::Conflict(Conflict::NotEligible(NotEligible::Is(why))),
+                Ok(()) => StoreError::Conflict(Conflict::Busy),
+            });
+        }
+        member.open += 1;
+        update_conversation(txn, row, now, assign_changes(user_id, now, "assigned by hand")).await
+    }
+}
+
+/// Reads a member's status, availability and load again.
+async fn refresh(txn: &DatabaseTransaction, member: &mut TeamMember) -> Result<()> {
+    let row = user::Entity::find_by_id(member.user_id.clone())
+        .one(txn)
+        .await
+        .map_err(classify)?
+        .ok_or(StoreError::NotFound(Entity::User))?;
+    member.status = UserStatus::from_stored(&row.status)?;
+    member.availability = Availability::from_stored(&row.availability)?;
+    member.open = u32::try_from(row.open_conversations).unwrap_or(0);
+    Ok(())
+}
+
+impl Store {
+    /// Runs `op` again while it reports [`Conflict::Busy`] (a concurrent change of the same rows
+    /// won), a few times.
+    async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match op().await {
+                Err(StoreError::Conflict(Conflict::Busy)) if attempt < 8 => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    /// AssignConversation; see `AssignmentService` in the API for the rules.
+    pub async fn assign_conversation(
+        &self,
+        ctx: &Context,
+        workspace_id: &str,
+        req: &AssignRequest,
+    ) -> Result<Assigned> {
+        self.retry(|| self.try_assign(ctx, workspace_id, req)).await
+    }
+
+    async fn try_assign(&self, ctx: &Context, workspace_id: &str, req: &AssignRequest) -> Result<Assigned> {
+        let now = ctx.now;
+        let id = req.conversation.as_str();
+        let team_id = match &req.team_id {
+            Some(team_id) => team_id.clone(),
+            None => load(&self.db, workspace_id, id).await?.ok_or(StoreError::NotFound(Entity::Conversation))?.team_id,
+        };
+        let txn = self.write().await?;
+        let mut routing = Routing::lock(&txn, workspace_id, &team_id).await?;
+        let existing = load(&txn, workspace_id, id).await?;
+        let queue_before = routing.has_queue(&txn, id).await?;
+        let mut drain = Vec::new();
+        let mut audit_details: Option<(&str, Vec<(&str, String)>)> = None;
+        let row = match existing {
+            Some(row) if row.status == ConversationStatus::Open.as_str() => {
+                if row.team_id != team_id && !req.transfer {
+                    return Err(StoreError::Conflict(Conflict::OtherTeam));
+                }
+                match (&row.assignee_id, &req.to, req.transfer) {
+                    (Some(current), AssignTo::User(to), _) if current == to => {
+                        return Ok(Assigned { conversation: to_conversation(row)?, changed: false, drain });
+                    }
+                    (Some(_), AssignTo::Auto, false) => {
+                        return Ok(Assigned { conversation: to_conversation(row)?, changed: false, drain });
+                    }
+                    (Some(_), AssignTo::User(_), false) => return Err(StoreError::Conflict(Conflict::AlreadyAssigned)),
+                    (None, _, false) => row,
+                    (previous, to, true) => {
+                        // A transfer: back to the queue of the (new) team first, then on.
+                        if let Some(previous) = previous {
+                            release(&txn, previous).await?;
+                        }
+                        if row.team_id != team_id {
+                            drain.push(row.team_id.clone());
+                        }
+                        update_conversation(&txn, &row, now, queue_changes(&team_id, now, "queued: transferred"))
+                            .await?;
+                        let to_text = match to {
+                            AssignTo::User(user) => user.clone(),
+                            AssignTo::Auto => "by strategy".to_owned(),
+                        };
+                        audit_details = Some((
+                            "conversation.transferred",
+                            vec![
+                                ("from", previous.clone().unwrap_or_default()),
+                                ("to", to_text),
+                                ("from_team", row.team_id.clone()),
+                                ("team", team_id.clone()),
+                            ],
+                        ));
+                        let row = load(&txn, workspace_id, id).await?.ok_or(StoreError::Conflict(Conflict::Busy))?;
+                        if *to == AssignTo::Auto {
+                            // To someone else, straight away: a transfer does not wait its turn.
+                            routing.route(&txn, now, &row, previous.as_deref()).await?;
+                        }
+                        row
+                    }
+                }
+            }
+            Some(row) => {
+                // Resolved: the customer wrote again. Reopen it in the team's queue.
+                update_conversation(&txn, &row, now, queue_changes(&team_id, now, "queued")).await?;
+                load(&txn, workspace_id, id).await?.ok_or(StoreError::Conflict(Conflict::Busy))?
+            }
+            None => {
+                let row = conversation::Model {
+                    workspace_id: workspace_id.to_owned(),
+                    id: id.to_owned(),
+                    team_id: team_id.clone(),
+                    assignee_id: None,
+                    status: ConversationStatus::Open.as_str().to_owned(),
+                    reason: "queued".to_owned(),
+                    queued_at: now,
+                    assigned_at: None,
+                    resolved_at: None,
+                    version: 1,
+                    created_at: now,
+                    updated_at: now,
+                };
+                let inserted = conversation::Entity::insert(conversation::ActiveModel::from(row.clone()))
+                    .exec_without_returning(&txn)
+                    .await;
+                if let Err(err) = inserted {
+                    // A concurrent call created it first (for another team): start again.
+                    return Err(match crate::unique_violation(&err) {
+                        Some(_) => StoreError::Conflict(Conflict::Busy),
+                        None => classify(err),
+                    });
+                }
+                row
+            }
+        };
+        // `row` is now open in `team_id`, either queued or (after an auto transfer) assigned.
+        if row.assignee_id.is_none() {
+            match &req.to {
+                AssignTo::User(user_id) => {
+                    routing.assign_to(&txn, now, &row, user_id).await?;
+                    if audit_details.is_none() {
+                        audit_details = Some((
+                            "conversation.assigned",
+                            vec![("assignee", user_id.clone()), ("team", team_id.clone())],
+                        ));
+                    }
+                }
+                AssignTo::Auto if !req.transfer && !queue_before => {
+                    // Nothing waited before it: route it alone.
+                    routing.route(&txn, now, &row, None).await?;
+                }
+                AssignTo::Auto if !req.transfer => {
+                    // Oldest first: anything queued before it goes first.
+                    if let Some(queued) = routing.drain(&txn, now).await? {
+                        let current =
+                            load(&txn, workspace_id, id).await?.ok_or(StoreError::Conflict(Conflict::Busy))?;
+                        let reason = queued.to_string();
+                        if current.assignee_id.is_none() && current.reason != reason {
+                            update_conversation(
+                                &txn,
+                                &current,
+                                now,
+                                vec![(conversation::Column::Reason, reason.into())],
+                            )
+                            .await?;
+                        }
+                    }
+                }
+                AssignTo::Auto => {}
+            }
+        }
+        if let Some((action, details)) = &audit_details {
+            let details: Vec<(&str, &str)> = details.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            audit::record(&txn, workspace_id, ctx, action, &format!("conversation:{id}"), &details).await?;
+        }
+        let conversation =
+            to_conversation(load(&txn, workspace_id, id).await?.ok_or(StoreError::Conflict(Conflict::Busy))?)?;
+        commit(txn).await?;
+        Ok(Assigned { conversation, changed: true, drain })
+    }
+
+    /// UnassignConversation: back to the team's queue, which is then handed out again.
+    pub async fn unassign_conversation(
+        &self,
+        ctx: &Context,
+        workspace_id: &str,
+        id: &ConversationId,
+    ) -> Result<Conversation> {
+        self.retry(|| async {
+            let row =
+                load(&self.db, workspace_id, id.as_str()).await?.ok_or(StoreError::NotFound(Entity::Conversation))?;
+            let txn = self.write().await?;
+            let mut routing = Routing::lock(&txn, workspace_id, &row.team_id).await?;
+            let row = load(&txn, workspace_id, id.as_str()).await?.ok_or(StoreError::NotFound(Entity::Conversation))?;
+            if row.team_id != routing.team.id {
+                return Err(StoreError::Conflict(Conflict::Busy));
+            }
+            if row.status == ConversationStatus::Resolved.as_str() {
+                return Err(StoreError::Conflict(Conflict::Resolved));
+            }
+            let Some(previous) = row.assignee_id.clone() else { return to_conversation(row) };
+            release(&txn, &previous).await?;
+            if let Some(member) = routing.members.iter_mut().find(|m| m.user_id == previous) {
+                member.open = member.open.saturating_sub(1);
+            }
+            update_conversation(&txn, &row, ctx.now, queue_changes(&row.team_id, ctx.now, "queued: unassigned"))
+                .await?;
+            audit::record(
+                &txn,
+                workspace_id,
+                ctx,
+                "conversation.unassigned",
+                &format!("conversation:{id}"),
+                &[("from", previous.as_str())],
+            )
+            .await?;
+            routing.drain(&txn, ctx.now).await?;
+            let conversation = to_conversation(
+                load(&txn, workspace_id, id.as_str()).await?.ok_or(StoreError::Conflict(Conflict::Busy))?,
+            )?;
+            commit(txn).await?;
+            Ok(conversation)
+        })
+        .await
+    }
+
+    /// ResolveConversation: closed, its assignee's capacity freed. Resolving twice changes nothing.
+    pub async fn resolve_conversation(
+        &self,
+        ctx: &Context,
+        workspace_id: &str,
+        id: &ConversationId,
+    ) -> Result<Conversation> {
+        self.retry(|| async {
+            let txn = self.write().await?;
+            let row = load(&txn, workspace_id, id.as_str()).await?.ok_or(StoreError::NotFound(Entity::Conversation))?;
+            if row.status == ConversationStatus::Resolved.as_str() {
+                return to_conversation(row);
+            }
+            if let Some(assignee) = &row.assignee_id {
+                release(&txn, assignee).await?;
+            }
+            update_conversation(
+                &txn,
+                &row,
+                ctx.now,
+                vec![
+                    (conversation::Column::Status, ConversationStatus::Resolved.as_str().into()),
+                    (conversation::Column::ResolvedAt, Some(ctx.now).into()),
+                ],
+            )
+            .await?;
+            let conversation = to_conversation(
+                load(&txn, workspace_id, id.as_str()).await?.ok_or(StoreError::Conflict(Conflict::Busy))?,
+            )?;
+            commit(txn).await?;
+            Ok(conversation)
+        })
+        .await
+    }
+
+    /// One conversation's assignment.
+    pub async fn conversation(&self, workspace_id: &str, id: &ConversationId) -> Result<Conversation> {
+        to_conversation(
+            load(&self.db, workspace_id, id.as_str()).await?.ok_or(StoreError::NotFound(Entity::Conversation))?,
+        )
+    }
+
+    /// Conversations by id, starting after the id `after`.
+    pub async fn list_conversations(
+        &self,
+        workspace_id: &str,
+        filter: &ConversationFilter,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<Page<Conversation>> {
+        let status = filter.status.unwrap_or(ConversationStatus::Open);
+        let mut query = conversation::Entity::find()
+            .filter(conversation::Column::WorkspaceId.eq(workspace_id))
+            .filter(conversation::Column::Status.eq(status.as_str()));
+        if let Some(assignee) = &filter.assignee {
+            query = query.filter(conversation::Column::AssigneeId.eq(assignee.as_str()));
+        }
+        if let Some(team) = &filter.team {
+            query = query.filter(conversation::Column::TeamId.eq(team.as_str()));
+        }
+        if filter.queued {
+            query = query.filter(conversation::Column::AssigneeId.is_null());
+        }
+        if let Some(after) = after {
+            query = query.filter(conversation::Column::Id.gt(after));
+        }
+        let rows =
+            query.order_by_asc(conversation::Column::Id).limit(limit + 1).all(&self.db).await.map_err(classify)?;
+        let more = rows.len() as u64 > limit;
+        let items = rows.into_iter().take(limit as usize).map(to_conversation).collect::<Result<Vec<_>>>()?;
+        let next = if more { items.last().map(|c| c.id.as_str().to_owned()) } else { None };
+        Ok(Page { items, next })
+    }
+
+    /// Hands out the queues of every team of the workspace that has queued conversations, each in
+    /// its own transaction. Called after anything that can make an agent eligible.
+    pub async fn drain_queues(&self, ctx: &Context, workspace_id: &str) -> Result<u64> {
+        let teams: Vec<String> = conversation::Entity::find()
+            .select_only()
+            .column(conversation::Column::TeamId)
+            .distinct()
+            .filter(conversation::Column::WorkspaceId.eq(workspace_id))
+            .filter(conversation::Column::Status.eq(ConversationStatus::Open.as_str()))
+            .filter(conversation::Column::AssigneeId.is_null())
+            .into_tuple::<String>()
+            .all(&self.db)
+            .await
+            .map_err(classify)?;
+        for team_id in &teams {
+            self.retry(|| async {
+                let txn = self.write().await?;
+                let mut routing = match Routing::lock(&txn, workspace_id, team_id).await {
+                    Err(StoreError::NotFound(Entity::Team)) => return Ok(()),
+                    other => other?,
+                };
+                routing.drain(&txn, ctx.now).await?;
+                commit(txn).await
+            })
+            .await?;
+        }
+        Ok(teams.len() as u64)
+    }
+}
+
+/// Deactivation's part: every open conversation of `user_id` goes back to its team's queue, in the
+/// deactivation's transaction. Returns how many.
+pub(crate) async fn requeue_all(txn: &DatabaseTransaction, workspace_id: &str, user_id: &str, now: i64) -> Result<u64> {
+    let result = conversation::Entity::update_many()
+        .col_expr(conversation::Column::AssigneeId, Expr::val(Option::<String>::None))
+        .col_expr(conversation::Column::Reason, Expr::val("queued: the assignee was deactivated"))
+        .col_expr(conversation::Column::QueuedAt, Expr::val(now))
+        .col_expr(conversation::Column::AssignedAt, Expr::val(Option::<i64>::None))
+        .col_expr(conversation::Column::Version, Expr::col(conversation::Column::Version).add(1))
+        .col_expr(conversation::Column::UpdatedAt, Expr::val(now))
+        .filter(conversation::Column::WorkspaceId.eq(workspace_id))
+        .filter(conversation::Column::AssigneeId.eq(user_id))
+        .filter(conversation::Column::Status.eq(ConversationStatus::Open.as_str()))
+        .exec(txn)
+        .await
+        .map_err(classify)?;
+    user::Entity::update_many()
+        .col_expr(user::Column::OpenConversations, Expr::val(0))
+        .filter(user::Column::Id.eq(user_id))
+        .exec(txn)
+        .await
+        .map_err(classify)?;
+    Ok(result.rows_affected)
+}

@@ -1,0 +1,392 @@
+//! Teams and their members.
+//!
+//! A member's position in a team comes from the team's `next_position` counter, which only grows,
+//! so the team's order is stable: a member keeps their place while skipped, and round robin's
+//! turn (the team's `last_position`) stays meaningful as members come and go.
+
+use crate::entity::{conversation, team, team_member, user, workspace};
+use crate::{
+    Availability, Conflict, Context, ConversationStatus, Entity, NewTeam, Page, Result, Store, StoreError, Team,
+    TeamChanges, TeamMember, UserStatus, audit, classify, commit, count, new_id, unique_violation,
+};
+use roster_assignment::{Capacity, Strategy};
+use roster_identity::{FullName, TeamName};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use std::collections::HashMap;
+
+pub(crate) fn to_team(row: team::Model, members: i64) -> Result<Team> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("team {}: {what}", row.id));
+    Ok(Team {
+        name: TeamName::parse(&row.name).map_err(|e| corrupt(&e.to_string()))?,
+        strategy: Strategy::from_stored(&row.strategy).ok_or_else(|| corrupt("unknown strategy"))?,
+        members,
+        version: row.version,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        workspace_id: row.workspace_id,
+        id: row.id,
+    })
+}
+
+fn capacity(stored: i32) -> Capacity {
+    Capacity::new(u32::try_from(stored).unwrap_or(0))
+}
+
+/// A workspace's default capacity per agent.
+pub(crate) async fn default_capacity<C: ConnectionTrait>(conn: &C, workspace_id: &str) -> Result<Capacity> {
+    let row = workspace::Entity::find_by_id(workspace_id.to_owned())
+        .one(conn)
+        .await
+        .map_err(classify)?
+        .ok_or(StoreError::NotFound(Entity::Workspace))?;
+    Ok(capacity(row.max_open_conversations))
+}
+
+/// A team of the workspace, locked for the rest of the transaction (`FOR UPDATE` on PostgreSQL;
+/// SQLite's write transaction serializes writers anyway). Every change to a team's queue or turn
+/// holds this lock, so round robin's turn and the queue's order are decided one call at a time,
+/// on any process.
+pub(crate) async fn lock_team(txn: &DatabaseTransaction, workspace_id: &str, team_id: &str) -> Result<team::Model> {
+    team::Entity::find_by_id(team_id.to_owned())
+        .filter(team::Column::WorkspaceId.eq(workspace_id))
+        .lock_exclusive()
+        .one(txn)
+        .await
+        .map_err(classify)?
+        .ok_or(StoreError::NotFound(Entity::Team))
+}
+
+async fn load_team<C: ConnectionTrait>(conn: &C, workspace_id: &str, team_id: &str) -> Result<Team> {
+    let row = team::Entity::find_by_id(team_id.to_owned())
+        .filter(team::Column::WorkspaceId.eq(workspace_id))
+        .one(conn)
+        .await
+        .map_err(classify)?
+        .ok_or(StoreError::NotFound(Entity::Team))?;
+    let members = count(conn, team_member::Entity::find().filter(team_member::Column::TeamId.eq(team_id))).await?;
+    to_team(row, members)
+}
+
+/// Members of a team in the team's order, with what routing needs of each; `after` is a position.
+pub(crate) async fn load_members<C: ConnectionTrait>(
+    conn: &C,
+    team_id: &str,
+    default: Capacity,
+    after: Option<i64>,
+    limit: Option<u64>,
+) -> Result<Vec<TeamMember>> {
+    let mut query = team_member::Entity::find().filter(team_member::Column::TeamId.eq(team_id));
+    if let Some(after) = after {
+        query = query.filter(team_member::Column::Position.gt(after));
+    }
+    let mut query = query.order_by_asc(team_member::Column::Position);
+    if let Some(limit) = limit {
+        query = query.limit(limit);
+    }
+    let rows = query.all(conn).await.map_err(classify)?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let users: HashMap<String, user::Model> = user::Entity::find()
+        .filter(user::Column::Id.is_in(rows.iter().map(|r| r.user_id.as_str())))
+        .all(conn)
+        .await
+        .map_err(classify)?
+        .into_iter()
+        .map(|u| (u.id.clone(), u))
+        .collect();
+    rows.into_iter()
+        .map(|row| {
+            let user = users.get(&row.user_id).ok_or(StoreError::Corrupt(format!("team member {}", row.user_id)))?;
+            to_member(row, user, default)
+        })
+        .collect()
+}
+
+fn to_member(row: team_member::Model, user: &user::Model, default: Capacity) -> Result<TeamMember> {
+    let max_open = row.max_open.map(capacity);
+    Ok(TeamMember {
+        full_name: FullName::parse(&user.full_name)
+            .map_err(|e| StoreError::Corrupt(format!("user {}: {e}", user.id)))?,
+        position: row.position,
+        capacity: max_open.unwrap_or(default),
+        max_open,
+        open: u32::try_from(user.open_conversations).unwrap_or(0),
+        status: UserStatus::from_stored(&user.status)?,
+        availability: Availability::from_stored(&user.availability)?,
+        last_assigned_at: user.last_assigned_at,
+        added_at: row.created_at,
+        team_id: row.team_id,
+        user_id: row.user_id,
+    })
+}
+
+/// Refuses a change of a team whose version is not `expected` (when one is given).
+fn ensure_version(row: &team::Model, expected: Option<i64>) -> Result<()> {
+    match expected {
+        Some(expected) if expected != row.version => {
+            Err(StoreError::Conflict(Conflict::StaleVersion { current: row.version }))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn name_taken(err: sea_orm::DbErr) -> StoreError {
+    match unique_violation(&err) {
+        Some(_) => StoreError::Conflict(Conflict::TeamNameTaken),
+        None => classify(err),
+    }
+}
+
+impl Store {
+    /// Creates a team.
+    pub async fn create_team(&self, ctx: &Context, workspace_id: &str, new: NewTeam) -> Result<Team> {
+        let txn = self.write().await?;
+        crate::workspaces::load_workspace(&txn, workspace_id).await?;
+        let row = team::Model {
+            id: new_id(),
+            workspace_id: workspace_id.to_owned(),
+            name: new.name.as_str().to_owned(),
+            name_key: new.name.key(),
+            strategy: new.strategy.as_str().to_owned(),
+            last_position: None,
+            next_position: 1,
+            version: 1,
+            created_at: ctx.now,
+            updated_at: ctx.now,
+        };
+        team::Entity::insert(team::ActiveModel::from(row.clone()))
+            .exec_without_returning(&txn)
+            .await
+            .map_err(name_taken)?;
+        audit::record(
+            &txn,
+            workspace_id,
+            ctx,
+            "team.created",
+            &format!("team:{}", row.id),
+            &[("name", new.name.as_str()), ("strategy", new.strategy.as_str())],
+        )
+        .await?;
+        commit(txn).await?;
+        to_team(row, 0)
+    }
+
+    /// A team of the workspace.
+    pub async fn team(&self, workspace_id: &str, team_id: &str) -> Result<Team> {
+        load_team(&self.db, workspace_id, team_id).await
+    }
+
+    /// Teams of a workspace by name (case-insensitively), starting after the name key `after`.
+    pub async fn list_teams(&self, workspace_id: &str, after: Option<&str>, limit: u64) -> Result<Page<Team>> {
+        let mut query = team::Entity::find().filter(team::Column::WorkspaceId.eq(workspace_id));
+        if let Some(after) = after {
+            query = query.filter(team::Column::NameKey.gt(after));
+        }
+        let rows = query.order_by_asc(team::Column::NameKey).limit(limit + 1).all(&self.db).await.map_err(classify)?;
+        let more = rows.len() as u64 > limit;
+        let rows: Vec<team::Model> = rows.into_iter().take(limit as usize).collect();
+        let counts: HashMap<String, i64> = team_member::Entity::find()
+            .select_only()
+            .column(team_member::Column::TeamId)
+            .column_as(Expr::col(team_member::Column::UserId).count(), "members")
+            .filter(team_member::Column::TeamId.is_in(rows.iter().map(|r| r.id.as_str())))
+            .group_by(team_member::Column::TeamId)
+            .into_tuple::<(String, i64)>()
+            .all(&self.db)
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .collect();
+        let next = if more { rows.last().map(|r| r.name_key.clone()) } else { None };
+        let items = rows
+            .into_iter()
+            .map(|row| {
+                let members = counts.get(&row.id).copied().unwrap_or(0);
+                to_team(row, members)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page { items, next })
+    }
+
+    /// Changes a team's name or strategy. With `expected_version`, refuses if it changed since.
+    pub async fn update_team(
+        &self,
+        ctx: &Context,
+        workspace_id: &str,
+        team_id: &str,
+        changes: TeamChanges,
+        expected_version: Option<i64>,
+    ) -> Result<Team> {
+        let txn = self.write().await?;
+        let row = lock_team(&txn, workspace_id, team_id).await?;
+        ensure_version(&row, expected_version)?;
+        let mut update = team::Entity::update_many()
+            .col_expr(team::Column::Version, Expr::col(team::Column::Version).add(1))
+            .col_expr(team::Column::UpdatedAt, Expr::val(ctx.now));
+        let mut details: Vec<(&str, String)> = Vec::new();
+        if let Some(name) = &changes.name
+            && name.as_str() != row.name
+        {
+            update = update
+                .col_expr(team::Column::Name, Expr::val(name.as_str()))
+                .col_expr(team::Column::NameKey, Expr::val(name.key()));
+            details.push(("old_name", row.name.clone()));
+            details.push(("name", name.as_str().to_owned()));
+        }
+        if let Some(strategy) = changes.strategy
+            && strategy.as_str() != row.strategy
+        {
+            update = update.col_expr(team::Column::Strategy, Expr::val(strategy.as_str()));
+            details.push(("old_strategy", row.strategy.clone()));
+            details.push(("strategy", strategy.as_str().to_owned()));
+        }
+        if details.is_empty() {
+            drop(txn);
+            return self.team(workspace_id, team_id).await;
+        }
+        update.filter(team::Column::Id.eq(team_id)).exec(&txn).await.map_err(name_taken)?;
+        let details: Vec<(&str, &str)> = details.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        audit::record(&txn, workspace_id, ctx, "team.updated", &format!("team:{team_id}"), &details).await?;
+        let team = load_team(&txn, workspace_id, team_id).await?;
+        commit(txn).await?;
+        Ok(team)
+    }
+
+    /// Deletes a team without open conversations, and its memberships.
+    pub async fn delete_team(
+        &self,
+        ctx: &Context,
+        workspace_id: &str,
+        team_id: &str,
+        expected_version: Option<i64>,
+    ) -> Result<()> {
+        let txn = self.write().await?;
+        let row = lock_team(&txn, workspace_id, team_id).await?;
+        ensure_version(&row, expected_version)?;
+        let open = count(
+            &txn,
+            conversation::Entity::find()
+                .filter(conversation::Column::TeamId.eq(team_id))
+                .filter(conversation::Column::Status.eq(ConversationStatus::Open.as_str())),
+        )
+        .await?;
+        if open > 0 {
+            return Err(StoreError::Conflict(Conflict::TeamHasOpenConversations { open }));
+        }
+        let members = team_member::Entity::delete_many()
+            .filter(team_member::Column::TeamId.eq(team_id))
+            .exec(&txn)
+            .await
+            .map_err(classify)?
+            .rows_affected;
+        team::Entity::delete_by_id(team_id.to_owned()).exec(&txn).await.map_err(classify)?;
+        audit::record(
+            &txn,
+            workspace_id,
+            ctx,
+            "team.deleted",
+            &format!("team:{team_id}"),
+            &[("name", &row.name), ("members_removed", &members.to_string())],
+        )
+        .await?;
+        commit(txn).await
+    }
+
+    /// Adds a user to a team at the end of its order, with their own capacity if given.
+    pub async fn add_team_member(
+        &self,
+        ctx: &Context,
+        workspace_id: &str,
+        team_id: &str,
+        user_id: &str,
+        max_open: Option<Capacity>,
+    ) -> Result<TeamMember> {
+        let txn = self.write().await?;
+        let team = lock_team(&txn, workspace_id, team_id).await?;
+        let user = user::Entity::find_by_id(user_id.to_owned())
+            .filter(user::Column::WorkspaceId.eq(workspace_id))
+            .one(&txn)
+            .await
+            .map_err(classify)?
+            .ok_or(StoreError::NotFound(Entity::User))?;
+        let row = team_member::Model {
+            team_id: team_id.to_owned(),
+            user_id: user_id.to_owned(),
+            workspace_id: workspace_id.to_owned(),
+            position: team.next_position,
+            max_open: max_open.map(|c| i32::try_from(c.max_open()).unwrap_or(i32::MAX)),
+            created_at: ctx.now,
+        };
+        if let Err(err) =
+            team_member::Entity::insert(team_member::ActiveModel::from(row.clone())).exec_without_returning(&txn).await
+        {
+            return Err(match unique_violation(&err) {
+                Some(_) => StoreError::Conflict(Conflict::AlreadyMember),
+                None => classify(err),
+            });
+        }
+        team::Entity::update_many()
+            .col_expr(team::Column::NextPosition, Expr::val(team.next_position + 1))
+            .filter(team::Column::Id.eq(team_id))
+            .exec(&txn)
+            .await
+            .map_err(classify)?;
+        let capacity_text = max_open.map_or("workspace default".to_owned(), |c| c.max_open().to_string());
+        audit::record(
+            &txn,
+            workspace_id,
+            ctx,
+            "team.member_added",
+            &format!("team:{team_id}"),
+            &[("user", user_id), ("max_open_conversations", &capacity_text)],
+        )
+        .await?;
+        let default = default_capacity(&txn, workspace_id).await?;
+        let member = to_member(row, &user, default)?;
+        commit(txn).await?;
+        Ok(member)
+    }
+
+    /// Removes a user from a team; their open conversations stay theirs.
+    pub async fn remove_team_member(
+        &self,
+        ctx: &Context,
+        workspace_id: &str,
+        team_id: &str,
+        user_id: &str,
+    ) -> Result<()> {
+        let txn = self.write().await?;
+        lock_team(&txn, workspace_id, team_id).await?;
+        let removed = team_member::Entity::delete_many()
+            .filter(team_member::Column::TeamId.eq(team_id))
+            .filter(team_member::Column::UserId.eq(user_id))
+            .exec(&txn)
+            .await
+            .map_err(classify)?;
+        if removed.rows_affected == 0 {
+            return Err(StoreError::NotFound(Entity::TeamMember));
+        }
+        audit::record(&txn, workspace_id, ctx, "team.member_removed", &format!("team:{team_id}"), &[("user", user_id)])
+            .await?;
+        commit(txn).await
+    }
+
+    /// A team's members in its order, starting after the position `after`.
+    pub async fn list_team_members(
+        &self,
+        workspace_id: &str,
+        team_id: &str,
+        after: Option<i64>,
+        limit: u64,
+    ) -> Result<Page<TeamMember>> {
+        load_team(&self.db, workspace_id, team_id).await?;
+        let default = default_capacity(&self.db, workspace_id).await?;
+        let mut items = load_members(&self.db, team_id, default, after, Some(limit + 1)).await?;
+        let more = items.len() as u64 > limit;
+        items.truncate(limit as usize);
+        let next = if more { items.last().map(|m| m.position.to_string()) } else { None };
+        Ok(Page { items, next })
+    }
+}

@@ -1,0 +1,381 @@
+use crate::teams::{add_member, create_team, team_of_agents};
+use roster_proto::v1 as pb;
+use roster_tests::*;
+use std::collections::{HashMap, HashSet};
+use tonic::{Code, Status};
+
+fn assign_request(ws: &str, conversation: &str, team: &str) -> pb::AssignConversationRequest {
+    pb::AssignConversationRequest {
+        workspace_id: ws.into(),
+        conversation_id: conversation.into(),
+        team_id: team.into(),
+        ..Default::default()
+    }
+}
+
+/// AssignConversation as the inbox's router does it: by strategy, with the service key.
+async fn route(app: &TestApp, ws: &str, conversation: &str, team: &str) -> pb::ConversationAssignment {
+    let response = app.assignments().assign_conversation(service(assign_request(ws, conversation, team))).await;
+    response.expect("assign").into_inner().assignment.expect("assignment")
+}
+
+async fn set_availability(app: &TestApp, ws: &str, user: &str, availability: pb::Availability) {
+    let request =
+        pb::SetAvailabilityRequest { workspace_id: ws.into(), user_id: user.into(), availability: availability as i32 };
+    app.users().set_availability(service(request)).await.expect("availability");
+}
+
+async fn get(app: &TestApp, ws: &str, conversation: &str) -> pb::ConversationAssignment {
+    let request =
+        pb::GetConversationAssignmentRequest { workspace_id: ws.into(), conversation_id: conversation.into() };
+    app.assignments()
+        .get_conversation_assignment(service(request))
+        .await
+        .expect("get")
+        .into_inner()
+        .assignment
+        .expect("a")
+}
+
+async fn resolve(app: &TestApp, ws: &str, conversation: &str) -> Result<pb::ConversationAssignment, Status> {
+    let request = pb::ResolveConversationRequest { workspace_id: ws.into(), conversation_id: conversation.into() };
+    Ok(app.assignments().resolve_conversation(service(request)).await?.into_inner().assignment.expect("a"))
+}
+
+async fn list(app: &TestApp, request: pb::ListConversationAssignmentsRequest) -> Vec<pb::ConversationAssignment> {
+    let mut all = Vec::new();
+    let mut request = pb::ListConversationAssignmentsRequest { page_size: 500, ..request };
+    loop {
+        let page = app.assignments().list_conversation_assignments(service(request.clone())).await.expect("list");
+        let page = page.into_inner();
+        all.extend(page.assignments);
+        if page.next_page_token.is_empty() {
+            return all;
+        }
+        request.page_token = page.next_page_token;
+    }
+}
+
+#[tokio::test]
+async fn round_robin_goes_around_skips_the_away_and_says_after_whom() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let (team, agents) = team_of_agents(&app, &acme, "Sales", pb::Strategy::RoundRobin, 3, None).await;
+    let names: HashMap<&str, &str> = agents.iter().map(|a| (a.id.as_str(), a.full_name.as_str())).collect();
+    let mut picked = Vec::new();
+    for i in 0..4 {
+        let a = route(&app, &acme.id, &format!("wa:{i}"), &team.id).await;
+        picked.push((names[a.assignee_id.as_str()], a.reason));
+    }
+    assert_eq!(
+        picked,
+        [
+            ("Sales Agent 0", "round robin: first in turn".to_owned()),
+            ("Sales Agent 1", "round robin: after Sales Agent 0".to_owned()),
+            ("Sales Agent 2", "round robin: after Sales Agent 1".to_owned()),
+            ("Sales Agent 0", "round robin: after Sales Agent 2".to_owned()),
+        ]
+    );
+    // Agent 1 is away: skipped, and next in turn again once back.
+    set_availability(&app, &acme.id, &agents[1].id, pb::Availability::Away).await;
+    assert_eq!(route(&app, &acme.id, "wa:4", &team.id).await.assignee_id, agents[2].id);
+    set_availability(&app, &acme.id, &agents[1].id, pb::Availability::Online).await;
+    assert_eq!(route(&app, &acme.id, "wa:5", &team.id).await.assignee_id, agents[0].id);
+    assert_eq!(route(&app, &acme.id, "wa:6", &team.id).await.assignee_id, agents[1].id);
+
+    // Asking again for an assigned conversation changes nothing.
+    let again = app.assignments().assign_conversation(service(assign_request(&acme.id, "wa:0", &team.id))).await;
+    let again = again.expect("again").into_inner();
+    assert_eq!((again.changed, again.assignment.expect("a").assignee_id), (false, agents[0].id.clone()));
+}
+
+#[tokio::test]
+async fn load_balanced_picks_the_fewest_open_and_resolving_frees_capacity() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let (team, agents) = team_of_agents(&app, &acme, "Care", pb::Strategy::LoadBalanced, 2, Some(2)).await;
+    let first = route(&app, &acme.id, "c1", &team.id).await;
+    assert_eq!(
+        (first.assignee_id.as_str(), first.reason.as_str()),
+        (agents[0].id.as_str(), "load balanced: 0 open, fewest (tied with 1; assigned longest ago)")
+    );
+    let second = route(&app, &acme.id, "c2", &team.id).await;
+    assert_eq!(
+        (second.assignee_id.as_str(), second.reason.as_str()),
+        (agents[1].id.as_str(), "load balanced: 0 open, fewest")
+    );
+    route(&app, &acme.id, "c3", &team.id).await;
+    route(&app, &acme.id, "c4", &team.id).await;
+    // Both at capacity (2): the next waits, and says why.
+    let queued = route(&app, &acme.id, "c5", &team.id).await;
+    assert_eq!((queued.assignee_id.as_str(), queued.reason.as_str()), ("", "queued: 2 members at capacity"));
+    let queued_list = list(
+        &app,
+        pb::ListConversationAssignmentsRequest { workspace_id: acme.id.clone(), queued: true, ..Default::default() },
+    )
+    .await;
+    assert_eq!(queued_list.iter().map(|c| c.conversation_id.as_str()).collect::<Vec<_>>(), ["c5"]);
+
+    // Resolving one of agent 1's frees a place: the queued conversation goes to them at once.
+    let resolved = resolve(&app, &acme.id, "c2").await.expect("resolve");
+    assert_eq!(resolved.status, pb::ConversationStatus::Resolved as i32);
+    assert_eq!(get(&app, &acme.id, "c5").await.assignee_id, agents[1].id);
+    let mine = list(
+        &app,
+        pb::ListConversationAssignmentsRequest {
+            workspace_id: acme.id.clone(),
+            assignee_id: agents[1].id.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(mine.iter().map(|c| c.conversation_id.as_str()).collect::<Vec<_>>(), ["c4", "c5"]);
+    // Resolving twice changes nothing.
+    assert_eq!(resolve(&app, &acme.id, "c2").await.expect("again").etag, resolved.etag);
+}
+
+#[tokio::test]
+async fn queued_conversations_go_oldest_first_when_someone_comes_online() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let (team, agents) = team_of_agents(&app, &acme, "Night", pb::Strategy::RoundRobin, 3, Some(1)).await;
+    for agent in &agents {
+        set_availability(&app, &acme.id, &agent.id, pb::Availability::Away).await;
+    }
+    let first = route(&app, &acme.id, "q1", &team.id).await;
+    assert_eq!((first.assignee_id.as_str(), first.reason.as_str()), ("", "queued: 3 members away"));
+    route(&app, &acme.id, "q2", &team.id).await;
+    set_availability(&app, &acme.id, &agents[2].id, pb::Availability::Online).await;
+    // Capacity 1: the oldest goes to agent 2, the other keeps waiting.
+    assert_eq!(get(&app, &acme.id, "q1").await.assignee_id, agents[2].id);
+    let waiting = get(&app, &acme.id, "q2").await;
+    assert_eq!(waiting.assignee_id, "");
+    // A new member takes the next one.
+    let newcomer = app.create_user(&acme.admin_token, "new@acme.example", "agent").await.expect("user");
+    add_member(&app, &acme.admin_token, &team.id, &newcomer.id, None).await.expect("member");
+    assert_eq!(get(&app, &acme.id, "q2").await.assignee_id, newcomer.id);
+}
+
+#[tokio::test]
+async fn a_manual_team_queues_until_someone_with_conversations_assign_assigns() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let (team, agents) = team_of_agents(&app, &acme, "VIP", pb::Strategy::Manual, 2, None).await;
+    let queued = route(&app, &acme.id, "vip-1", &team.id).await;
+    assert_eq!(
+        (queued.assignee_id.as_str(), queued.reason.as_str()),
+        ("", "queued: manual team, waiting for someone to assign it")
+    );
+
+    let by_hand = |to: &str, transfer: bool| pb::AssignConversationRequest {
+        conversation_id: "vip-1".into(),
+        team_id: team.id.clone(),
+        assignee_id: to.into(),
+        transfer,
+        ..Default::default()
+    };
+    // An agent lacks conversations.assign.
+    let agent_token = app.login("acme", &agents[0].email, PASSWORD).await.expect("login");
+    let denied = app.assignments().assign_conversation(bearer(&agent_token, by_hand(&agents[0].id, false))).await;
+    assert_status(&denied.expect_err("denied"), Code::PermissionDenied, "PERMISSION_DENIED");
+
+    let supervisor = app.create_user(&acme.admin_token, "sup@acme.example", "supervisor").await.expect("sup");
+    let token = app.login("acme", &supervisor.email, PASSWORD).await.expect("login");
+    set_availability(&app, &acme.id, &agents[1].id, pb::Availability::Away).await;
+    let away = app.assignments().assign_conversation(bearer(&token, by_hand(&agents[1].id, false))).await;
+    let away = away.expect_err("away");
+    assert_status(&away, Code::FailedPrecondition, "ASSIGNEE_NOT_ELIGIBLE");
+    let outsider = app.assignments().assign_conversation(bearer(&token, by_hand(&supervisor.id, false))).await;
+    assert_status(&outsider.expect_err("not a member"), Code::FailedPrecondition, "ASSIGNEE_NOT_ELIGIBLE");
+
+    let assigned = app.assignments().assign_conversation(bearer(&token, by_hand(&agents[0].id, false))).await;
+    let assigned = assigned.expect("assign").into_inner().assignment.expect("a");
+    assert_eq!((assigned.assignee_id.as_str(), assigned.reason.as_str()), (agents[0].id.as_str(), "assigned by hand"));
+    // Naming someone else without transfer is refused; with transfer it moves.
+    set_availability(&app, &acme.id, &agents[1].id, pb::Availability::Online).await;
+    let taken = app.assignments().assign_conversation(bearer(&token, by_hand(&agents[1].id, false))).await;
+    assert_status(&taken.expect_err("assigned"), Code::FailedPrecondition, "ALREADY_ASSIGNED");
+    let moved = app.assignments().assign_conversation(bearer(&token, by_hand(&agents[1].id, true))).await;
+    assert_eq!(moved.expect("transfer").into_inner().assignment.expect("a").assignee_id, agents[1].id);
+
+    // The agent now holding it may read it; the other agent may not (scope ASSIGNED).
+    let read = |token: &str| {
+        let request = pb::GetConversationAssignmentRequest { conversation_id: "vip-1".into(), ..Default::default() };
+        bearer(token, request)
+    };
+    let other = app.assignments().get_conversation_assignment(read(&agent_token)).await.expect_err("not theirs");
+    assert_status(&other, Code::PermissionDenied, "PERMISSION_DENIED");
+    let holder_token = app.login("acme", &agents[1].email, PASSWORD).await.expect("login");
+    app.assignments().get_conversation_assignment(read(&holder_token)).await.expect("theirs");
+
+    let actions = app.audit_actions(&acme.id).await;
+    assert!(actions.contains(&"conversation.assigned".to_owned()), "{actions:?}");
+    assert!(actions.contains(&"conversation.transferred".to_owned()), "{actions:?}");
+}
+
+#[tokio::test]
+async fn deactivating_an_agent_hands_their_conversations_to_the_others() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let (team, agents) = team_of_agents(&app, &acme, "Sales", pb::Strategy::RoundRobin, 2, None).await;
+    let (manual, manual_agents) = team_of_agents(&app, &acme, "Desk", pb::Strategy::Manual, 0, None).await;
+    assert!(manual_agents.is_empty());
+    for i in 0..4 {
+        route(&app, &acme.id, &format!("s{i}"), &team.id).await;
+    }
+    // One of agent 0's conversations is in a manual team.
+    add_member(&app, &acme.admin_token, &manual.id, &agents[0].id, None).await.expect("member");
+    let request = pb::AssignConversationRequest {
+        workspace_id: acme.id.clone(),
+        conversation_id: "desk-1".into(),
+        team_id: manual.id.clone(),
+        assignee_id: agents[0].id.clone(),
+        transfer: false,
+    };
+    app.assignments().assign_conversation(service(request)).await.expect("by hand");
+
+    let deactivate = pb::DeactivateUserRequest { workspace_id: acme.id.clone(), user_id: agents[0].id.clone() };
+    app.users().deactivate_user(service(deactivate)).await.expect("deactivate");
+    for i in 0..4 {
+        assert_eq!(get(&app, &acme.id, &format!("s{i}")).await.assignee_id, agents[1].id, "s{i}");
+    }
+    let desk = get(&app, &acme.id, "desk-1").await;
+    assert_eq!(
+        (desk.assignee_id.as_str(), desk.reason.as_str()),
+        ("", "queued: manual team, waiting for someone to assign it")
+    );
+    let mine = list(
+        &app,
+        pb::ListConversationAssignmentsRequest {
+            workspace_id: acme.id.clone(),
+            assignee_id: agents[0].id.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(mine.is_empty());
+}
+
+#[tokio::test]
+async fn bad_assignment_input_is_refused_field_by_field() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let request = pb::AssignConversationRequest {
+        workspace_id: acme.id.clone(),
+        conversation_id: "has space".into(),
+        team_id: "x".into(),
+        assignee_id: "y".into(),
+        transfer: false,
+    };
+    let status = app.assignments().assign_conversation(service(request)).await.expect_err("invalid");
+    assert_invalid(&status, "INVALID_FIELD", &["conversation_id", "team_id", "assignee_id"]);
+    let status = app.assignments().assign_conversation(service(assign_request(&acme.id, "new", ""))).await;
+    assert_invalid(&status.expect_err("no team"), "INVALID_FIELD", &["team_id"]);
+    let status = app.assignments().assign_conversation(service(assign_request(&acme.id, "new", UNKNOWN_ID))).await;
+    assert_status(&status.expect_err("no team"), Code::NotFound, "TEAM_NOT_FOUND");
+    let status = resolve(&app, &acme.id, "never-seen").await.expect_err("unknown");
+    assert_status(&status, Code::NotFound, "CONVERSATION_NOT_FOUND");
+    // A team with open conversations cannot be deleted.
+    let team = create_team(&app, &acme.admin_token, "Busy", pb::Strategy::Manual).await.expect("team");
+    route(&app, &acme.id, "open-1", &team.id).await;
+    let delete = pb::DeleteTeamRequest { team_id: team.id.clone(), ..Default::default() };
+    let status = app.teams().delete_team(bearer(&acme.admin_token, delete)).await.expect_err("open");
+    assert_status(&status, Code::FailedPrecondition, "TEAM_HAS_OPEN_CONVERSATIONS");
+    let listed =
+        list(&app, pb::ListConversationAssignmentsRequest { workspace_id: acme.id.clone(), ..Default::default() })
+            .await;
+    assert_eq!(listed.len(), 1, "nothing but open-1 was created");
+}
+
+/// 1,000 concurrent AssignConversation calls over two rosterd processes on one database: no
+/// conversation gets two assignees, nobody passes capacity, and capacity is used up exactly.
+/// Picks of one team are made one at a time (under the team's lock), so a burst of 1,000 into one
+/// team queues for seconds in a debug build on two cores, longer than the default 5 s wait for a
+/// connection or lock: the test waits up to 60 s, to check the invariants rather than the speed.
+#[tokio::test]
+async fn a_thousand_concurrent_assignments_over_two_processes_keep_capacity() {
+    let app = spawn_app_with(|config| config.db_timeout_ms = 60_000).await;
+    let acme = app.workspace("acme").await;
+    let (team, agents) = team_of_agents(&app, &acme, "Rush", pb::Strategy::LoadBalanced, 5, Some(30)).await;
+    let peer = app.spawn_peer_process().await;
+    let clients = [app.assignments(), peer.assignments()];
+    let calls = (0..1000).map(|i| {
+        let mut client = clients[i % 2].clone();
+        let request = assign_request(&acme.id, &format!("rush-{i}"), &team.id);
+        async move { client.assign_conversation(service(request)).await.map(|r| r.into_inner()) }
+    });
+    let answers = futures_join_all(calls).await;
+    let mut per_agent: HashMap<String, usize> = HashMap::new();
+    for answer in &answers {
+        let answer = answer.as_ref().expect("every call answered");
+        let a = answer.assignment.as_ref().expect("assignment");
+        if !a.assignee_id.is_empty() {
+            *per_agent.entry(a.assignee_id.clone()).or_default() += 1;
+        }
+    }
+    let open =
+        list(&app, pb::ListConversationAssignmentsRequest { workspace_id: acme.id.clone(), ..Default::default() })
+            .await;
+    assert_eq!(open.len(), 1000);
+    let ids: HashSet<&str> = open.iter().map(|c| c.conversation_id.as_str()).collect();
+    assert_eq!(ids.len(), 1000, "each conversation once");
+    let mut stored: HashMap<&str, usize> = HashMap::new();
+    for c in open.iter().filter(|c| !c.assignee_id.is_empty()) {
+        *stored.entry(c.assignee_id.as_str()).or_default() += 1;
+    }
+    assert_eq!(stored.len(), agents.len());
+    for agent in &agents {
+        assert_eq!(stored[agent.id.as_str()], 30, "exactly capacity, never more");
+    }
+    assert_eq!(per_agent.values().sum::<usize>(), 150, "answers agree with the store");
+}
+
+/// Round robin stays fair when two processes hand out one team's conversations at once.
+#[tokio::test]
+async fn round_robin_is_fair_across_two_processes() {
+    let app = spawn_app_with(|config| config.db_timeout_ms = 60_000).await;
+    let acme = app.workspace("acme").await;
+    let (team, agents) = team_of_agents(&app, &acme, "Fair", pb::Strategy::RoundRobin, 3, None).await;
+    let peer = app.spawn_peer_process().await;
+    let clients = [app.assignments(), peer.assignments()];
+    let n = 301;
+    let calls = (0..n).map(|i| {
+        let mut client = clients[i % 2].clone();
+        let request = assign_request(&acme.id, &format!("fair-{i}"), &team.id);
+        async move { client.assign_conversation(service(request)).await.map(|r| r.into_inner()) }
+    });
+    for answer in futures_join_all(calls).await {
+        answer.expect("answered");
+    }
+    let open = list(
+        &app,
+        pb::ListConversationAssignmentsRequest {
+            workspace_id: acme.id.clone(),
+            team_id: team.id.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for c in &open {
+        *counts.entry(c.assignee_id.as_str()).or_default() += 1;
+    }
+    for agent in &agents {
+        let got = counts.get(agent.id.as_str()).copied().unwrap_or(0);
+        assert!(got == n / 3 || got == n.div_ceil(3), "{} got {got} of {n}", agent.full_name);
+    }
+}
+
+/// Joins futures without another dependency: spawns each on the runtime.
+async fn futures_join_all<F, T>(futures: impl Iterator<Item = F>) -> Vec<T>
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        out.push(handle.await.expect("task"));
+    }
+    out
+}
