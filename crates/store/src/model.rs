@@ -91,6 +91,8 @@ pub struct Workspace {
     pub extra_seats: i32,
     /// Active users right now.
     pub seats_used: i64,
+    /// The default capacity per agent.
+    pub max_open: Capacity,
     pub created_at: Millis,
 }
 

@@ -112,9 +112,45 @@ pub(crate) async fn load_workspace<C: ConnectionTrait>(conn: &C, id: &str) -> Re
         plan: Plan::from_stored(&row.plan)?,
         extra_seats: row.extra_seats,
         seats_used,
+        max_open: roster_assignment::Capacity::new(u32::try_from(row.max_open_conversations).unwrap_or(0)),
         created_at: row.created_at,
         id: row.id,
     })
+}
+
+impl Store {
+    /// Changes a workspace's name and/or default capacity per agent.
+    pub async fn update_workspace(
+        &self,
+        ctx: &Context,
+        id: &str,
+        name: Option<WorkspaceName>,
+        max_open: Option<roster_assignment::Capacity>,
+    ) -> Result<Workspace> {
+        use sea_orm::sea_query::Expr;
+        let txn = self.write().await?;
+        let current = load_workspace(&txn, id).await?;
+        let mut update = workspace::Entity::update_many().filter(workspace::Column::Id.eq(id));
+        let mut details: Vec<(&str, String)> = Vec::new();
+        if let Some(name) = name.filter(|n| *n != current.name) {
+            update = update.col_expr(workspace::Column::Name, Expr::val(name.as_str()));
+            details.push(("name", name.as_str().to_owned()));
+        }
+        if let Some(max_open) = max_open.filter(|m| *m != current.max_open) {
+            let stored = i32::try_from(max_open.max_open()).unwrap_or(i32::MAX);
+            update = update.col_expr(workspace::Column::MaxOpenConversations, Expr::val(stored));
+            details.push(("max_open_conversations", max_open.max_open().to_string()));
+        }
+        if details.is_empty() {
+            return Ok(current);
+        }
+        update.exec(&txn).await.map_err(classify)?;
+        let details: Vec<(&str, &str)> = details.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        audit::record(&txn, id, ctx, "workspace.updated", &format!("workspace:{id}"), &details).await?;
+        let workspace = load_workspace(&txn, id).await?;
+        commit(txn).await?;
+        Ok(workspace)
+    }
 }
 
 impl Store {

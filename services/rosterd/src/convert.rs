@@ -54,6 +54,7 @@ pub(crate) fn workspace(ws: &Workspace) -> pb::Workspace {
         seat_limit: i32::try_from(ws.seat_limit()).unwrap_or(i32::MAX),
         seats_used: i32::try_from(ws.seats_used).unwrap_or(i32::MAX),
         create_time: Some(timestamp(ws.created_at)),
+        max_open_conversations: i32::try_from(ws.max_open.max_open()).unwrap_or(i32::MAX),
     }
 }
 

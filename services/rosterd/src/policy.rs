@@ -4,6 +4,7 @@
 //! |---|---|
 //! | CreateWorkspace | a service key |
 //! | GetWorkspace, ListPermissions | membership |
+//! | UpdateWorkspace | `settings.write` |
 //! | CreateUser | `users.manage`; the new user's role grants nothing the caller lacks |
 //! | GetUser | `users.read`, or the user is the caller |
 //! | ListUsers | `users.read` |
@@ -67,6 +68,8 @@ pub(crate) enum Need {
     CheckPermissions,
     /// Create, change and delete teams and their membership (`teams.manage`).
     ManageTeams,
+    /// Change the workspace's settings (`settings.write`).
+    WriteSettings,
 }
 
 impl App {
@@ -105,6 +108,7 @@ impl App {
             Need::ManageRoles => &[Permission::RolesManage],
             Need::ReadAudit => &[Permission::AuditRead],
             Need::ManageTeams => &[Permission::TeamsManage],
+            Need::WriteSettings => &[Permission::SettingsWrite],
         };
         self.decide_any(user, permissions, None).await
     }

@@ -379,3 +379,30 @@ where
     }
     out
 }
+
+#[tokio::test]
+async fn the_workspace_default_capacity_applies_unless_a_member_overrides_it() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let (team, agents) = team_of_agents(&app, &acme, "Cap", pb::Strategy::LoadBalanced, 1, None).await;
+    let set_default = |n: i32| pb::UpdateWorkspaceRequest {
+        workspace: Some(pb::Workspace { max_open_conversations: n, ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["max_open_conversations".into()] }),
+    };
+    // An agent lacks settings.write; a bad number names the field.
+    let agent_token = app.login("acme", &agents[0].email, PASSWORD).await.expect("login");
+    let denied = app.workspaces().update_workspace(bearer(&agent_token, set_default(1))).await.expect_err("denied");
+    assert_status(&denied, Code::PermissionDenied, "PERMISSION_DENIED");
+    let bad = app.workspaces().update_workspace(bearer(&acme.admin_token, set_default(-1))).await.expect_err("bad");
+    assert_invalid(&bad, "INVALID_FIELD", &["workspace.max_open_conversations"]);
+
+    let updated = app.workspaces().update_workspace(bearer(&acme.admin_token, set_default(1))).await.expect("set");
+    assert_eq!(updated.into_inner().workspace.expect("ws").max_open_conversations, 1);
+    assert_eq!(route(&app, &acme.id, "d1", &team.id).await.assignee_id, agents[0].id);
+    let queued = route(&app, &acme.id, "d2", &team.id).await;
+    assert_eq!((queued.assignee_id.as_str(), queued.reason.as_str()), ("", "queued: 1 member at capacity"));
+    // Raising the default hands the queue out at once.
+    app.workspaces().update_workspace(bearer(&acme.admin_token, set_default(2))).await.expect("raise");
+    assert_eq!(get(&app, &acme.id, "d2").await.assignee_id, agents[0].id);
+    assert!(app.audit_actions(&acme.id).await.contains(&"workspace.updated".to_owned()));
+}

@@ -85,3 +85,18 @@ pub(crate) fn mask_paths(
     }
     paths
 }
+
+/// The most open conversations a capacity may name.
+const MAX_CAPACITY: i32 = 100_000;
+
+/// An optional capacity (most open conversations an agent takes; 0 = unlimited).
+pub(crate) fn capacity(v: &mut Violations, field: &str, value: Option<i32>) -> Option<roster_assignment::Capacity> {
+    match value {
+        None => None,
+        Some(n) if (0..=MAX_CAPACITY).contains(&n) => Some(roster_assignment::Capacity::new(n as u32)),
+        Some(_) => {
+            v.add(field, format!("0 (unlimited) to {MAX_CAPACITY}"));
+            None
+        }
+    }
+}

@@ -2,7 +2,6 @@ use crate::app::App;
 use crate::convert;
 use crate::error::{self, Violations, checked, invalid};
 use crate::policy::Need;
-use roster_assignment::Capacity;
 use roster_identity::TeamName;
 use roster_proto::v1::{self as pb, team_service_server::TeamService};
 use roster_store::{NewTeam, TeamChanges};
@@ -14,22 +13,8 @@ pub(crate) struct TeamApi(pub(crate) Arc<App>);
 const TEAMS_PAGE: &str = "teams";
 const MEMBERS_PAGE: &str = "team-members";
 
-/// The most open conversations a capacity may name; beyond it "unlimited" (0) is what is meant.
-const MAX_CAPACITY: i32 = 100_000;
-
 fn team_name(v: &mut Violations, field: &str, value: &str) -> Option<TeamName> {
     v.check(field, TeamName::parse(value))
-}
-
-fn capacity(v: &mut Violations, field: &str, value: Option<i32>) -> Option<Capacity> {
-    match value {
-        None => None,
-        Some(n) if (0..=MAX_CAPACITY).contains(&n) => Some(Capacity::new(n as u32)),
-        Some(_) => {
-            v.add(field, format!("0 (unlimited) to {MAX_CAPACITY}"));
-            None
-        }
-    }
 }
 
 #[tonic::async_trait]
@@ -153,7 +138,7 @@ impl TeamService for TeamApi {
         let mut v = Violations::new();
         super::record_id(&mut v, "team_id", &req.team_id);
         super::record_id(&mut v, "user_id", &req.user_id);
-        let max_open = capacity(&mut v, "max_open_conversations", req.max_open_conversations);
+        let max_open = super::capacity(&mut v, "max_open_conversations", req.max_open_conversations);
         v.finish()?;
         let user = app.store.user(&workspace_id, &req.user_id).await.map_err(error::store)?;
         app.may_act_on(&caller, &user.role).await?;

@@ -1,6 +1,6 @@
 use crate::app::App;
 use crate::convert;
-use crate::error::{self, Violations, checked};
+use crate::error::{self, Violations, checked, invalid};
 use crate::policy::Need;
 use roster_identity::{BuiltinRole, Email, FullName, Password, Slug, WorkspaceName};
 use roster_proto::v1::{self as pb, workspace_service_server::WorkspaceService};
@@ -56,5 +56,44 @@ impl WorkspaceService for WorkspaceApi {
         app.authorize(&caller, Need::Member, None).await?;
         let workspace = app.store.workspace(&workspace_id).await.map_err(error::store)?;
         Ok(Response::new(pb::GetWorkspaceResponse { workspace: Some(convert::workspace(&workspace)) }))
+    }
+
+    async fn update_workspace(
+        &self,
+        request: Request<pb::UpdateWorkspaceRequest>,
+    ) -> Result<Response<pb::UpdateWorkspaceResponse>, Status> {
+        let app = &self.0;
+        let caller = app.caller(&request).await?;
+        let req = request.into_inner();
+        let Some(workspace) = req.workspace else { return Err(invalid("workspace", "required")) };
+        let workspace_id = caller.workspace(&workspace.id)?;
+        app.authorize(&caller, Need::WriteSettings, None).await?;
+        let mut v = Violations::new();
+        let set = [("name", !workspace.name.is_empty()), ("max_open_conversations", false)];
+        let paths = super::mask_paths(&mut v, req.update_mask, &set);
+        let (mut name, mut max_open) = (None, None);
+        for path in &paths {
+            match path.as_str() {
+                "name" => name = v.check("workspace.name", WorkspaceName::parse(&workspace.name)),
+                "max_open_conversations" => {
+                    max_open = super::capacity(
+                        &mut v,
+                        "workspace.max_open_conversations",
+                        Some(workspace.max_open_conversations),
+                    )
+                }
+                other => v.add(
+                    "update_mask",
+                    format!("unknown or read-only path {other:?}; updatable: name, max_open_conversations"),
+                ),
+            }
+        }
+        v.finish()?;
+        let ctx = caller.context();
+        let updated = app.store.update_workspace(&ctx, &workspace_id, name, max_open).await.map_err(error::store)?;
+        if max_open.is_some() {
+            app.drain_queues(&ctx, &workspace_id).await;
+        }
+        Ok(Response::new(pb::UpdateWorkspaceResponse { workspace: Some(convert::workspace(&updated)) }))
     }
 }
