@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-fn setting(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+#[path = "common/mod.rs"]
+mod common;
+use common::{closed_loop, setting};
 
 /// A small deterministic generator, so both sides see the same data and requests.
 struct Lcg(u64);
@@ -182,56 +182,6 @@ fn time_per_call<T>(requests: &[T], calls: usize, mut f: impl FnMut(&T)) -> f64 
         f(&requests[i % requests.len()]);
     }
     started.elapsed().as_nanos() as f64 / calls as f64
-}
-
-struct Load {
-    calls: u64,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
-}
-
-impl Load {
-    fn rate(&self) -> f64 {
-        self.calls as f64 / self.elapsed.as_secs_f64()
-    }
-
-    fn percentile(&self, p: f64) -> Duration {
-        let mut sorted = self.latencies.clone();
-        sorted.sort();
-        sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
-    }
-}
-
-/// `concurrency` tasks over `channels`, each calling `call` back to back for `seconds`.
-async fn closed_loop<F, Fut>(channels: &[Channel], concurrency: usize, seconds: u64, call: F) -> Load
-where
-    F: Fn(Channel, usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let call = Arc::new(call);
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(seconds);
-    let mut tasks = Vec::new();
-    for i in 0..concurrency {
-        let channel = channels[i % channels.len()].clone();
-        let call = call.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut n = i;
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                call(channel.clone(), n).await;
-                latencies.push(t.elapsed());
-                n += concurrency;
-            }
-            latencies
-        }));
-    }
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.expect("load task"));
-    }
-    Load { calls: latencies.len() as u64, elapsed: started.elapsed(), latencies }
 }
 
 async fn over_grpc() {

@@ -14,8 +14,8 @@
 //!
 //! Locks are taken in one order: team, then users, then conversations.
 
-use crate::entity::{conversation, team, user};
-use crate::teams::{default_capacity, load_members, lock_team};
+use crate::entity::{conversation, team, team_member, user};
+use crate::teams::{Read, load_members, lock_team};
 use crate::{
     AssignRequest, AssignTo, Assigned, Availability, Conflict, Context, Conversation, ConversationFilter,
     ConversationStatus, Entity, NotEligible, Page, Result, Store, StoreError, TeamMember, UserStatus, audit, classify,
@@ -23,7 +23,10 @@ use crate::{
 };
 use roster_assignment::{Capacity, ConversationId, Pick, Queued, Strategy, pick};
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, TryInsertResult, TryIntoModel,
+};
 
 /// How many queued conversations one transaction hands out at most.
 const DRAIN_BATCH: usize = 500;
@@ -76,18 +79,20 @@ async fn release(txn: &DatabaseTransaction, user_id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Writes `changes` to a conversation if it is still at the version read; otherwise the call is
-/// retried from the start.
+/// Writes `changes` to a conversation if it is still at the version read (otherwise the call is
+/// retried from the start), and returns the row as written.
 async fn update_conversation(
     txn: &DatabaseTransaction,
     row: &conversation::Model,
     now: i64,
     changes: Vec<(conversation::Column, sea_orm::Value)>,
-) -> Result<()> {
+) -> Result<conversation::Model> {
+    let mut written = conversation::ActiveModel::from(row.clone());
     let mut update = conversation::Entity::update_many()
         .col_expr(conversation::Column::Version, Expr::val(row.version + 1))
         .col_expr(conversation::Column::UpdatedAt, Expr::val(now));
     for (column, value) in changes {
+        written.try_set(column, value.clone()).map_err(classify)?;
         update = update.col_expr(column, Expr::val(value));
     }
     let result = update
@@ -97,7 +102,12 @@ async fn update_conversation(
         .exec(txn)
         .await
         .map_err(classify)?;
-    if result.rows_affected == 1 { Ok(()) } else { Err(StoreError::Conflict(Conflict::Busy)) }
+    if result.rows_affected != 1 {
+        return Err(StoreError::Conflict(Conflict::Busy));
+    }
+    written.try_set(conversation::Column::Version, (row.version + 1).into()).map_err(classify)?;
+    written.try_set(conversation::Column::UpdatedAt, now.into()).map_err(classify)?;
+    written.try_into_model().map_err(classify)
 }
 
 /// Puts a conversation at the back of its team's queue: no assignee, open, `reason`.
@@ -129,12 +139,33 @@ struct Routing {
 }
 
 impl Routing {
-    async fn lock(txn: &DatabaseTransaction, workspace_id: &str, team_id: &str) -> Result<Self> {
+    /// Locks the team, then its members' user rows and `also` (an assignee being released), all in
+    /// the order of their ids.
+    async fn lock(txn: &DatabaseTransaction, workspace_id: &str, team_id: &str, also: Option<&str>) -> Result<Self> {
         let team = lock_team(txn, workspace_id, team_id).await?;
         let strategy = Strategy::from_stored(&team.strategy)
             .ok_or_else(|| StoreError::Corrupt(format!("team {}: strategy", team.id)))?;
-        let default = default_capacity(txn, workspace_id).await?;
-        let members = load_members(txn, team_id, default, None, None).await?;
+        let members = match also {
+            None => load_members(txn, team_id, Read::LockAll).await?,
+            Some(also) => {
+                let members = team_member::Entity::find()
+                    .select_only()
+                    .column(team_member::Column::UserId)
+                    .filter(team_member::Column::TeamId.eq(team_id))
+                    .into_query();
+                user::Entity::find()
+                    .select_only()
+                    .column(user::Column::Id)
+                    .filter(Condition::any().add(user::Column::Id.in_subquery(members)).add(user::Column::Id.eq(also)))
+                    .order_by_asc(user::Column::Id)
+                    .lock_exclusive()
+                    .into_tuple::<String>()
+                    .all(txn)
+                    .await
+                    .map_err(classify)?;
+                load_members(txn, team_id, Read::All).await?
+            }
+        };
         Ok(Self { team, strategy, members })
     }
 
@@ -146,7 +177,7 @@ impl Routing {
         now: i64,
         row: &conversation::Model,
         exclude: Option<&str>,
-    ) -> Result<Option<Queued>> {
+    ) -> Result<(conversation::Model, Option<Queued>)> {
         // Each failed take makes its member ineligible here, so this ends within members + 1 picks.
         for _ in 0..=self.members.len() {
             let candidates: Vec<_> = self
@@ -158,10 +189,12 @@ impl Routing {
             let (index, why) = match pick(self.strategy, &candidates, self.team.last_position) {
                 Pick::Queue(queued) => {
                     let reason = queued.to_string();
-                    if row.reason != reason {
-                        update_conversation(txn, row, now, vec![(conversation::Column::Reason, reason.into())]).await?;
+                    if row.reason == reason {
+                        return Ok((row.clone(), Some(queued)));
                     }
-                    return Ok(Some(queued));
+                    let row =
+                        update_conversation(txn, row, now, vec![(conversation::Column::Reason, reason.into())]).await?;
+                    return Ok((row, Some(queued)));
                 }
                 Pick::Assign { index, why } => (index, why.to_string()),
             };
@@ -175,7 +208,7 @@ impl Routing {
             member.open += 1;
             member.last_assigned_at = Some(now);
             let position = member.position;
-            update_conversation(txn, row, now, assign_changes(&user_id, now, &why)).await?;
+            let row = update_conversation(txn, row, now, assign_changes(&user_id, now, &why)).await?;
             if self.strategy == Strategy::RoundRobin {
                 team::Entity::update_many()
                     .col_expr(team::Column::LastPosition, Expr::val(position))
@@ -185,7 +218,7 @@ impl Routing {
                     .map_err(classify)?;
                 self.team.last_position = Some(position);
             }
-            return Ok(None);
+            return Ok((row, None));
         }
         Err(StoreError::Conflict(Conflict::Busy))
     }
@@ -195,6 +228,7 @@ impl Routing {
         let found = conversation::Entity::find()
             .select_only()
             .column(conversation::Column::Id)
+            .filter(conversation::Column::WorkspaceId.eq(self.team.workspace_id.as_str()))
             .filter(conversation::Column::TeamId.eq(self.team.id.as_str()))
             .filter(conversation::Column::Status.eq(ConversationStatus::Open.as_str()))
             .filter(conversation::Column::AssigneeId.is_null())
@@ -210,6 +244,7 @@ impl Routing {
     async fn drain(&mut self, txn: &DatabaseTransaction, now: i64) -> Result<Option<Queued>> {
         for _ in 0..DRAIN_BATCH {
             let oldest = conversation::Entity::find()
+                .filter(conversation::Column::WorkspaceId.eq(self.team.workspace_id.as_str()))
                 .filter(conversation::Column::TeamId.eq(self.team.id.as_str()))
                 .filter(conversation::Column::Status.eq(ConversationStatus::Open.as_str()))
                 .filter(conversation::Column::AssigneeId.is_null())
@@ -219,7 +254,7 @@ impl Routing {
                 .await
                 .map_err(classify)?;
             let Some(oldest) = oldest else { return Ok(None) };
-            if let Some(queued) = self.route(txn, now, &oldest, None).await? {
+            if let (_, Some(queued)) = self.route(txn, now, &oldest, None).await? {
                 return Ok(Some(queued));
             }
         }
@@ -247,7 +282,16 @@ impl Routing {
             });
         }
         member.open += 1;
-        update_conversation(txn, row, now, assign_changes(user_id, now, "assigned by hand")).await
+        update_conversation(txn, row, now, assign_changes(user_id, now, "assigned by hand")).await.map(drop)
+    }
+}
+
+/// Refuses to act on a conversation whose assignee is no longer the one a person's permission was
+/// decided on (a grant with scope ASSIGNED covers only their own).
+fn ensure_decided_on(row: &conversation::Model, decided_on: Option<Option<&str>>) -> Result<()> {
+    match decided_on {
+        Some(assignee) if row.assignee_id.as_deref() != assignee => Err(StoreError::Conflict(Conflict::Changed)),
+        _ => Ok(()),
     }
 }
 
@@ -294,96 +338,146 @@ impl Store {
     async fn try_assign(&self, ctx: &Context, workspace_id: &str, req: &AssignRequest) -> Result<Assigned> {
         let now = ctx.now;
         let id = req.conversation.as_str();
-        let team_id = match &req.team_id {
-            Some(team_id) => team_id.clone(),
-            None => load(&self.db, workspace_id, id).await?.ok_or(StoreError::NotFound(Entity::Conversation))?.team_id,
+        // What the call needs to know before it locks: the team (when omitted) and, for a transfer,
+        // whose load it releases (locked with the team's members, in order).
+        let before = match (&req.team_id, req.transfer) {
+            (Some(_), false) => None,
+            _ => load(&self.db, workspace_id, id).await?,
         };
+        let team_id = match (&req.team_id, &before) {
+            (Some(team_id), _) => team_id.clone(),
+            (None, Some(row)) => row.team_id.clone(),
+            (None, None) => return Err(StoreError::NotFound(Entity::Conversation)),
+        };
+        let releasing = before.as_ref().filter(|_| req.transfer).and_then(|row| row.assignee_id.clone());
         let txn = self.write().await?;
-        let mut routing = Routing::lock(&txn, workspace_id, &team_id).await?;
-        let existing = load(&txn, workspace_id, id).await?;
-        let queue_before = routing.has_queue(&txn, id).await?;
+        let mut routing = Routing::lock(&txn, workspace_id, &team_id, releasing.as_deref()).await?;
+        // The common case, a conversation Roster has not seen: it joins the team's queue.
+        let fresh = conversation::Model {
+            workspace_id: workspace_id.to_owned(),
+            id: id.to_owned(),
+            team_id: team_id.clone(),
+            assignee_id: None,
+            status: ConversationStatus::Open.as_str().to_owned(),
+            reason: "queued".to_owned(),
+            queued_at: now,
+            assigned_at: None,
+            resolved_at: None,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        let inserted = conversation::Entity::insert(conversation::ActiveModel::from(fresh.clone()))
+            .on_conflict_do_nothing()
+            .exec_without_returning(&txn)
+            .await
+            .map_err(classify)?;
+        if matches!(inserted, TryInsertResult::Inserted(n) if n > 0) {
+            let row = match req.to.clone() {
+                AssignTo::User(user_id) => {
+                    routing.assign_to(&txn, now, &fresh, &user_id).await?;
+                    audit::record(
+                        &txn,
+                        workspace_id,
+                        ctx,
+                        "conversation.assigned",
+                        &format!("conversation:{id}"),
+                        &[("assignee", user_id.as_str()), ("team", team_id.as_str())],
+                    )
+                    .await?;
+                    load(&txn, workspace_id, id).await?.ok_or(StoreError::Conflict(Conflict::Busy))?
+                }
+                // Nothing waited before it: it is routed alone.
+                AssignTo::Auto if !routing.has_queue(&txn, id).await? => {
+                    routing.route(&txn, now, &fresh, None).await?.0
+                }
+                // Oldest first: what was queued before it goes first.
+                AssignTo::Auto => {
+                    let queued = routing.drain(&txn, now).await?;
+                    let row = load(&txn, workspace_id, id).await?.ok_or(StoreError::Conflict(Conflict::Busy))?;
+                    match queued.map(|q| q.to_string()) {
+                        Some(reason) if row.assignee_id.is_none() && row.reason != reason => {
+                            update_conversation(&txn, &row, now, vec![(conversation::Column::Reason, reason.into())])
+                                .await?
+                        }
+                        _ => row,
+                    }
+                }
+            };
+            let conversation = to_conversation(row)?;
+            commit(txn).await?;
+            return Ok(Assigned { conversation, changed: true, drain: Vec::new() });
+        }
+        let row = load(&txn, workspace_id, id).await?.ok_or(StoreError::Conflict(Conflict::Busy))?;
+        ensure_decided_on(&row, req.decided_on.as_ref().map(Option::as_deref))?;
+        let version_before = row.version;
+        let open = row.status == ConversationStatus::Open.as_str();
+        if req.transfer && open && row.assignee_id != releasing {
+            // Its assignee changed since it was read: start again with the new one locked.
+            return Err(StoreError::Conflict(Conflict::Busy));
+        }
         let mut drain = Vec::new();
         let mut audit_details: Option<(&str, Vec<(&str, String)>)> = None;
-        let row = match existing {
-            Some(row) if row.status == ConversationStatus::Open.as_str() => {
-                if row.team_id != team_id && !req.transfer {
-                    return Err(StoreError::Conflict(Conflict::OtherTeam));
+        // Only an open conversation moves; a resolved one is simply reopened.
+        let moving = req.transfer && open;
+        let row = if open {
+            if row.team_id != team_id && !req.transfer {
+                return Err(match req.team_id {
+                    Some(_) => StoreError::Conflict(Conflict::OtherTeam),
+                    // It moved since its team was read.
+                    None => StoreError::Conflict(Conflict::Busy),
+                });
+            }
+            match (&row.assignee_id, &req.to, req.transfer) {
+                (Some(current), AssignTo::User(to), _) if current == to && row.team_id == team_id => {
+                    return Ok(Assigned { conversation: to_conversation(row)?, changed: false, drain });
                 }
-                match (&row.assignee_id, &req.to, req.transfer) {
-                    (Some(current), AssignTo::User(to), _) if current == to => {
-                        return Ok(Assigned { conversation: to_conversation(row)?, changed: false, drain });
+                (Some(_), AssignTo::Auto, false) => {
+                    return Ok(Assigned { conversation: to_conversation(row)?, changed: false, drain });
+                }
+                (Some(_), AssignTo::User(_), false) => return Err(StoreError::Conflict(Conflict::AlreadyAssigned)),
+                (None, _, false) => row,
+                (previous, to, true) => {
+                    // A transfer: back to the queue of the (new) team first, then on.
+                    if let Some(previous) = previous {
+                        release(&txn, previous).await?;
+                        if let Some(member) = routing.members.iter_mut().find(|m| &m.user_id == previous) {
+                            member.open = member.open.saturating_sub(1);
+                        }
+                        // Their room may let a queued conversation of any of their teams go to them.
+                        drain.push(team_id.clone());
                     }
-                    (Some(_), AssignTo::Auto, false) => {
-                        return Ok(Assigned { conversation: to_conversation(row)?, changed: false, drain });
+                    if row.team_id != team_id {
+                        drain.push(row.team_id.clone());
                     }
-                    (Some(_), AssignTo::User(_), false) => return Err(StoreError::Conflict(Conflict::AlreadyAssigned)),
-                    (None, _, false) => row,
-                    (previous, to, true) => {
-                        // A transfer: back to the queue of the (new) team first, then on.
-                        if let Some(previous) = previous {
-                            release(&txn, previous).await?;
-                        }
-                        if row.team_id != team_id {
-                            drain.push(row.team_id.clone());
-                        }
-                        update_conversation(&txn, &row, now, queue_changes(&team_id, now, "queued: transferred"))
-                            .await?;
-                        let to_text = match to {
-                            AssignTo::User(user) => user.clone(),
-                            AssignTo::Auto => "by strategy".to_owned(),
-                        };
-                        audit_details = Some((
-                            "conversation.transferred",
-                            vec![
-                                ("from", previous.clone().unwrap_or_default()),
-                                ("to", to_text),
-                                ("from_team", row.team_id.clone()),
-                                ("team", team_id.clone()),
-                            ],
-                        ));
-                        let row = load(&txn, workspace_id, id).await?.ok_or(StoreError::Conflict(Conflict::Busy))?;
-                        if *to == AssignTo::Auto {
-                            // To someone else, straight away: a transfer does not wait its turn.
-                            routing.route(&txn, now, &row, previous.as_deref()).await?;
-                        }
+                    let to_text = match to {
+                        AssignTo::User(user) => user.clone(),
+                        AssignTo::Auto => "by strategy".to_owned(),
+                    };
+                    audit_details = Some((
+                        "conversation.transferred",
+                        vec![
+                            ("from", previous.clone().unwrap_or_default()),
+                            ("to", to_text),
+                            ("from_team", row.team_id.clone()),
+                            ("team", team_id.clone()),
+                        ],
+                    ));
+                    let row = update_conversation(&txn, &row, now, queue_changes(&team_id, now, "queued: transferred"))
+                        .await?;
+                    if *to == AssignTo::Auto {
+                        // To someone else, straight away: a transfer does not wait its turn.
+                        routing.route(&txn, now, &row, previous.as_deref()).await?.0
+                    } else {
                         row
                     }
                 }
             }
-            Some(row) => {
-                // Resolved: the customer wrote again. Reopen it in the team's queue.
-                update_conversation(&txn, &row, now, queue_changes(&team_id, now, "queued")).await?;
-                load(&txn, workspace_id, id).await?.ok_or(StoreError::Conflict(Conflict::Busy))?
-            }
-            None => {
-                let row = conversation::Model {
-                    workspace_id: workspace_id.to_owned(),
-                    id: id.to_owned(),
-                    team_id: team_id.clone(),
-                    assignee_id: None,
-                    status: ConversationStatus::Open.as_str().to_owned(),
-                    reason: "queued".to_owned(),
-                    queued_at: now,
-                    assigned_at: None,
-                    resolved_at: None,
-                    version: 1,
-                    created_at: now,
-                    updated_at: now,
-                };
-                let inserted = conversation::Entity::insert(conversation::ActiveModel::from(row.clone()))
-                    .exec_without_returning(&txn)
-                    .await;
-                if let Err(err) = inserted {
-                    // A concurrent call created it first (for another team): start again.
-                    return Err(match crate::unique_violation(&err) {
-                        Some(_) => StoreError::Conflict(Conflict::Busy),
-                        None => classify(err),
-                    });
-                }
-                row
-            }
+        } else {
+            // Resolved: the customer wrote again. Reopen it in the team's queue.
+            update_conversation(&txn, &row, now, queue_changes(&team_id, now, "queued")).await?
         };
-        // `row` is now open in `team_id`, either queued or (after an auto transfer) assigned.
+        // `row` is open in `team_id`: queued, or (after an auto transfer) assigned.
         if row.assignee_id.is_none() {
             match &req.to {
                 AssignTo::User(user_id) => {
@@ -395,11 +489,7 @@ impl Store {
                         ));
                     }
                 }
-                AssignTo::Auto if !req.transfer && !queue_before => {
-                    // Nothing waited before it: route it alone.
-                    routing.route(&txn, now, &row, None).await?;
-                }
-                AssignTo::Auto if !req.transfer => {
+                AssignTo::Auto if !moving => {
                     // Oldest first: anything queued before it goes first.
                     if let Some(queued) = routing.drain(&txn, now).await? {
                         let current =
@@ -426,25 +516,30 @@ impl Store {
         let conversation =
             to_conversation(load(&txn, workspace_id, id).await?.ok_or(StoreError::Conflict(Conflict::Busy))?)?;
         commit(txn).await?;
-        Ok(Assigned { conversation, changed: true, drain })
+        let changed = conversation.version != version_before;
+        Ok(Assigned { conversation, changed, drain })
     }
 
     /// UnassignConversation: back to the team's queue, which is then handed out again.
+    /// `decided_on` as in [`AssignRequest::decided_on`].
     pub async fn unassign_conversation(
         &self,
         ctx: &Context,
         workspace_id: &str,
         id: &ConversationId,
+        decided_on: Option<Option<&str>>,
     ) -> Result<Conversation> {
         self.retry(|| async {
             let row =
                 load(&self.db, workspace_id, id.as_str()).await?.ok_or(StoreError::NotFound(Entity::Conversation))?;
             let txn = self.write().await?;
-            let mut routing = Routing::lock(&txn, workspace_id, &row.team_id).await?;
+            let mut routing = Routing::lock(&txn, workspace_id, &row.team_id, row.assignee_id.as_deref()).await?;
+            let read = row;
             let row = load(&txn, workspace_id, id.as_str()).await?.ok_or(StoreError::NotFound(Entity::Conversation))?;
-            if row.team_id != routing.team.id {
+            if row.team_id != read.team_id || row.assignee_id != read.assignee_id {
                 return Err(StoreError::Conflict(Conflict::Busy));
             }
+            ensure_decided_on(&row, decided_on)?;
             if row.status == ConversationStatus::Resolved.as_str() {
                 return Err(StoreError::Conflict(Conflict::Resolved));
             }
@@ -453,8 +548,12 @@ impl Store {
             if let Some(member) = routing.members.iter_mut().find(|m| m.user_id == previous) {
                 member.open = member.open.saturating_sub(1);
             }
-            update_conversation(&txn, &row, ctx.now, queue_changes(&row.team_id, ctx.now, "queued: unassigned"))
-                .await?;
+            let row =
+                update_conversation(&txn, &row, ctx.now, queue_changes(&row.team_id, ctx.now, "queued: unassigned"))
+                    .await?;
+            // To someone else by the team's strategy, if anyone can take it (or back to the queue),
+            // then whatever waited may go to the agent who now has room.
+            routing.route(&txn, ctx.now, &row, Some(&previous)).await?;
             audit::record(
                 &txn,
                 workspace_id,
@@ -475,15 +574,18 @@ impl Store {
     }
 
     /// ResolveConversation: closed, its assignee's capacity freed. Resolving twice changes nothing.
+    /// `decided_on` as in [`AssignRequest::decided_on`].
     pub async fn resolve_conversation(
         &self,
         ctx: &Context,
         workspace_id: &str,
         id: &ConversationId,
+        decided_on: Option<Option<&str>>,
     ) -> Result<Conversation> {
         self.retry(|| async {
             let txn = self.write().await?;
             let row = load(&txn, workspace_id, id.as_str()).await?.ok_or(StoreError::NotFound(Entity::Conversation))?;
+            ensure_decided_on(&row, decided_on)?;
             if row.status == ConversationStatus::Resolved.as_str() {
                 return to_conversation(row);
             }
@@ -565,7 +667,7 @@ impl Store {
         for team_id in &teams {
             self.retry(|| async {
                 let txn = self.write().await?;
-                let mut routing = match Routing::lock(&txn, workspace_id, team_id).await {
+                let mut routing = match Routing::lock(&txn, workspace_id, team_id, None).await {
                     Err(StoreError::NotFound(Entity::Team)) => return Ok(()),
                     other => other?,
                 };
@@ -579,12 +681,12 @@ impl Store {
 }
 
 /// Deactivation's part: every open conversation of `user_id` goes back to its team's queue, in the
-/// deactivation's transaction. Returns how many.
+/// deactivation's transaction, keeping the time it first queued (those customers have waited
+/// longest, so they go first). Returns how many.
 pub(crate) async fn requeue_all(txn: &DatabaseTransaction, workspace_id: &str, user_id: &str, now: i64) -> Result<u64> {
     let result = conversation::Entity::update_many()
         .col_expr(conversation::Column::AssigneeId, Expr::val(Option::<String>::None))
         .col_expr(conversation::Column::Reason, Expr::val("queued: the assignee was deactivated"))
-        .col_expr(conversation::Column::QueuedAt, Expr::val(now))
         .col_expr(conversation::Column::AssignedAt, Expr::val(Option::<i64>::None))
         .col_expr(conversation::Column::Version, Expr::col(conversation::Column::Version).add(1))
         .col_expr(conversation::Column::UpdatedAt, Expr::val(now))

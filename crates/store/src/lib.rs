@@ -115,6 +115,8 @@ pub enum Conflict {
     OtherTeam,
     #[error("the conversation is resolved")]
     Resolved,
+    #[error("the conversation changed hands since the caller's permission was checked; retry the call")]
+    Changed,
 }
 
 /// Result of a store operation.

@@ -537,12 +537,26 @@ impl MigrationTrait for Assignment {
                     .to_owned(),
             )
             .await?;
+        // The queues, by workspace and team, oldest first: a partial index of the queued
+        // conversations only, so that finding the next one (or that there is none, or which teams
+        // have one) costs the same with 100 or 100,000 open conversations assigned, whatever the
+        // planner's statistics say.
+        manager
+            .create_index(
+                Index::create()
+                    .name("conversations_queue")
+                    .table(Conversations::Table)
+                    .col(Conversations::WorkspaceId)
+                    .col(Conversations::TeamId)
+                    .col(Conversations::QueuedAt)
+                    .col(Conversations::Id)
+                    .and_where(Expr::col(Conversations::Status).eq("OPEN"))
+                    .and_where(Expr::col(Conversations::AssigneeId).is_null())
+                    .to_owned(),
+            )
+            .await?;
         for (name, cols) in [
-            // A team's queue, oldest first; and a team's conversations by status and id.
-            (
-                "conversations_team_queue",
-                vec![Conversations::TeamId, Conversations::Status, Conversations::AssigneeId, Conversations::QueuedAt],
-            ),
+            // A team's conversations by status and id.
             ("conversations_team_status_id", vec![Conversations::TeamId, Conversations::Status, Conversations::Id]),
             // An agent's conversations by status and id (listing, deactivation).
             ("conversations_assignee", vec![Conversations::AssigneeId, Conversations::Status, Conversations::Id]),

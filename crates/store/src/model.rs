@@ -304,6 +304,9 @@ pub struct AssignRequest {
     pub to: AssignTo,
     /// Move an already assigned conversation.
     pub transfer: bool,
+    /// The assignee the caller's permission was decided on, for a person (`None` for a service):
+    /// if it changed meanwhile, the call is refused rather than acting on someone else's.
+    pub decided_on: Option<Option<String>>,
 }
 
 /// What AssignConversation did.

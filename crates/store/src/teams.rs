@@ -11,8 +11,12 @@ use crate::{
 };
 use roster_assignment::{Capacity, Strategy};
 use roster_identity::{FullName, TeamName};
+use sea_orm::sea_query::LockType;
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, JoinType, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait,
+};
 use std::collections::HashMap;
 
 pub(crate) fn to_team(row: team::Model, members: i64) -> Result<Team> {
@@ -31,16 +35,6 @@ pub(crate) fn to_team(row: team::Model, members: i64) -> Result<Team> {
 
 fn capacity(stored: i32) -> Capacity {
     Capacity::new(u32::try_from(stored).unwrap_or(0))
-}
-
-/// A workspace's default capacity per agent.
-pub(crate) async fn default_capacity<C: ConnectionTrait>(conn: &C, workspace_id: &str) -> Result<Capacity> {
-    let row = workspace::Entity::find_by_id(workspace_id.to_owned())
-        .one(conn)
-        .await
-        .map_err(classify)?
-        .ok_or(StoreError::NotFound(Entity::Workspace))?;
-    Ok(capacity(row.max_open_conversations))
 }
 
 /// A team of the workspace, locked for the rest of the transaction (`FOR UPDATE` on PostgreSQL;
@@ -68,58 +62,99 @@ async fn load_team<C: ConnectionTrait>(conn: &C, workspace_id: &str, team_id: &s
     to_team(row, members)
 }
 
-/// Members of a team in the team's order, with what routing needs of each; `after` is a position.
-pub(crate) async fn load_members<C: ConnectionTrait>(
-    conn: &C,
-    team_id: &str,
-    default: Capacity,
-    after: Option<i64>,
-    limit: Option<u64>,
-) -> Result<Vec<TeamMember>> {
-    let mut query = team_member::Entity::find().filter(team_member::Column::TeamId.eq(team_id));
-    if let Some(after) = after {
-        query = query.filter(team_member::Column::Position.gt(after));
-    }
-    let mut query = query.order_by_asc(team_member::Column::Position);
-    if let Some(limit) = limit {
-        query = query.limit(limit);
-    }
-    let rows = query.all(conn).await.map_err(classify)?;
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    let users: HashMap<String, user::Model> = user::Entity::find()
-        .filter(user::Column::Id.is_in(rows.iter().map(|r| r.user_id.as_str())))
-        .all(conn)
-        .await
-        .map_err(classify)?
-        .into_iter()
-        .map(|u| (u.id.clone(), u))
-        .collect();
-    rows.into_iter()
-        .map(|row| {
-            let user = users.get(&row.user_id).ok_or(StoreError::Corrupt(format!("team member {}", row.user_id)))?;
-            to_member(row, user, default)
-        })
-        .collect()
+/// A member row joined with what routing needs of their user and the workspace's default capacity.
+#[derive(sea_orm::FromQueryResult)]
+struct MemberRow {
+    team_id: String,
+    user_id: String,
+    position: i64,
+    max_open: Option<i32>,
+    created_at: i64,
+    full_name: String,
+    status: String,
+    availability: String,
+    open_conversations: i32,
+    last_assigned_at: Option<i64>,
+    default_max_open: i32,
 }
 
-fn to_member(row: team_member::Model, user: &user::Model, default: Capacity) -> Result<TeamMember> {
-    let max_open = row.max_open.map(capacity);
-    Ok(TeamMember {
-        full_name: FullName::parse(&user.full_name)
-            .map_err(|e| StoreError::Corrupt(format!("user {}: {e}", user.id)))?,
-        position: row.position,
-        capacity: max_open.unwrap_or(default),
-        max_open,
-        open: u32::try_from(user.open_conversations).unwrap_or(0),
-        status: UserStatus::from_stored(&user.status)?,
-        availability: Availability::from_stored(&user.availability)?,
-        last_assigned_at: user.last_assigned_at,
-        added_at: row.created_at,
-        team_id: row.team_id,
-        user_id: row.user_id,
-    })
+/// How [`load_members`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// For a listing: in the team's order, from a position on.
+    Page { after: Option<i64>, limit: u64 },
+    /// For routing: every member, their user rows locked in the order of their ids (the one order
+    /// in which any transaction locks several users), so picks see exact counts and two
+    /// transactions taking agents of overlapping teams cannot deadlock.
+    LockAll,
+    /// Every member, as they are.
+    All,
+}
+
+/// Members of a team with what routing needs of each, in one query.
+pub(crate) async fn load_members<C: ConnectionTrait>(conn: &C, team_id: &str, read: Read) -> Result<Vec<TeamMember>> {
+    let mut query = team_member::Entity::find()
+        .select_only()
+        .columns([
+            team_member::Column::TeamId,
+            team_member::Column::UserId,
+            team_member::Column::Position,
+            team_member::Column::MaxOpen,
+            team_member::Column::CreatedAt,
+        ])
+        .columns([
+            user::Column::FullName,
+            user::Column::Status,
+            user::Column::Availability,
+            user::Column::OpenConversations,
+            user::Column::LastAssignedAt,
+        ])
+        .column_as(workspace::Column::MaxOpenConversations, "default_max_open")
+        .join(
+            JoinType::InnerJoin,
+            team_member::Entity::belongs_to(user::Entity).from(team_member::Column::UserId).to(user::Column::Id).into(),
+        )
+        .join(
+            JoinType::InnerJoin,
+            team_member::Entity::belongs_to(workspace::Entity)
+                .from(team_member::Column::WorkspaceId)
+                .to(workspace::Column::Id)
+                .into(),
+        )
+        .filter(team_member::Column::TeamId.eq(team_id));
+    match read {
+        Read::Page { after, limit } => {
+            if let Some(after) = after {
+                query = query.filter(team_member::Column::Position.gt(after));
+            }
+            query = query.order_by_asc(team_member::Column::Position).limit(limit);
+        }
+        Read::LockAll => {
+            query = query.order_by_asc(user::Column::Id);
+            QueryTrait::query(&mut query).lock_with_tables(LockType::Update, [user::Entity]);
+        }
+        Read::All => {}
+    }
+    let rows = query.into_model::<MemberRow>().all(conn).await.map_err(classify)?;
+    rows.into_iter()
+        .map(|row| {
+            let max_open = row.max_open.map(capacity);
+            Ok(TeamMember {
+                full_name: FullName::parse(&row.full_name)
+                    .map_err(|e| StoreError::Corrupt(format!("user {}: {e}", row.user_id)))?,
+                position: row.position,
+                capacity: max_open.unwrap_or(capacity(row.default_max_open)),
+                max_open,
+                open: u32::try_from(row.open_conversations).unwrap_or(0),
+                status: UserStatus::from_stored(&row.status)?,
+                availability: Availability::from_stored(&row.availability)?,
+                last_assigned_at: row.last_assigned_at,
+                added_at: row.created_at,
+                team_id: row.team_id,
+                user_id: row.user_id,
+            })
+        })
+        .collect()
 }
 
 /// Refuses a change of a team whose version is not `expected` (when one is given).
@@ -305,7 +340,8 @@ impl Store {
     ) -> Result<TeamMember> {
         let txn = self.write().await?;
         let team = lock_team(&txn, workspace_id, team_id).await?;
-        let user = user::Entity::find_by_id(user_id.to_owned())
+        // The user must be of this workspace (the foreign key only says it exists somewhere).
+        user::Entity::find_by_id(user_id.to_owned())
             .filter(user::Column::WorkspaceId.eq(workspace_id))
             .one(&txn)
             .await
@@ -343,8 +379,10 @@ impl Store {
             &[("user", user_id), ("max_open_conversations", &capacity_text)],
         )
         .await?;
-        let default = default_capacity(&txn, workspace_id).await?;
-        let member = to_member(row, &user, default)?;
+        let member = load_members(&txn, team_id, Read::Page { after: Some(row.position - 1), limit: 1 })
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt(format!("team member {user_id} not read back")))?;
         commit(txn).await?;
         Ok(member)
     }
@@ -382,8 +420,7 @@ impl Store {
         limit: u64,
     ) -> Result<Page<TeamMember>> {
         load_team(&self.db, workspace_id, team_id).await?;
-        let default = default_capacity(&self.db, workspace_id).await?;
-        let mut items = load_members(&self.db, team_id, default, after, Some(limit + 1)).await?;
+        let mut items = load_members(&self.db, team_id, Read::Page { after, limit: limit + 1 }).await?;
         let more = items.len() as u64 > limit;
         items.truncate(limit as usize);
         let next = if more { items.last().map(|m| m.position.to_string()) } else { None };

@@ -140,7 +140,9 @@ pub(crate) fn store_with_role_field(err: StoreError, role_field: &str) -> Status
                 &[("current_etag", current.to_string())],
                 ErrorDetails::new(),
             ),
-            Conflict::Busy => status(Code::Aborted, "CONCURRENT_UPDATE", "a concurrent change won: retry the call"),
+            Conflict::Busy | Conflict::Changed => {
+                status(Code::Aborted, "CONCURRENT_UPDATE", "a concurrent change won: retry the call")
+            }
             Conflict::RoleNameTaken => already_exists("ROLE_NAME_TAKEN", "roster.v1.Role", "name", &conflict),
             Conflict::BuiltinRole => precondition("BUILTIN_ROLE", "roster.v1.Role", &conflict, &[]),
             Conflict::RoleInUse { users } => {

@@ -406,3 +406,56 @@ async fn the_workspace_default_capacity_applies_unless_a_member_overrides_it() {
     assert_eq!(get(&app, &acme.id, "d2").await.assignee_id, agents[0].id);
     assert!(app.audit_actions(&acme.id).await.contains(&"workspace.updated".to_owned()));
 }
+
+#[tokio::test]
+async fn transfers_and_unassigns_hand_work_on_and_free_capacity() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let (team, agents) = team_of_agents(&app, &acme, "Flow", pb::Strategy::LoadBalanced, 2, Some(1)).await;
+    let (other, _) = team_of_agents(&app, &acme, "Other", pb::Strategy::Manual, 0, None).await;
+    add_member(&app, &acme.admin_token, &other.id, &agents[0].id, None).await.expect("member");
+    let request = |conversation: &str, team: &str, to: &str, transfer: bool| pb::AssignConversationRequest {
+        workspace_id: acme.id.clone(),
+        conversation_id: conversation.into(),
+        team_id: team.into(),
+        assignee_id: to.into(),
+        transfer,
+    };
+    // A new conversation with transfer set is simply routed.
+    let a = app.assignments().assign_conversation(service(request("f1", &team.id, "", true))).await;
+    assert_eq!(a.expect("new").into_inner().assignment.expect("a").assignee_id, agents[0].id);
+    route(&app, &acme.id, "f2", &team.id).await; // agent 1
+    let waiting = route(&app, &acme.id, "f3", &team.id).await;
+    assert_eq!(waiting.assignee_id, "", "both at capacity 1");
+
+    // Unassigning f1 from agent 0 cannot give it to agent 1 (full) nor back to agent 0: it waits;
+    // agent 0's freed place goes to the oldest waiting, f3.
+    let request_unassign =
+        pb::UnassignConversationRequest { workspace_id: acme.id.clone(), conversation_id: "f1".into() };
+    let unassigned = app.assignments().unassign_conversation(service(request_unassign)).await.expect("unassign");
+    assert_eq!(unassigned.into_inner().assignment.expect("a").assignee_id, "");
+    assert_eq!(get(&app, &acme.id, "f3").await.assignee_id, agents[0].id);
+
+    // Transferring f2 from agent 1 by strategy: nobody else has room, so it waits, and agent 1's
+    // freed place goes to f1, which waited longer.
+    let moved = app.assignments().assign_conversation(service(request("f2", "", "", true))).await.expect("transfer");
+    let moved = moved.into_inner();
+    assert!(moved.changed);
+    assert_eq!(moved.assignment.expect("a").assignee_id, "");
+    assert_eq!(get(&app, &acme.id, "f1").await.assignee_id, agents[1].id);
+
+    // Transfer to the same person in another team moves the team and keeps the assignee.
+    let same = app.assignments().assign_conversation(service(request("f3", &other.id, &agents[0].id, true))).await;
+    let same = same.expect("move team").into_inner().assignment.expect("a");
+    assert_eq!((same.team_id.as_str(), same.assignee_id.as_str()), (other.id.as_str(), agents[0].id.as_str()));
+    let loads = list(
+        &app,
+        pb::ListConversationAssignmentsRequest {
+            workspace_id: acme.id.clone(),
+            assignee_id: agents[0].id.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(loads.len(), 1, "agent 0 holds f3 once, never past capacity");
+}

@@ -27,22 +27,26 @@ fn optional_id(v: &mut Violations, field: &str, value: &str) -> Option<String> {
 }
 
 impl AssignmentApi {
-    /// Authorizes `permission` on the conversation as it is now (its current assignee), and
-    /// returns whether it exists.
+    /// Authorizes a person's `permission` on the conversation as it is now (its current assignee;
+    /// nobody for one Roster does not know), and returns the assignee it was decided on, which the
+    /// store checks again in its transaction. Service keys may do everything: nothing is read.
     async fn authorize_on(
         &self,
         caller: &Caller,
         workspace_id: &str,
         id: &ConversationId,
         permission: Permission,
-    ) -> Result<bool, Status> {
+    ) -> Result<Option<Option<String>>, Status> {
+        if caller.user().is_none() {
+            return Ok(None);
+        }
         let assignee = match self.0.store.conversation(workspace_id, id).await {
-            Ok(conversation) => Some(conversation.assignee),
+            Ok(conversation) => conversation.assignee,
             Err(StoreError::NotFound(Entity::Conversation)) => None,
             Err(err) => return Err(error::store(err)),
         };
-        self.0.authorize_on(caller, permission, assignee.clone().flatten().as_deref()).await?;
-        Ok(assignee.is_some())
+        self.0.authorize_on(caller, permission, assignee.as_deref()).await?;
+        Ok(Some(assignee))
     }
 }
 
@@ -62,16 +66,19 @@ impl AssignmentService for AssignmentApi {
         let assignee = optional_id(&mut v, "assignee_id", &req.assignee_id);
         v.finish()?;
         let id = checked(id)?;
-        let exists = self.authorize_on(&caller, &workspace_id, &id, Permission::ConversationsAssign).await?;
-        if !exists && team_id.is_none() {
-            return Err(invalid("team_id", "required for a conversation Roster does not know yet"));
-        }
-        app.ensure_workspace(&caller, &workspace_id).await?;
+        let decided_on = self.authorize_on(&caller, &workspace_id, &id, Permission::ConversationsAssign).await?;
+        let without_team = team_id.is_none();
         let to = assignee.map_or(AssignTo::Auto, AssignTo::User);
-        let assign = AssignRequest { conversation: id, team_id, to, transfer: req.transfer };
+        let assign = AssignRequest { conversation: id, team_id, to, transfer: req.transfer, decided_on };
         let ctx = caller.context();
         let assigned = app.store.assign_conversation(&ctx, &workspace_id, &assign).await.map_err(|err| match err {
             StoreError::NotFound(Entity::User) => invalid("assignee_id", "no user with this id in the workspace"),
+            StoreError::NotFound(Entity::Conversation) if without_team => {
+                invalid("team_id", "required for a conversation Roster does not know yet")
+            }
+            StoreError::NotFound(Entity::Team) if without_team => {
+                invalid("team_id", "the conversation's team no longer exists: name the team to reopen it in")
+            }
             err => error::store(err),
         })?;
         if !assigned.drain.is_empty() {
@@ -95,9 +102,11 @@ impl AssignmentService for AssignmentApi {
         let id = conversation_id(&mut v, &req.conversation_id);
         v.finish()?;
         let id = checked(id)?;
-        self.authorize_on(&caller, &workspace_id, &id, Permission::ConversationsAssign).await?;
+        let decided_on = self.authorize_on(&caller, &workspace_id, &id, Permission::ConversationsAssign).await?;
         let ctx = caller.context();
-        let conversation = app.store.unassign_conversation(&ctx, &workspace_id, &id).await.map_err(error::store)?;
+        let decided_on = decided_on.as_ref().map(Option::as_deref);
+        let conversation =
+            app.store.unassign_conversation(&ctx, &workspace_id, &id, decided_on).await.map_err(error::store)?;
         // The previous assignee has room again, in every team of theirs.
         app.drain_queues(&ctx, &workspace_id).await;
         Ok(Response::new(pb::UnassignConversationResponse { assignment: Some(convert::conversation(&conversation)) }))
@@ -115,9 +124,11 @@ impl AssignmentService for AssignmentApi {
         let id = conversation_id(&mut v, &req.conversation_id);
         v.finish()?;
         let id = checked(id)?;
-        self.authorize_on(&caller, &workspace_id, &id, Permission::ConversationsReply).await?;
+        let decided_on = self.authorize_on(&caller, &workspace_id, &id, Permission::ConversationsReply).await?;
         let ctx = caller.context();
-        let conversation = app.store.resolve_conversation(&ctx, &workspace_id, &id).await.map_err(error::store)?;
+        let decided_on = decided_on.as_ref().map(Option::as_deref);
+        let conversation =
+            app.store.resolve_conversation(&ctx, &workspace_id, &id, decided_on).await.map_err(error::store)?;
         if conversation.resolved_at == Some(ctx.now) {
             app.drain_queues(&ctx, &workspace_id).await;
         }
