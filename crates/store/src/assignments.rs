@@ -650,6 +650,20 @@ impl Store {
         Ok(Page { items, next })
     }
 
+    /// The workspaces that have queued conversations, for the periodic sweep.
+    pub async fn workspaces_with_queues(&self) -> Result<Vec<String>> {
+        conversation::Entity::find()
+            .select_only()
+            .column(conversation::Column::WorkspaceId)
+            .distinct()
+            .filter(conversation::Column::Status.eq(ConversationStatus::Open.as_str()))
+            .filter(conversation::Column::AssigneeId.is_null())
+            .into_tuple::<String>()
+            .all(&self.db)
+            .await
+            .map_err(classify)
+    }
+
     /// Hands out the queues of every team of the workspace that has queued conversations, each in
     /// its own transaction. Called after anything that can make an agent eligible.
     pub async fn drain_queues(&self, ctx: &Context, workspace_id: &str) -> Result<u64> {

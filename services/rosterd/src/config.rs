@@ -74,6 +74,12 @@ pub struct Config {
     #[arg(long, env = "ROSTER_AUTHZ_REFRESH_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub authz_refresh_ms: u64,
 
+    /// How often every queue is handed out anyway, in milliseconds: a safety net for queued
+    /// conversations whose hand-out after a change was lost (a crash between the change's commit
+    /// and the hand-out, or a failure of the latter).
+    #[arg(long, env = "ROSTER_QUEUE_SWEEP_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub queue_sweep_ms: u64,
+
     /// Longest time one call may take, in seconds.
     #[arg(long, env = "ROSTER_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,

@@ -98,7 +98,8 @@ pub async fn serve(
     };
     let worker = tokio::spawn(outbox::run(store.clone(), mailer, policy, app.outbox.clone(), stop_rx.clone()));
     let janitor = tokio::spawn(purge_expired_sessions(store.clone(), stop_rx.clone()));
-    let poller = tokio::spawn(app.authz.clone().run(Duration::from_millis(config.authz_refresh_ms), stop_rx));
+    let poller = tokio::spawn(app.authz.clone().run(Duration::from_millis(config.authz_refresh_ms), stop_rx.clone()));
+    let sweeper = tokio::spawn(sweep_queues(app.clone(), Duration::from_millis(config.queue_sweep_ms), stop_rx));
 
     let (reporter, health) = tonic_health::server::health_reporter();
     for name in SERVICES.into_iter().chain([""]) {
@@ -158,6 +159,7 @@ pub async fn serve(
     }
     let _ = janitor.await;
     let _ = poller.await;
+    let _ = sweeper.await;
     drop(app);
     store.close().await?;
     tracing::info!("stopped");
@@ -175,6 +177,31 @@ async fn purge_expired_sessions(store: Store, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(600)) => {}
             _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Every `interval`, hands out the queues of every workspace that has queued conversations.
+async fn sweep_queues(app: Arc<App>, interval: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+        let workspaces = match app.store.workspaces_with_queues().await {
+            Ok(workspaces) => workspaces,
+            Err(e) => {
+                tracing::warn!(error = %crate::error::error_chain(&e), "could not list the queues");
+                continue;
+            }
+        };
+        let ctx = Context {
+            actor: Actor::Service("rosterd-queue-sweep".into()),
+            request_id: String::new(),
+            now: crate::auth::now_millis(),
+        };
+        for workspace_id in workspaces {
+            app.drain_queues(&ctx, &workspace_id).await;
         }
     }
 }

@@ -459,3 +459,25 @@ async fn transfers_and_unassigns_hand_work_on_and_free_capacity() {
     .await;
     assert_eq!(loads.len(), 1, "agent 0 holds f3 once, never past capacity");
 }
+
+/// The periodic sweep hands out a queue whose hand-out after a change was lost: here the change is
+/// made in the database behind the server's back, so no call triggers it.
+#[tokio::test]
+async fn the_sweep_hands_out_queues_nobody_triggered() {
+    let app = spawn_app_with(|config| config.queue_sweep_ms = 100).await;
+    let acme = app.workspace("acme").await;
+    let (team, agents) = team_of_agents(&app, &acme, "Sweep", pb::Strategy::RoundRobin, 1, None).await;
+    set_availability(&app, &acme.id, &agents[0].id, pb::Availability::Away).await;
+    assert_eq!(route(&app, &acme.id, "lost-1", &team.id).await.assignee_id, "");
+    let ctx =
+        roster_store::Context { actor: roster_store::Actor::Service("test".into()), request_id: String::new(), now: 1 };
+    app.store
+        .set_availability(&ctx, &acme.id, &agents[0].id, roster_store::Availability::Online)
+        .await
+        .expect("online behind the server's back");
+    let assigned = eventually(std::time::Duration::from_secs(5), || async {
+        Some(get(&app, &acme.id, "lost-1").await).filter(|a| !a.assignee_id.is_empty())
+    })
+    .await;
+    assert_eq!(assigned.expect("handed out by the sweep").assignee_id, agents[0].id);
+}
