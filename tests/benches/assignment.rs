@@ -24,7 +24,10 @@ mod common;
 use common::{Load, closed_loop, setting};
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-const CLIENTS: usize = 16;
+/// The clients on both sides, as the issue sets it; `BENCH_CLIENTS` changes it for exploring.
+fn clients() -> usize {
+    setting("BENCH_CLIENTS", 16) as usize
+}
 
 fn main() {
     if std::env::var("ROSTER_TEST_DATABASE_URL").is_err() {
@@ -73,11 +76,11 @@ async fn team(app: &TestApp, workspace_id: &str, name: &str, k: usize) -> (Strin
     (team.id, agents)
 }
 
-/// `clients` callers of AssignConversation for `seconds`, each conversation new, spread over `teams`.
+/// [`clients`] callers of AssignConversation for `seconds`, each conversation new, spread over `teams`.
 async fn assign_load(channels: &[Channel], workspace_id: &str, teams: &[String], round: &str, seconds: u64) -> Load {
     let (workspace_id, teams, round) =
         (Arc::new(workspace_id.to_owned()), Arc::new(teams.to_vec()), Arc::new(round.to_owned()));
-    closed_loop(channels, CLIENTS, seconds, move |channel, n| {
+    closed_loop(channels, clients(), seconds, move |channel, n| {
         let request = service(pb::AssignConversationRequest {
             workspace_id: workspace_id.to_string(),
             conversation_id: format!("{round}-{n}"),
@@ -94,10 +97,10 @@ async fn assign_load(channels: &[Channel], workspace_id: &str, teams: &[String],
     .await
 }
 
-/// pgbench's default script with `CLIENTS` clients for `seconds` on `url`: transactions per second.
+/// pgbench's default script with [`clients`] clients for `seconds` on `url`: transactions per second.
 fn pgbench(url: &str, seconds: u64) -> f64 {
     let output = std::process::Command::new("pgbench")
-        .args(["-n", "-c", &CLIENTS.to_string(), "-j", "2", "-T", &seconds.to_string(), url])
+        .args(["-n", "-c", &clients().to_string(), "-j", "2", "-T", &seconds.to_string(), url])
         .output()
         .expect("run pgbench (apt-get install postgresql-contrib)");
     let text = String::from_utf8_lossy(&output.stdout);
@@ -116,7 +119,7 @@ async fn run() {
 
     // 1. Throughput.
     let mut teams = Vec::new();
-    for i in 0..CLIENTS {
+    for i in 0..clients() {
         teams.push(team(&app, &ws.id, &format!("T{i:02}"), 4).await.0);
     }
     let peer = app.spawn_peer_process().await;
@@ -132,15 +135,17 @@ async fn run() {
         pg.push(pgbench(&pgbench_db.url, seconds));
         spread.push(assign_load(&channels, &ws.id, &teams, &format!("s{round}"), seconds).await.rate());
         one.push(assign_load(&channels, &ws.id, &teams[..1], &format!("o{round}"), seconds).await.rate());
+        let clients = clients();
         println!(
-            "round {round}: pgbench {:.0} tps, AssignConversation over {CLIENTS} teams {:.0}/s, into one team {:.0}/s",
+            "round {round}: pgbench {:.0} tps, AssignConversation over {clients} teams {:.0}/s, into one team {:.0}/s",
             pg[round], spread[round], one[round]
         );
     }
     let (pg, spread, one) = (median(pg), median(spread), median(one));
+    let clients = clients();
     println!(
-        "throughput medians ({CLIENTS} clients, {seconds} s each): pgbench {pg:.0} tps; AssignConversation {spread:.0}/s \
-         spread over {CLIENTS} teams, ratio {:.2} (target >= 0.5); {one:.0}/s into one team, ratio {:.2}",
+        "throughput medians ({clients} clients, {seconds} s each): pgbench {pg:.0} tps; AssignConversation {spread:.0}/s \
+         spread over {clients} teams, ratio {:.2} (target >= 0.5); {one:.0}/s into one team, ratio {:.2}",
         spread / pg,
         one / pg
     );

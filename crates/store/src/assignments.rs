@@ -27,6 +27,7 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, QueryTrait, TryInsertResult, TryIntoModel,
 };
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// How many queued conversations one transaction hands out at most.
 const DRAIN_BATCH: usize = 500;
@@ -131,6 +132,13 @@ fn assign_changes(user_id: &str, now: i64, reason: &str) -> Vec<(conversation::C
     ]
 }
 
+/// Who a pick gave a conversation to, why, and their place in the team's order.
+struct Taken {
+    user_id: String,
+    reason: String,
+    position: i64,
+}
+
 /// A locked team with its members, as the picks of one transaction see it.
 struct Routing {
     team: team::Model,
@@ -143,11 +151,21 @@ impl Routing {
     /// the order of their ids.
     async fn lock(txn: &DatabaseTransaction, workspace_id: &str, team_id: &str, also: Option<&str>) -> Result<Self> {
         let team = lock_team(txn, workspace_id, team_id).await?;
+        Self::of(txn, team, Some(also)).await
+    }
+
+    /// The routing of a team already locked. `lock`: `Some(also)` to lock the members' user rows
+    /// (and `also`) in the order of their ids, as any transaction that may take or release more
+    /// than one agent must; `None` to read them as they are, for a transaction that takes at most
+    /// one agent (its conditional update locks that one row only, so it cannot deadlock).
+    async fn of(txn: &DatabaseTransaction, team: team::Model, lock: Option<Option<&str>>) -> Result<Self> {
         let strategy = Strategy::from_stored(&team.strategy)
             .ok_or_else(|| StoreError::Corrupt(format!("team {}: strategy", team.id)))?;
-        let members = match also {
-            None => load_members(txn, team_id, Read::LockAll).await?,
-            Some(also) => {
+        let team_id = team.id.as_str();
+        let members = match lock {
+            None => load_members(txn, team_id, Read::All).await?,
+            Some(None) => load_members(txn, team_id, Read::LockAll).await?,
+            Some(Some(also)) => {
                 let members = team_member::Entity::find()
                     .select_only()
                     .column(team_member::Column::UserId)
@@ -169,15 +187,15 @@ impl Routing {
         Ok(Self { team, strategy, members })
     }
 
-    /// Routes the queued conversation `row` by the team's strategy, never to `exclude`: assigns it,
-    /// or leaves it queued and says why.
-    async fn route(
+    /// Picks by the team's strategy, never `exclude`, and takes one more conversation for the one
+    /// picked: who and why, or why nobody. Round robin's turn moves only once the caller has written
+    /// the conversation ([`Routing::served`]).
+    async fn pick_and_take(
         &mut self,
         txn: &DatabaseTransaction,
         now: i64,
-        row: &conversation::Model,
         exclude: Option<&str>,
-    ) -> Result<(conversation::Model, Option<Queued>)> {
+    ) -> Result<Result<Taken, Queued>> {
         // Each failed take makes its member ineligible here, so this ends within members + 1 picks.
         for _ in 0..=self.members.len() {
             let candidates: Vec<_> = self
@@ -186,16 +204,8 @@ impl Routing {
                 .filter(|m| Some(m.user_id.as_str()) != exclude)
                 .map(TeamMember::candidate)
                 .collect();
-            let (index, why) = match pick(self.strategy, &candidates, self.team.last_position) {
-                Pick::Queue(queued) => {
-                    let reason = queued.to_string();
-                    if row.reason == reason {
-                        return Ok((row.clone(), Some(queued)));
-                    }
-                    let row =
-                        update_conversation(txn, row, now, vec![(conversation::Column::Reason, reason.into())]).await?;
-                    return Ok((row, Some(queued)));
-                }
+            let (index, reason) = match pick(self.strategy, &candidates, self.team.last_position) {
+                Pick::Queue(queued) => return Ok(Err(queued)),
                 Pick::Assign { index, why } => (index, why.to_string()),
             };
             let user_id = candidates[index].user_id.to_owned();
@@ -207,29 +217,97 @@ impl Routing {
             }
             member.open += 1;
             member.last_assigned_at = Some(now);
-            let position = member.position;
-            let row = update_conversation(txn, row, now, assign_changes(&user_id, now, &why)).await?;
-            if self.strategy == Strategy::RoundRobin {
-                team::Entity::update_many()
-                    .col_expr(team::Column::LastPosition, Expr::val(position))
-                    .filter(team::Column::Id.eq(self.team.id.as_str()))
-                    .exec(txn)
-                    .await
-                    .map_err(classify)?;
-                self.team.last_position = Some(position);
-            }
-            return Ok((row, None));
+            return Ok(Ok(Taken { user_id, reason, position: member.position }));
         }
         Err(StoreError::Conflict(Conflict::Busy))
     }
 
-    /// Whether the team's queue holds a conversation other than `except`.
-    async fn has_queue(&self, txn: &DatabaseTransaction, except: &str) -> Result<bool> {
+    /// Moves round robin's turn past the member just served.
+    async fn served(&mut self, txn: &DatabaseTransaction, taken: &Taken) -> Result<()> {
+        if self.strategy != Strategy::RoundRobin {
+            return Ok(());
+        }
+        team::Entity::update_many()
+            .col_expr(team::Column::LastPosition, Expr::val(taken.position))
+            .filter(team::Column::Id.eq(self.team.id.as_str()))
+            .exec(txn)
+            .await
+            .map_err(classify)?;
+        self.team.last_position = Some(taken.position);
+        Ok(())
+    }
+
+    /// Routes the queued conversation `row` by the team's strategy, never to `exclude`: assigns it,
+    /// or leaves it queued and says why.
+    async fn route(
+        &mut self,
+        txn: &DatabaseTransaction,
+        now: i64,
+        row: &conversation::Model,
+        exclude: Option<&str>,
+    ) -> Result<(conversation::Model, Option<Queued>)> {
+        match self.pick_and_take(txn, now, exclude).await? {
+            Err(queued) => {
+                let reason = queued.to_string();
+                if row.reason == reason {
+                    return Ok((row.clone(), Some(queued)));
+                }
+                let row =
+                    update_conversation(txn, row, now, vec![(conversation::Column::Reason, reason.into())]).await?;
+                Ok((row, Some(queued)))
+            }
+            Ok(taken) => {
+                let row =
+                    update_conversation(txn, row, now, assign_changes(&taken.user_id, now, &taken.reason)).await?;
+                self.served(txn, &taken).await?;
+                Ok((row, None))
+            }
+        }
+    }
+
+    /// Routes a conversation Roster has not seen and writes it once, assigned or queued with its
+    /// reason: the common case, one insert. `None` when it exists after all (the caller starts
+    /// again on the general path; rolling back undoes the take).
+    async fn insert_routed(
+        &mut self,
+        txn: &DatabaseTransaction,
+        now: i64,
+        fresh: &conversation::Model,
+    ) -> Result<Option<conversation::Model>> {
+        let mut row = fresh.clone();
+        let taken = match self.pick_and_take(txn, now, None).await? {
+            Err(queued) => {
+                row.reason = queued.to_string();
+                None
+            }
+            Ok(taken) => {
+                row.assignee_id = Some(taken.user_id.clone());
+                row.reason = taken.reason.clone();
+                row.assigned_at = Some(now);
+                Some(taken)
+            }
+        };
+        let inserted = conversation::Entity::insert(conversation::ActiveModel::from(row.clone()))
+            .on_conflict_do_nothing()
+            .exec_without_returning(txn)
+            .await
+            .map_err(classify)?;
+        if !matches!(inserted, TryInsertResult::Inserted(n) if n > 0) {
+            return Ok(None);
+        }
+        if let Some(taken) = &taken {
+            self.served(txn, taken).await?;
+        }
+        Ok(Some(row))
+    }
+
+    /// Whether `team`'s queue holds a conversation other than `except`.
+    async fn has_queue(txn: &DatabaseTransaction, team: &team::Model, except: &str) -> Result<bool> {
         let found = conversation::Entity::find()
             .select_only()
             .column(conversation::Column::Id)
-            .filter(conversation::Column::WorkspaceId.eq(self.team.workspace_id.as_str()))
-            .filter(conversation::Column::TeamId.eq(self.team.id.as_str()))
+            .filter(conversation::Column::WorkspaceId.eq(team.workspace_id.as_str()))
+            .filter(conversation::Column::TeamId.eq(team.id.as_str()))
             .filter(conversation::Column::Status.eq(ConversationStatus::Open.as_str()))
             .filter(conversation::Column::AssigneeId.is_null())
             .filter(conversation::Column::Id.ne(except))
@@ -332,10 +410,19 @@ impl Store {
         workspace_id: &str,
         req: &AssignRequest,
     ) -> Result<Assigned> {
-        self.retry(|| self.try_assign(ctx, workspace_id, req)).await
+        let exists = AtomicBool::new(false);
+        self.retry(|| self.try_assign(ctx, workspace_id, req, &exists)).await
     }
 
-    async fn try_assign(&self, ctx: &Context, workspace_id: &str, req: &AssignRequest) -> Result<Assigned> {
+    /// One attempt; `exists` is set once the conversation turned out to exist, so that the next
+    /// attempt goes the general way.
+    async fn try_assign(
+        &self,
+        ctx: &Context,
+        workspace_id: &str,
+        req: &AssignRequest,
+        exists: &AtomicBool,
+    ) -> Result<Assigned> {
         let now = ctx.now;
         let id = req.conversation.as_str();
         // What the call needs to know before it locks: the team (when omitted) and, for a transfer,
@@ -351,7 +438,7 @@ impl Store {
         };
         let releasing = before.as_ref().filter(|_| req.transfer).and_then(|row| row.assignee_id.clone());
         let txn = self.write().await?;
-        let mut routing = Routing::lock(&txn, workspace_id, &team_id, releasing.as_deref()).await?;
+        let team = lock_team(&txn, workspace_id, &team_id).await?;
         // The common case, a conversation Roster has not seen: it joins the team's queue.
         let fresh = conversation::Model {
             workspace_id: workspace_id.to_owned(),
@@ -367,12 +454,31 @@ impl Store {
             created_at: now,
             updated_at: now,
         };
+        // A new conversation by strategy with nothing queued before it: routed and written at once.
+        if req.to == AssignTo::Auto
+            && before.is_none()
+            && !exists.load(Ordering::Relaxed)
+            && !Routing::has_queue(&txn, &team, id).await?
+        {
+            let mut routing = Routing::of(&txn, team, None).await?;
+            let Some(row) = routing.insert_routed(&txn, now, &fresh).await? else {
+                exists.store(true, Ordering::Relaxed);
+                return Err(StoreError::Conflict(Conflict::Busy));
+            };
+            let conversation = to_conversation(row)?;
+            commit(txn).await?;
+            return Ok(Assigned { conversation, changed: true, drain: Vec::new() });
+        }
         let inserted = conversation::Entity::insert(conversation::ActiveModel::from(fresh.clone()))
             .on_conflict_do_nothing()
             .exec_without_returning(&txn)
             .await
             .map_err(classify)?;
         if matches!(inserted, TryInsertResult::Inserted(n) if n > 0) {
+            // Routed alone, or given by hand, it takes one agent at most: the members are read as
+            // they are. Draining a queue may take several: they are locked in order.
+            let alone = req.to != AssignTo::Auto || !Routing::has_queue(&txn, &team, id).await?;
+            let mut routing = Routing::of(&txn, team, if alone { None } else { Some(None) }).await?;
             let row = match req.to.clone() {
                 AssignTo::User(user_id) => {
                     routing.assign_to(&txn, now, &fresh, &user_id).await?;
@@ -388,9 +494,7 @@ impl Store {
                     load(&txn, workspace_id, id).await?.ok_or(StoreError::Conflict(Conflict::Busy))?
                 }
                 // Nothing waited before it: it is routed alone.
-                AssignTo::Auto if !routing.has_queue(&txn, id).await? => {
-                    routing.route(&txn, now, &fresh, None).await?.0
-                }
+                AssignTo::Auto if alone => routing.route(&txn, now, &fresh, None).await?.0,
                 // Oldest first: what was queued before it goes first.
                 AssignTo::Auto => {
                     let queued = routing.drain(&txn, now).await?;
@@ -408,6 +512,7 @@ impl Store {
             commit(txn).await?;
             return Ok(Assigned { conversation, changed: true, drain: Vec::new() });
         }
+        let mut routing = Routing::of(&txn, team, Some(releasing.as_deref())).await?;
         let row = load(&txn, workspace_id, id).await?.ok_or(StoreError::Conflict(Conflict::Busy))?;
         ensure_decided_on(&row, req.decided_on.as_ref().map(Option::as_deref))?;
         let version_before = row.version;
