@@ -349,6 +349,8 @@ pub struct ConversationFilter {
 pub struct UserFilter {
     pub status: Option<UserStatus>,
     pub role: Option<RoleId>,
+    /// Members of this team only.
+    pub team: Option<String>,
 }
 
 /// One page of a listing, and where the next one starts.

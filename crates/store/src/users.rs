@@ -1,6 +1,6 @@
 //! Users: creation with the welcome email, changes guarded by version, deactivation.
 
-use crate::entity::{outbox, session, user, workspace};
+use crate::entity::{outbox, session, team_member, user, workspace};
 use crate::roles::{bump_authz, ensure_grantable, load_role};
 use crate::{
     Availability, Conflict, Context, Entity, LoginCandidate, Mail, NewUser, OutboxStatus, Page, Result, Store,
@@ -11,7 +11,7 @@ use roster_identity::{BuiltinRole, Email, FullName, PasswordHash, RoleId, Slug, 
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    QuerySelect, QueryTrait,
 };
 
 pub(crate) fn to_user(row: user::Model) -> Result<User> {
@@ -268,6 +268,14 @@ impl Store {
         }
         if let Some(role) = &filter.role {
             query = query.filter(user::Column::RoleId.eq(role.as_str()));
+        }
+        if let Some(team) = &filter.team {
+            let members = team_member::Entity::find()
+                .select_only()
+                .column(team_member::Column::UserId)
+                .filter(team_member::Column::TeamId.eq(team.as_str()))
+                .into_query();
+            query = query.filter(user::Column::Id.in_subquery(members));
         }
         if let Some(after) = after {
             query = query.filter(user::Column::Email.gt(after));

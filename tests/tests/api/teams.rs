@@ -182,3 +182,20 @@ async fn a_supervisor_cannot_add_an_admin_to_a_team() {
     assert_status(&status, Code::PermissionDenied, "ESCALATION");
     add_member(&app, &token, &team.id, &supervisor.id, None).await.expect("themselves");
 }
+
+#[tokio::test]
+async fn list_users_filters_by_team() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let (team, agents) = team_of_agents(&app, &acme, "Filter", pb::Strategy::Manual, 2, None).await;
+    app.create_user(&acme.admin_token, "outsider@acme.example", "agent").await.expect("outsider");
+    let list = |team_id: &str| pb::ListUsersRequest { team_id: team_id.into(), ..Default::default() };
+    let users = app.users().list_users(bearer(&acme.admin_token, list(&team.id))).await.expect("list").into_inner();
+    let mut ids: Vec<String> = users.users.into_iter().map(|u| u.id).collect();
+    let mut expected: Vec<String> = agents.iter().map(|a| a.id.clone()).collect();
+    ids.sort();
+    expected.sort();
+    assert_eq!(ids, expected);
+    let bad = app.users().list_users(bearer(&acme.admin_token, list("nope"))).await.expect_err("bad id");
+    assert_invalid(&bad, "INVALID_FIELD", &["team_id"]);
+}

@@ -94,7 +94,14 @@ impl UserService for UserApi {
         } else {
             Some(RoleId::parse(&req.role).map_err(|e| invalid("role", e.to_string()))?)
         };
-        let filter = UserFilter { status, role };
+        let team = if req.team_id.is_empty() {
+            None
+        } else if super::is_record_id(&req.team_id) {
+            Some(req.team_id.clone())
+        } else {
+            return Err(invalid("team_id", "not an id this server issued"));
+        };
+        let filter = UserFilter { status, role, team };
         let page = app.store.list_users(&workspace_id, &filter, after.as_deref(), limit).await.map_err(error::store)?;
         Ok(Response::new(pb::ListUsersResponse {
             users: page.items.iter().map(convert::user).collect(),
