@@ -54,6 +54,11 @@ async fn load<C: ConnectionTrait>(conn: &C, workspace_id: &str, id: &str) -> Res
     conversation::Entity::find_by_id((workspace_id.to_owned(), id.to_owned())).one(conn).await.map_err(classify)
 }
 
+/// A conversation this transaction has just written or read; gone means a concurrent change won.
+async fn reload(txn: &DatabaseTransaction, workspace_id: &str, id: &str) -> Result<conversation::Model> {
+    load(txn, workspace_id, id).await?.ok_or(StoreError::Conflict(Conflict::Busy))
+}
+
 /// One more open conversation for `user_id`, if they are active, ONLINE and under `capacity`.
 async fn take(txn: &DatabaseTransaction, user_id: &str, capacity: Capacity, now: i64) -> Result<bool> {
     let mut update = user::Entity::update_many()
@@ -478,7 +483,7 @@ impl Store {
             };
             let conversation = to_conversation(row)?;
             commit(txn).await?;
-            return Ok(Assigned { conversation, changed: true, drain: Vec::new() });
+            return Ok(Assigned { conversation, changed: true, freed: false });
         }
         let inserted = conversation::Entity::insert(conversation::ActiveModel::from(fresh.clone()))
             .on_conflict_do_nothing()
@@ -502,14 +507,14 @@ impl Store {
                         &[("assignee", user_id.as_str()), ("team", team_id.as_str())],
                     )
                     .await?;
-                    load(&txn, workspace_id, id).await?.ok_or(StoreError::Conflict(Conflict::Busy))?
+                    reload(&txn, workspace_id, id).await?
                 }
                 // Nothing waited before it: it is routed alone.
                 AssignTo::Auto if alone => routing.route(&txn, now, &fresh, None).await?.0,
                 // Oldest first: what was queued before it goes first.
                 AssignTo::Auto => {
                     let queued = routing.drain(&txn, now).await?;
-                    let row = load(&txn, workspace_id, id).await?.ok_or(StoreError::Conflict(Conflict::Busy))?;
+                    let row = reload(&txn, workspace_id, id).await?;
                     match queued.map(|q| q.to_string()) {
                         Some(reason) if row.assignee_id.is_none() && row.reason != reason => {
                             update_conversation(&txn, &row, now, vec![(conversation::Column::Reason, reason.into())])
@@ -521,10 +526,10 @@ impl Store {
             };
             let conversation = to_conversation(row)?;
             commit(txn).await?;
-            return Ok(Assigned { conversation, changed: true, drain: Vec::new() });
+            return Ok(Assigned { conversation, changed: true, freed: false });
         }
         let mut routing = Routing::of(&txn, team, Some(releasing.as_deref())).await?;
-        let row = load(&txn, workspace_id, id).await?.ok_or(StoreError::Conflict(Conflict::Busy))?;
+        let row = reload(&txn, workspace_id, id).await?;
         ensure_decided_on(&row, req.decided_on.as_ref().map(Option::as_deref))?;
         let version_before = row.version;
         let open = row.status == ConversationStatus::Open.as_str();
@@ -532,7 +537,7 @@ impl Store {
             // Its assignee changed since it was read: start again with the new one locked.
             return Err(StoreError::Conflict(Conflict::Busy));
         }
-        let mut drain = Vec::new();
+        let mut freed = false;
         let mut audit_details: Option<(&str, Vec<(&str, String)>)> = None;
         // Only an open conversation moves; a resolved one is simply reopened.
         let moving = req.transfer && open;
@@ -546,10 +551,10 @@ impl Store {
             }
             match (&row.assignee_id, &req.to, req.transfer) {
                 (Some(current), AssignTo::User(to), _) if current == to && row.team_id == team_id => {
-                    return Ok(Assigned { conversation: to_conversation(row)?, changed: false, drain });
+                    return Ok(Assigned { conversation: to_conversation(row)?, changed: false, freed });
                 }
                 (Some(_), AssignTo::Auto, false) => {
-                    return Ok(Assigned { conversation: to_conversation(row)?, changed: false, drain });
+                    return Ok(Assigned { conversation: to_conversation(row)?, changed: false, freed });
                 }
                 (Some(_), AssignTo::User(_), false) => return Err(StoreError::Conflict(Conflict::AlreadyAssigned)),
                 (None, _, false) => row,
@@ -561,10 +566,10 @@ impl Store {
                             member.open = member.open.saturating_sub(1);
                         }
                         // Their room may let a queued conversation of any of their teams go to them.
-                        drain.push(team_id.clone());
+                        freed = true;
                     }
                     if row.team_id != team_id {
-                        drain.push(row.team_id.clone());
+                        freed = true;
                     }
                     let to_text = match to {
                         AssignTo::User(user) => user.clone(),
@@ -608,8 +613,7 @@ impl Store {
                 AssignTo::Auto if !moving => {
                     // Oldest first: anything queued before it goes first.
                     if let Some(queued) = routing.drain(&txn, now).await? {
-                        let current =
-                            load(&txn, workspace_id, id).await?.ok_or(StoreError::Conflict(Conflict::Busy))?;
+                        let current = reload(&txn, workspace_id, id).await?;
                         let reason = queued.to_string();
                         if current.assignee_id.is_none() && current.reason != reason {
                             update_conversation(
@@ -629,11 +633,10 @@ impl Store {
             let details: Vec<(&str, &str)> = details.iter().map(|(k, v)| (*k, v.as_str())).collect();
             audit::record(&txn, workspace_id, ctx, action, &format!("conversation:{id}"), &details).await?;
         }
-        let conversation =
-            to_conversation(load(&txn, workspace_id, id).await?.ok_or(StoreError::Conflict(Conflict::Busy))?)?;
+        let conversation = to_conversation(reload(&txn, workspace_id, id).await?)?;
         commit(txn).await?;
         let changed = conversation.version != version_before;
-        Ok(Assigned { conversation, changed, drain })
+        Ok(Assigned { conversation, changed, freed })
     }
 
     /// UnassignConversation: back to the team's queue, which is then handed out again.
@@ -680,9 +683,7 @@ impl Store {
             )
             .await?;
             routing.drain(&txn, ctx.now).await?;
-            let conversation = to_conversation(
-                load(&txn, workspace_id, id.as_str()).await?.ok_or(StoreError::Conflict(Conflict::Busy))?,
-            )?;
+            let conversation = to_conversation(reload(&txn, workspace_id, id.as_str()).await?)?;
             commit(txn).await?;
             Ok(conversation)
         })
@@ -718,9 +719,7 @@ impl Store {
                 ],
             )
             .await?;
-            let conversation = to_conversation(
-                load(&txn, workspace_id, id.as_str()).await?.ok_or(StoreError::Conflict(Conflict::Busy))?,
-            )?;
+            let conversation = to_conversation(reload(&txn, workspace_id, id.as_str()).await?)?;
             commit(txn).await?;
             Ok(conversation)
         })

@@ -315,8 +315,9 @@ pub struct Assigned {
     pub conversation: Conversation,
     /// False when nothing changed.
     pub changed: bool,
-    /// Teams whose queue may now be handed out (the previous team of a transfer, say).
-    pub drain: Vec<String>,
+    /// Whether an agent's capacity was freed or a team left (a transfer): queues of other teams
+    /// may now be handed out.
+    pub freed: bool,
 }
 
 /// Why a named user cannot take a conversation.

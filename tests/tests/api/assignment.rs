@@ -298,13 +298,7 @@ async fn a_thousand_concurrent_assignments_over_two_processes_keep_capacity() {
     let acme = app.workspace("acme").await;
     let (team, agents) = team_of_agents(&app, &acme, "Rush", pb::Strategy::LoadBalanced, 5, Some(30)).await;
     let peer = app.spawn_peer_process().await;
-    let clients = [app.assignments(), peer.assignments()];
-    let calls = (0..1000).map(|i| {
-        let mut client = clients[i % 2].clone();
-        let request = assign_request(&acme.id, &format!("rush-{i}"), &team.id);
-        async move { client.assign_conversation(service(request)).await.map(|r| r.into_inner()) }
-    });
-    let answers = futures_join_all(calls).await;
+    let answers = concurrently(&app, &peer, &acme.id, &team.id, "rush", 1000).await;
     let mut per_agent: HashMap<String, usize> = HashMap::new();
     for answer in &answers {
         let answer = answer.as_ref().expect("every call answered");
@@ -337,14 +331,8 @@ async fn round_robin_is_fair_across_two_processes() {
     let acme = app.workspace("acme").await;
     let (team, agents) = team_of_agents(&app, &acme, "Fair", pb::Strategy::RoundRobin, 3, None).await;
     let peer = app.spawn_peer_process().await;
-    let clients = [app.assignments(), peer.assignments()];
     let n = 301;
-    let calls = (0..n).map(|i| {
-        let mut client = clients[i % 2].clone();
-        let request = assign_request(&acme.id, &format!("fair-{i}"), &team.id);
-        async move { client.assign_conversation(service(request)).await.map(|r| r.into_inner()) }
-    });
-    for answer in futures_join_all(calls).await {
+    for answer in concurrently(&app, &peer, &acme.id, &team.id, "fair", n).await {
         answer.expect("answered");
     }
     let open = list(
@@ -364,6 +352,25 @@ async fn round_robin_is_fair_across_two_processes() {
         let got = counts.get(agent.id.as_str()).copied().unwrap_or(0);
         assert!(got == n / 3 || got == n.div_ceil(3), "{} got {got} of {n}", agent.full_name);
     }
+}
+
+/// `n` AssignConversation calls by strategy at once (conversations `<prefix>-0`..), alternating
+/// between this server and a peer process; the answers in call order.
+async fn concurrently(
+    app: &TestApp,
+    peer: &PeerProcess,
+    ws: &str,
+    team: &str,
+    prefix: &str,
+    n: usize,
+) -> Vec<Result<pb::AssignConversationResponse, Status>> {
+    let clients = [app.assignments(), peer.assignments()];
+    let calls = (0..n).map(|i| {
+        let mut client = clients[i % 2].clone();
+        let request = assign_request(ws, &format!("{prefix}-{i}"), team);
+        async move { client.assign_conversation(service(request)).await.map(|r| r.into_inner()) }
+    });
+    futures_join_all(calls).await
 }
 
 /// Joins futures without another dependency: spawns each on the runtime.

@@ -81,7 +81,7 @@ impl AssignmentService for AssignmentApi {
             }
             err => error::store(err),
         })?;
-        if !assigned.drain.is_empty() {
+        if assigned.freed {
             app.drain_queues(&ctx, &workspace_id).await;
         }
         Ok(Response::new(pb::AssignConversationResponse {
@@ -129,9 +129,8 @@ impl AssignmentService for AssignmentApi {
         let decided_on = decided_on.as_ref().map(Option::as_deref);
         let conversation =
             app.store.resolve_conversation(&ctx, &workspace_id, &id, decided_on).await.map_err(error::store)?;
-        if conversation.resolved_at == Some(ctx.now) {
-            app.drain_queues(&ctx, &workspace_id).await;
-        }
+        // Its assignee has room again (a second resolve finds no queue to hand out, or no room).
+        app.drain_queues(&ctx, &workspace_id).await;
         Ok(Response::new(pb::ResolveConversationResponse { assignment: Some(convert::conversation(&conversation)) }))
     }
 
