@@ -27,6 +27,7 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, QueryTrait, TryInsertResult, TryIntoModel,
 };
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// How many queued conversations one transaction hands out at most.
@@ -44,6 +45,7 @@ fn to_conversation(row: conversation::Model) -> Result<Conversation> {
         queued_at: row.queued_at,
         assigned_at: row.assigned_at,
         resolved_at: row.resolved_at,
+        sequence: row.sequence,
         version: row.version,
         created_at: row.created_at,
         updated_at: row.updated_at,
@@ -59,8 +61,15 @@ async fn reload(txn: &DatabaseTransaction, workspace_id: &str, id: &str) -> Resu
     load(txn, workspace_id, id).await?.ok_or(StoreError::Conflict(Conflict::Busy))
 }
 
-/// One more open conversation for `user_id`, if they are active, ONLINE and under `capacity`.
-async fn take(txn: &DatabaseTransaction, user_id: &str, capacity: Capacity, now: i64) -> Result<bool> {
+/// One more open conversation for `user_id`, if they are active, ONLINE and under `capacity`, and
+/// (`Some(open)`) still have the `open` conversations the pick compared.
+async fn take(
+    txn: &DatabaseTransaction,
+    user_id: &str,
+    capacity: Capacity,
+    now: i64,
+    expect_open: Option<u32>,
+) -> Result<bool> {
     let mut update = user::Entity::update_many()
         .col_expr(user::Column::OpenConversations, Expr::col(user::Column::OpenConversations).add(1))
         .col_expr(user::Column::LastAssignedAt, Expr::val(now))
@@ -69,6 +78,9 @@ async fn take(txn: &DatabaseTransaction, user_id: &str, capacity: Capacity, now:
         .filter(user::Column::Availability.eq(Availability::Online.as_str()));
     if capacity.max_open() > 0 {
         update = update.filter(user::Column::OpenConversations.lt(i64::from(capacity.max_open())));
+    }
+    if let Some(open) = expect_open {
+        update = update.filter(user::Column::OpenConversations.eq(i64::from(open)));
     }
     Ok(update.exec(txn).await.map_err(classify)?.rows_affected == 1)
 }
@@ -126,14 +138,16 @@ fn queue_changes(team_id: &str, now: i64, reason: &str) -> Vec<(conversation::Co
         (conversation::Column::QueuedAt, now.into()),
         (conversation::Column::AssignedAt, Option::<i64>::None.into()),
         (conversation::Column::ResolvedAt, Option::<i64>::None.into()),
+        (conversation::Column::Sequence, Option::<i64>::None.into()),
     ]
 }
 
-fn assign_changes(user_id: &str, now: i64, reason: &str) -> Vec<(conversation::Column, sea_orm::Value)> {
+fn assign_changes(user_id: &str, now: i64, reason: &str, sequence: i64) -> Vec<(conversation::Column, sea_orm::Value)> {
     vec![
         (conversation::Column::AssigneeId, Some(user_id.to_owned()).into()),
         (conversation::Column::Reason, reason.into()),
         (conversation::Column::AssignedAt, Some(now).into()),
+        (conversation::Column::Sequence, Some(sequence).into()),
     ]
 }
 
@@ -184,21 +198,7 @@ impl Routing {
             None => load_members(txn, team_id, Read::All).await?,
             Some(None) => load_members(txn, team_id, Read::LockAll).await?,
             Some(Some(also)) => {
-                let members = team_member::Entity::find()
-                    .select_only()
-                    .column(team_member::Column::UserId)
-                    .filter(team_member::Column::TeamId.eq(team_id))
-                    .into_query();
-                user::Entity::find()
-                    .select_only()
-                    .column(user::Column::Id)
-                    .filter(Condition::any().add(user::Column::Id.in_subquery(members)).add(user::Column::Id.eq(also)))
-                    .order_by_asc(user::Column::Id)
-                    .lock_exclusive()
-                    .into_tuple::<String>()
-                    .all(txn)
-                    .await
-                    .map_err(classify)?;
+                lock_users(txn, vec![team_id.to_owned()], Some(also)).await?;
                 load_members(txn, team_id, Read::All).await?
             }
         };
@@ -214,8 +214,10 @@ impl Routing {
         now: i64,
         exclude: Option<&str>,
     ) -> Result<Result<Taken, Queued>> {
-        // Each failed take makes its member ineligible here, so this ends within members + 1 picks.
-        for _ in 0..=self.members.len() {
+        // A failed take means the member changed since read: gone away or full (ineligible now), or,
+        // for load balanced, busier through another team (the pick must compare current counts).
+        // Only concurrent calls make that happen, so a few looks suffice; then the call is retried.
+        for _ in 0..=2 * self.members.len() {
             let candidates: Vec<_> = self
                 .members
                 .iter()
@@ -228,7 +230,8 @@ impl Routing {
             };
             let user_id = candidates[index].user_id.to_owned();
             let Some(member) = self.members.iter_mut().find(|m| m.user_id == user_id) else { break };
-            if !take(txn, &user_id, member.capacity, now).await? {
+            let expect_open = (self.strategy == Strategy::LoadBalanced).then_some(member.open);
+            if !take(txn, &user_id, member.capacity, now, expect_open).await? {
                 // Another team or process got there first, or they just went away: look again.
                 refresh(txn, member).await?;
                 continue;
@@ -240,18 +243,24 @@ impl Routing {
         Err(StoreError::Conflict(Conflict::Busy))
     }
 
-    /// Moves round robin's turn past the member just served.
-    async fn served(&mut self, txn: &DatabaseTransaction, taken: &Taken) -> Result<()> {
-        if self.strategy != Strategy::RoundRobin {
-            return Ok(());
+    /// The number the team's next assignment takes.
+    fn sequence(&self) -> i64 {
+        self.team.assignments + 1
+    }
+
+    /// Counts the assignment just written (numbered [`Routing::sequence`]) and, when the strategy
+    /// served the member at `position`, moves round robin's turn past them.
+    async fn served(&mut self, txn: &DatabaseTransaction, position: Option<i64>) -> Result<()> {
+        let mut update = team::Entity::update_many().col_expr(team::Column::Assignments, Expr::val(self.sequence()));
+        let turn = position.filter(|_| self.strategy == Strategy::RoundRobin);
+        if let Some(position) = turn {
+            update = update.col_expr(team::Column::LastPosition, Expr::val(position));
         }
-        team::Entity::update_many()
-            .col_expr(team::Column::LastPosition, Expr::val(taken.position))
-            .filter(team::Column::Id.eq(self.team.id.as_str()))
-            .exec(txn)
-            .await
-            .map_err(classify)?;
-        self.team.last_position = Some(taken.position);
+        update.filter(team::Column::Id.eq(self.team.id.as_str())).exec(txn).await.map_err(classify)?;
+        self.team.assignments += 1;
+        if turn.is_some() {
+            self.team.last_position = turn;
+        }
         Ok(())
     }
 
@@ -275,9 +284,9 @@ impl Routing {
                 Ok((row, Some(queued)))
             }
             Ok(taken) => {
-                let row =
-                    update_conversation(txn, row, now, assign_changes(&taken.user_id, now, &taken.reason)).await?;
-                self.served(txn, &taken).await?;
+                let changes = assign_changes(&taken.user_id, now, &taken.reason, self.sequence());
+                let row = update_conversation(txn, row, now, changes).await?;
+                self.served(txn, Some(taken.position)).await?;
                 Ok((row, None))
             }
         }
@@ -302,6 +311,7 @@ impl Routing {
                 row.assignee_id = Some(taken.user_id.clone());
                 row.reason = taken.reason.clone();
                 row.assigned_at = Some(now);
+                row.sequence = Some(self.sequence());
                 Some(taken)
             }
         };
@@ -314,7 +324,7 @@ impl Routing {
             return Ok(None);
         }
         if let Some(taken) = &taken {
-            self.served(txn, taken).await?;
+            self.served(txn, Some(taken.position)).await?;
         }
         Ok(Some(row))
     }
@@ -368,7 +378,7 @@ impl Routing {
             .iter_mut()
             .find(|m| m.user_id == user_id)
             .ok_or(StoreError::Conflict(Conflict::NotEligible(NotEligible::NotAMember)))?;
-        if !take(txn, user_id, member.capacity, now).await? {
+        if !take(txn, user_id, member.capacity, now, None).await? {
             refresh(txn, member).await?;
             return Err(match member.candidate().eligibility() {
                 Err(why) => StoreError::Conflict(Conflict::NotEligible(NotEligible::Is(why))),
@@ -376,7 +386,8 @@ impl Routing {
             });
         }
         member.open += 1;
-        update_conversation(txn, row, now, assign_changes(user_id, now, "assigned by hand")).await.map(drop)
+        update_conversation(txn, row, now, assign_changes(user_id, now, "assigned by hand", self.sequence())).await?;
+        self.served(txn, None).await
     }
 }
 
@@ -466,6 +477,7 @@ impl Store {
             queued_at: now,
             assigned_at: None,
             resolved_at: None,
+            sequence: None,
             version: 1,
             created_at: now,
             updated_at: now,
@@ -807,27 +819,117 @@ impl Store {
     }
 }
 
-/// Deactivation's part: every open conversation of `user_id` goes back to its team's queue, in the
-/// deactivation's transaction, keeping the time it first queued (those customers have waited
-/// longest, so they go first). Returns how many.
-pub(crate) async fn requeue_all(txn: &DatabaseTransaction, workspace_id: &str, user_id: &str, now: i64) -> Result<u64> {
-    let result = conversation::Entity::update_many()
-        .col_expr(conversation::Column::AssigneeId, Expr::val(Option::<String>::None))
-        .col_expr(conversation::Column::Reason, Expr::val("queued: the assignee was deactivated"))
-        .col_expr(conversation::Column::AssignedAt, Expr::val(Option::<i64>::None))
-        .col_expr(conversation::Column::Version, Expr::col(conversation::Column::Version).add(1))
-        .col_expr(conversation::Column::UpdatedAt, Expr::val(now))
+/// The teams whose queues hold `user_id`'s open conversations, in the order of their ids.
+async fn teams_of(txn: &DatabaseTransaction, workspace_id: &str, user_id: &str) -> Result<BTreeSet<String>> {
+    let teams = conversation::Entity::find()
+        .select_only()
+        .column(conversation::Column::TeamId)
+        .distinct()
         .filter(conversation::Column::WorkspaceId.eq(workspace_id))
         .filter(conversation::Column::AssigneeId.eq(user_id))
         .filter(conversation::Column::Status.eq(ConversationStatus::Open.as_str()))
-        .exec(txn)
+        .into_tuple::<String>()
+        .all(txn)
         .await
         .map_err(classify)?;
-    user::Entity::update_many()
-        .col_expr(user::Column::OpenConversations, Expr::val(0))
-        .filter(user::Column::Id.eq(user_id))
-        .exec(txn)
+    Ok(teams.into_iter().collect())
+}
+
+/// Locks the user rows of the members of `teams` and `also`, in the order of their ids.
+async fn lock_users(txn: &DatabaseTransaction, teams: Vec<String>, also: Option<&str>) -> Result<()> {
+    let members = team_member::Entity::find()
+        .select_only()
+        .column(team_member::Column::UserId)
+        .filter(team_member::Column::TeamId.is_in(teams))
+        .into_query();
+    let mut which = Condition::any().add(user::Column::Id.in_subquery(members));
+    if let Some(also) = also {
+        which = which.add(user::Column::Id.eq(also));
+    }
+    user::Entity::find()
+        .select_only()
+        .column(user::Column::Id)
+        .filter(which)
+        .order_by_asc(user::Column::Id)
+        .lock_exclusive()
+        .into_tuple::<String>()
+        .all(txn)
         .await
         .map_err(classify)?;
-    Ok(result.rows_affected)
+    Ok(())
+}
+
+/// Deactivation's part. Before the user's row changes, [`Rerouting::lock`] locks the teams of their
+/// open conversations and every member, in the order routing locks. Once the row says deactivated,
+/// [`Rerouting::requeue_and_route`] puts those conversations back in their teams' queues and hands
+/// the queues out again by each team's strategy, all in the deactivation's transaction.
+pub(crate) struct Rerouting {
+    teams: Vec<team::Model>,
+}
+
+impl Rerouting {
+    /// Locks the teams of `user_id`'s open conversations and the teams `also`, in the order of their
+    /// ids, then the user rows of their members and of `user_id`, in the order of theirs.
+    pub(crate) async fn lock(
+        txn: &DatabaseTransaction,
+        workspace_id: &str,
+        user_id: &str,
+        also: &BTreeSet<String>,
+    ) -> Result<Self> {
+        let mut ids = teams_of(txn, workspace_id, user_id).await?;
+        ids.extend(also.iter().cloned());
+        let mut teams = Vec::with_capacity(ids.len());
+        for id in &ids {
+            match lock_team(txn, workspace_id, id).await {
+                Ok(team) => teams.push(team),
+                Err(StoreError::NotFound(Entity::Team)) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        lock_users(txn, ids.into_iter().collect(), Some(user_id)).await?;
+        Ok(Self { teams })
+    }
+
+    /// Every open conversation of `user_id`, whose row already says deactivated (so no pick takes
+    /// them any more), goes back to its team's queue, keeping the time it first queued (those
+    /// customers have waited longest, so they go first); then each of those queues is handed out
+    /// again. Returns how many conversations were requeued, or, when some are in teams this did not
+    /// lock (assigned since the teams were read), those teams: lock them too and start again.
+    pub(crate) async fn requeue_and_route(
+        self,
+        txn: &DatabaseTransaction,
+        workspace_id: &str,
+        user_id: &str,
+        now: i64,
+    ) -> Result<std::result::Result<u64, BTreeSet<String>>> {
+        let mut missing = teams_of(txn, workspace_id, user_id).await?;
+        missing.retain(|id| !self.teams.iter().any(|team| &team.id == id));
+        if !missing.is_empty() {
+            return Ok(Err(missing));
+        }
+        let result = conversation::Entity::update_many()
+            .col_expr(conversation::Column::AssigneeId, Expr::val(Option::<String>::None))
+            .col_expr(conversation::Column::Reason, Expr::val("queued: the assignee was deactivated"))
+            .col_expr(conversation::Column::AssignedAt, Expr::val(Option::<i64>::None))
+            .col_expr(conversation::Column::Sequence, Expr::val(Option::<i64>::None))
+            .col_expr(conversation::Column::Version, Expr::col(conversation::Column::Version).add(1))
+            .col_expr(conversation::Column::UpdatedAt, Expr::val(now))
+            .filter(conversation::Column::WorkspaceId.eq(workspace_id))
+            .filter(conversation::Column::AssigneeId.eq(user_id))
+            .filter(conversation::Column::Status.eq(ConversationStatus::Open.as_str()))
+            .exec(txn)
+            .await
+            .map_err(classify)?;
+        user::Entity::update_many()
+            .col_expr(user::Column::OpenConversations, Expr::val(0))
+            .filter(user::Column::Id.eq(user_id))
+            .exec(txn)
+            .await
+            .map_err(classify)?;
+        for team in self.teams {
+            // The members' rows are locked already.
+            Routing::of(txn, team, None).await?.drain(txn, now).await?;
+        }
+        Ok(Ok(result.rows_affected))
+    }
 }

@@ -96,6 +96,7 @@ pub mod team {
         pub version: i64,
         pub created_at: i64,
         pub updated_at: i64,
+        pub assignments: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -146,6 +147,7 @@ pub mod conversation {
         pub version: i64,
         pub created_at: i64,
         pub updated_at: i64,
+        pub sequence: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

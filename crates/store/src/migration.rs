@@ -12,7 +12,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Foundation), Box::new(Authorization), Box::new(Assignment)]
+        vec![Box::new(Foundation), Box::new(Authorization), Box::new(Assignment), Box::new(AssignmentOrder)]
     }
 }
 
@@ -77,6 +77,7 @@ enum Teams {
     Version,
     CreatedAt,
     UpdatedAt,
+    Assignments,
 }
 
 #[derive(DeriveIden)]
@@ -105,6 +106,7 @@ enum Conversations {
     Version,
     CreatedAt,
     UpdatedAt,
+    Sequence,
 }
 
 #[derive(DeriveIden)]
@@ -573,5 +575,37 @@ impl MigrationTrait for Assignment {
             manager.create_index(index).await?;
         }
         Ok(())
+    }
+}
+
+/// Numbers each team's assignments in the order they were made.
+struct AssignmentOrder;
+
+impl MigrationName for AssignmentOrder {
+    fn name(&self) -> &str {
+        "m0004_assignment_order"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AssignmentOrder {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // How many conversations the team has given to agents: counted under the team's row lock,
+        // so its assignments are numbered 1, 2, 3, ... in the order its picks were made, whichever
+        // process made them.
+        manager
+            .alter_table(
+                Table::alter().table(Teams::Table).add_column(big_integer(Teams::Assignments).default(0)).to_owned(),
+            )
+            .await?;
+        // The current assignment's number in its team's order; none while queued.
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Conversations::Table)
+                    .add_column(big_integer_null(Conversations::Sequence))
+                    .to_owned(),
+            )
+            .await
     }
 }

@@ -281,6 +281,8 @@ pub struct Conversation {
     pub queued_at: Millis,
     pub assigned_at: Option<Millis>,
     pub resolved_at: Option<Millis>,
+    /// The current assignment's number in its team's order of assignments; `None` while queued.
+    pub sequence: Option<i64>,
     pub version: i64,
     pub created_at: Millis,
     pub updated_at: Millis,

@@ -190,6 +190,7 @@ impl Store {
             version: 1,
             created_at: ctx.now,
             updated_at: ctx.now,
+            assignments: 0,
         };
         team::Entity::insert(team::ActiveModel::from(row.clone()))
             .exec_without_returning(&txn)

@@ -1,5 +1,6 @@
 //! Users: creation with the welcome email, changes guarded by version, deactivation.
 
+use crate::assignments::Rerouting;
 use crate::entity::{outbox, session, team_member, user, workspace};
 use crate::roles::{bump_authz, ensure_grantable, load_role};
 use crate::{
@@ -13,6 +14,7 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, QueryTrait,
 };
+use std::collections::BTreeSet;
 
 pub(crate) fn to_user(row: user::Model) -> Result<User> {
     let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("user {}: {what}: {e}", row.id));
@@ -343,9 +345,10 @@ impl Store {
         Ok(user)
     }
 
-    /// Deactivates a user: no more logins, every session revoked, the seat freed, every open
-    /// conversation of theirs back in its team's queue, all in one transaction. Deactivating a deactivated user changes nothing. `actor` (the acting person's
-    /// role, `None` for a service key) must hold every grant of the user's role.
+    /// Deactivates a user: no more logins, every session revoked, the seat freed, and every open
+    /// conversation of theirs back in its team's queue and re-routed by the team's strategy, all in
+    /// one transaction. Deactivating a deactivated user changes nothing. `actor` (the acting
+    /// person's role, `None` for a service key) must hold every grant of the user's role.
     pub async fn deactivate_user(
         &self,
         ctx: &Context,
@@ -375,32 +378,64 @@ impl Store {
         status: UserStatus,
         actor: Option<&Role>,
     ) -> Result<User> {
+        // A deactivation locks the teams it re-routes before the user's row; one of the user's
+        // conversations may turn out to be in a team it did not lock (assigned in between): it then
+        // starts again with that team too. A concurrent change of the same rows starts it again too.
+        let mut also = BTreeSet::new();
+        for _ in 0..8 {
+            match self.try_set_status(ctx, workspace_id, user_id, status, actor, &also).await {
+                Ok(Ok(user)) => return Ok(user),
+                Ok(Err(more)) => also.extend(more),
+                Err(StoreError::Conflict(Conflict::Busy)) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Err(StoreError::Conflict(Conflict::Busy))
+    }
+
+    /// One attempt of [`Store::set_status`]: the user, or the teams to lock too.
+    async fn try_set_status(
+        &self,
+        ctx: &Context,
+        workspace_id: &str,
+        user_id: &str,
+        status: UserStatus,
+        actor: Option<&Role>,
+        also: &BTreeSet<String>,
+    ) -> Result<std::result::Result<User, BTreeSet<String>>> {
         let txn = self.write().await?;
+        let rerouting = match status {
+            UserStatus::Deactivated => Some(Rerouting::lock(&txn, workspace_id, user_id, also).await?),
+            UserStatus::Active => None,
+        };
         let row = load(&txn, workspace_id, user_id).await?;
         ensure_manageable(actor, &load_role(&txn, workspace_id, &row.role_id).await?.role)?;
         if row.status == status.as_str() {
-            return to_user(row);
+            return to_user(row).map(Ok);
         }
         bump_authz(&txn, workspace_id).await?;
         guard_last_admin(&txn, workspace_id, &row, status == UserStatus::Active).await?;
         update_row(&txn, &row, ctx.now, vec![(user::Column::Status, status.as_str().into())]).await?;
-        let (action, requeued) = match status {
-            UserStatus::Deactivated => {
+        let (action, requeued) = match rerouting {
+            Some(rerouting) => {
                 session::Entity::delete_many()
                     .filter(session::Column::UserId.eq(user_id))
                     .exec(&txn)
                     .await
                     .map_err(classify)?;
-                let requeued = crate::assignments::requeue_all(&txn, workspace_id, user_id, ctx.now).await?;
+                let requeued = match rerouting.requeue_and_route(&txn, workspace_id, user_id, ctx.now).await? {
+                    Ok(requeued) => requeued,
+                    Err(more) => return Ok(Err(more)),
+                };
                 ("user.deactivated", Some(requeued.to_string()))
             }
-            UserStatus::Active => ("user.reactivated", None),
+            None => ("user.reactivated", None),
         };
         let details: Vec<(&str, &str)> = requeued.iter().map(|n| ("conversations_requeued", n.as_str())).collect();
         audit::record(&txn, workspace_id, ctx, action, &format!("user:{user_id}"), &details).await?;
         let user = to_user(load(&txn, workspace_id, user_id).await?)?;
         commit(txn).await?;
-        Ok(user)
+        Ok(Ok(user))
     }
 
     /// Replaces a user's password hash and revokes every session except `keep`.

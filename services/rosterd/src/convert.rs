@@ -280,6 +280,7 @@ pub(crate) fn conversation(c: &Conversation) -> pb::ConversationAssignment {
         create_time: Some(timestamp(c.created_at)),
         update_time: Some(timestamp(c.updated_at)),
         etag: c.version.to_string(),
+        sequence: c.sequence.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
     }
 }
 

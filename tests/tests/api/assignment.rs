@@ -56,6 +56,13 @@ async fn list(app: &TestApp, request: pb::ListConversationAssignmentsRequest) ->
     }
 }
 
+/// A team's open conversations.
+async fn team_conversations(app: &TestApp, ws: &str, team: &str) -> Vec<pb::ConversationAssignment> {
+    let request =
+        pb::ListConversationAssignmentsRequest { workspace_id: ws.into(), team_id: team.into(), ..Default::default() };
+    list(app, request).await
+}
+
 #[tokio::test]
 async fn round_robin_goes_around_skips_the_away_and_says_after_whom() {
     let app = spawn_app().await;
@@ -234,9 +241,21 @@ async fn deactivating_an_agent_hands_their_conversations_to_the_others() {
     };
     app.assignments().assign_conversation(service(request)).await.expect("by hand");
 
+    // The deactivation hands them on in its own transaction: they are agent 1's when it answers,
+    // routed by the team's strategy, in the order they first queued.
     let deactivate = pb::DeactivateUserRequest { workspace_id: acme.id.clone(), user_id: agents[0].id.clone() };
     app.users().deactivate_user(service(deactivate)).await.expect("deactivate");
-    for i in 0..4 {
+    let mut sequences = Vec::new();
+    for i in [0, 2] {
+        let c = get(&app, &acme.id, &format!("s{i}")).await;
+        assert_eq!(
+            (c.assignee_id.as_str(), c.reason.as_str()),
+            (agents[1].id.as_str(), "round robin: after Sales Agent 1")
+        );
+        sequences.push(c.sequence);
+    }
+    assert_eq!(sequences, [5, 6], "after the team's first 4, oldest first");
+    for i in [1, 3] {
         assert_eq!(get(&app, &acme.id, &format!("s{i}")).await.assignee_id, agents[1].id, "s{i}");
     }
     let desk = get(&app, &acme.id, "desk-1").await;
@@ -254,6 +273,30 @@ async fn deactivating_an_agent_hands_their_conversations_to_the_others() {
     )
     .await;
     assert!(mine.is_empty());
+}
+
+#[tokio::test]
+async fn reactivating_an_agent_hands_them_their_teams_queue() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let (team, agents) = team_of_agents(&app, &acme, "Night", pb::Strategy::RoundRobin, 1, None).await;
+    let deactivate = pb::DeactivateUserRequest { workspace_id: acme.id.clone(), user_id: agents[0].id.clone() };
+    app.users().deactivate_user(service(deactivate)).await.expect("deactivate");
+    for id in ["n1", "n2"] {
+        let queued = route(&app, &acme.id, id, &team.id).await;
+        assert_eq!((queued.assignee_id.as_str(), queued.reason.as_str()), ("", "queued: 1 member deactivated"));
+        assert_eq!(queued.sequence, 0);
+    }
+    let reactivate = pb::ReactivateUserRequest {
+        workspace_id: acme.id.clone(),
+        user_id: agents[0].id.clone(),
+        ..Default::default()
+    };
+    app.users().reactivate_user(service(reactivate)).await.expect("reactivate");
+    // Handed out when the call answers, oldest first.
+    let (n1, n2) = (get(&app, &acme.id, "n1").await, get(&app, &acme.id, "n2").await);
+    assert_eq!((n1.assignee_id.as_str(), n1.sequence), (agents[0].id.as_str(), 1));
+    assert_eq!((n2.assignee_id.as_str(), n2.sequence), (agents[0].id.as_str(), 2));
 }
 
 #[tokio::test]
@@ -298,7 +341,7 @@ async fn a_thousand_concurrent_assignments_over_two_processes_keep_capacity() {
     let acme = app.workspace("acme").await;
     let (team, agents) = team_of_agents(&app, &acme, "Rush", pb::Strategy::LoadBalanced, 5, Some(30)).await;
     let peer = app.spawn_peer_process().await;
-    let answers = concurrently(&app, &peer, &acme.id, &team.id, "rush", 1000).await;
+    let answers = concurrently(&app, &peer, &acme.id, &[&team.id], "rush", 1000).await;
     let mut per_agent: HashMap<String, usize> = HashMap::new();
     for answer in &answers {
         let answer = answer.as_ref().expect("every call answered");
@@ -332,18 +375,10 @@ async fn round_robin_is_fair_across_two_processes() {
     let (team, agents) = team_of_agents(&app, &acme, "Fair", pb::Strategy::RoundRobin, 3, None).await;
     let peer = app.spawn_peer_process().await;
     let n = 301;
-    for answer in concurrently(&app, &peer, &acme.id, &team.id, "fair", n).await {
+    for answer in concurrently(&app, &peer, &acme.id, &[&team.id], "fair", n).await {
         answer.expect("answered");
     }
-    let open = list(
-        &app,
-        pb::ListConversationAssignmentsRequest {
-            workspace_id: acme.id.clone(),
-            team_id: team.id.clone(),
-            ..Default::default()
-        },
-    )
-    .await;
+    let open = team_conversations(&app, &acme.id, &team.id).await;
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for c in &open {
         *counts.entry(c.assignee_id.as_str()).or_default() += 1;
@@ -354,20 +389,93 @@ async fn round_robin_is_fair_across_two_processes() {
     }
 }
 
+/// Load balanced never picks a member with more open conversations than another eligible member,
+/// when two processes pick at once. Phase 1: one team, so the team's numbering of its assignments
+/// (`sequence`) is the order its picks were made, and replaying them from the agents' loads before
+/// shows each pick went to a member with the fewest. Phase 2: two teams sharing the agents pick at
+/// once, each under its own lock, so each pick must compare counts another team may be raising:
+/// every pick says the load it saw, and an agent's picks must have seen each of their loads once.
+#[tokio::test]
+async fn load_balanced_never_picks_a_busier_member_across_two_processes() {
+    let app = spawn_app_with(|config| config.db_timeout_ms = 60_000).await;
+    let acme = app.workspace("acme").await;
+    let (team, agents) = team_of_agents(&app, &acme, "Even", pb::Strategy::LoadBalanced, 4, None).await;
+    // Uneven loads to start from: 0, 3, 1 and 5 conversations given by hand in another team.
+    let (backlog, _) = team_of_agents(&app, &acme, "Backlog", pb::Strategy::Manual, 0, None).await;
+    let mut loads: HashMap<String, usize> = HashMap::new();
+    for (agent, n) in agents.iter().zip([0, 3, 1, 5]) {
+        add_member(&app, &acme.admin_token, &backlog.id, &agent.id, None).await.expect("member");
+        for i in 0..n {
+            let request = pb::AssignConversationRequest {
+                workspace_id: acme.id.clone(),
+                conversation_id: format!("old-{}-{i}", agent.id),
+                team_id: backlog.id.clone(),
+                assignee_id: agent.id.clone(),
+                transfer: false,
+            };
+            app.assignments().assign_conversation(service(request)).await.expect("by hand");
+        }
+        loads.insert(agent.id.clone(), n);
+    }
+    let peer = app.spawn_peer_process().await;
+
+    let n = 120;
+    for answer in concurrently(&app, &peer, &acme.id, &[&team.id], "even", n).await {
+        answer.expect("answered");
+    }
+    let mut picks = team_conversations(&app, &acme.id, &team.id).await;
+    picks.sort_by_key(|c| c.sequence);
+    assert_eq!(picks.iter().map(|c| c.sequence).collect::<Vec<_>>(), (1..=n as u64).collect::<Vec<_>>());
+    for c in &picks {
+        let fewest = *loads.values().min().expect("agents");
+        let load = loads.get_mut(&c.assignee_id).expect("an agent of the team");
+        assert_eq!(*load, fewest, "pick {} went to a member with {load} open while one had {fewest}", c.sequence);
+        assert!(c.reason.starts_with(&format!("load balanced: {load} open, fewest")), "{}", c.reason);
+        *load += 1;
+    }
+
+    // Phase 2: a second load-balanced team of the same agents; both teams pick at once.
+    let (twin, _) = team_of_agents(&app, &acme, "Twin", pb::Strategy::LoadBalanced, 0, None).await;
+    for agent in &agents {
+        add_member(&app, &acme.admin_token, &twin.id, &agent.id, None).await.expect("member");
+    }
+    for answer in concurrently(&app, &peer, &acme.id, &[&team.id, &twin.id], "twin", n).await {
+        answer.expect("answered");
+    }
+    let mut seen: HashMap<String, Vec<usize>> = HashMap::new();
+    for team_id in [&team.id, &twin.id] {
+        let open = team_conversations(&app, &acme.id, team_id).await;
+        for c in open.iter().filter(|c| c.conversation_id.starts_with("twin-")) {
+            let open = c.reason.strip_prefix("load balanced: ").and_then(|r| r.split(' ').next());
+            let open = open.and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("reason: {}", c.reason));
+            seen.entry(c.assignee_id.clone()).or_default().push(open);
+        }
+    }
+    assert_eq!(seen.values().map(Vec::len).sum::<usize>(), n);
+    for agent in &agents {
+        let mut got = seen.remove(&agent.id).unwrap_or_default();
+        got.sort_unstable();
+        let start = loads[&agent.id];
+        let expected: Vec<usize> = (start..start + got.len()).collect();
+        assert_eq!(got, expected, "{}: each pick saw the load it took, once", agent.full_name);
+    }
+}
+
 /// `n` AssignConversation calls by strategy at once (conversations `<prefix>-0`..), alternating
-/// between this server and a peer process; the answers in call order.
+/// between this server and a peer process, and, in pairs, between `teams`; the answers in call
+/// order.
 async fn concurrently(
     app: &TestApp,
     peer: &PeerProcess,
     ws: &str,
-    team: &str,
+    teams: &[&str],
     prefix: &str,
     n: usize,
 ) -> Vec<Result<pb::AssignConversationResponse, Status>> {
     let clients = [app.assignments(), peer.assignments()];
     let calls = (0..n).map(|i| {
         let mut client = clients[i % 2].clone();
-        let request = assign_request(ws, &format!("{prefix}-{i}"), team);
+        let request = assign_request(ws, &format!("{prefix}-{i}"), teams[(i / 2) % teams.len()]);
         async move { client.assign_conversation(service(request)).await.map(|r| r.into_inner()) }
     });
     futures_join_all(calls).await

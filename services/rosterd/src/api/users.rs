@@ -170,8 +170,6 @@ impl UserService for UserApi {
             .await
             .map_err(error::store)?;
         app.authz.refresh(&workspace_id).await;
-        // Their conversations went back to the queues: hand them to the others.
-        app.drain_queues(&ctx, &workspace_id).await;
         tracing::info!(user_id = %user.id, "user deactivated");
         Ok(Response::new(pb::DeactivateUserResponse { user: user_response(&user) }))
     }
@@ -197,6 +195,7 @@ impl UserService for UserApi {
             .await
             .map_err(error::store)?;
         app.authz.refresh(&workspace_id).await;
+        // Back, and still ONLINE: the queues of their teams may go to them.
         app.drain_queues(&ctx, &workspace_id).await;
         Ok(Response::new(pb::ReactivateUserResponse { user: user_response(&user) }))
     }
