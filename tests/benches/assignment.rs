@@ -116,6 +116,9 @@ async fn run() {
     let app = spawn_app().await;
     assert!(app.db.is_postgres(), "this benchmark runs on PostgreSQL");
     let ws = app.workspace("bench").await;
+    // Seats for every agent below.
+    let seats = pb::SetExtraSeatsRequest { workspace_id: ws.id.clone(), extra_seats: 1_000 };
+    app.billing().set_extra_seats(service(seats)).await.expect("seats");
 
     // 1. Throughput.
     let mut teams = Vec::new();

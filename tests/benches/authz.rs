@@ -211,6 +211,8 @@ async fn over_grpc() {
         roster_identity::BcryptCost::new(4).expect("cost"),
         [7; 16],
     );
+    let seats = pb::SetExtraSeatsRequest { workspace_id: acme.id.clone(), extra_seats: users as i32 };
+    app.billing().set_extra_seats(service(seats)).await.expect("seats");
     let mut user_ids = Vec::with_capacity(users);
     let ctx = roster_store::Context {
         actor: roster_store::Actor::Service("bench".into()),

@@ -9,8 +9,9 @@ use roster_proto::v1 as pb;
 use roster_proto::v1::{
     assignment_service_client::AssignmentServiceClient, audit_service_client::AuditServiceClient,
     auth_service_client::AuthServiceClient, authorization_service_client::AuthorizationServiceClient,
-    role_service_client::RoleServiceClient, team_service_client::TeamServiceClient,
-    user_service_client::UserServiceClient, workspace_service_client::WorkspaceServiceClient,
+    billing_service_client::BillingServiceClient, role_service_client::RoleServiceClient,
+    team_service_client::TeamServiceClient, user_service_client::UserServiceClient,
+    workspace_service_client::WorkspaceServiceClient,
 };
 use roster_store::{Store, StoreConfig};
 use sea_orm::{ConnectionTrait, Database};
@@ -32,6 +33,9 @@ pub const SERVICE_NAME: &str = "tests";
 pub const UNKNOWN_ID: &str = "00000000000000000000000000000000";
 /// A password that passes the rules.
 pub const PASSWORD: &str = "correct horse battery";
+/// The extra seats [`TestApp::workspace`] grants, so that tests of other rules are not stopped by
+/// the Free Trial's one seat.
+pub const TEST_EXTRA_SEATS: i32 = 50;
 
 /// A database for one test; dropped with it.
 pub struct TestDatabase {
@@ -166,6 +170,10 @@ impl TestApp {
         AssignmentServiceClient::new(self.channel.clone())
     }
 
+    pub fn billing(&self) -> BillingServiceClient<Channel> {
+        BillingServiceClient::new(self.channel.clone())
+    }
+
     /// Starts a second `rosterd` process — the real binary — on this server's database, with the
     /// same service key. It is killed when dropped.
     pub async fn spawn_peer_process(&self) -> PeerProcess {
@@ -271,7 +279,16 @@ impl TestApp {
     }
 
     /// Creates a workspace with the service key; returns it and a logged-in admin.
+    /// A new workspace with room for [`TEST_EXTRA_SEATS`] users beyond its first admin.
     pub async fn workspace(&self, slug: &str) -> Workspace {
+        let workspace = self.workspace_on_trial(slug).await;
+        let request = pb::SetExtraSeatsRequest { workspace_id: workspace.id.clone(), extra_seats: TEST_EXTRA_SEATS };
+        self.billing().set_extra_seats(service(request)).await.expect("extra seats");
+        workspace
+    }
+
+    /// A new workspace as CreateWorkspace leaves it: the Free Trial, its one seat taken by the admin.
+    pub async fn workspace_on_trial(&self, slug: &str) -> Workspace {
         let response = self
             .workspaces()
             .create_workspace(service(new_workspace(slug)))

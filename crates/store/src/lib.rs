@@ -12,6 +12,7 @@
 
 mod assignments;
 mod audit;
+mod billing;
 mod entity;
 mod migration;
 pub mod model;
@@ -117,6 +118,12 @@ pub enum Conflict {
     Resolved,
     #[error("the conversation changed hands since the caller's permission was checked; retry the call")]
     Changed,
+    /// One more active user does not fit in the workspace's seats.
+    #[error("{refused}")]
+    SeatLimit { workspace_id: String, refused: roster_billing::SeatLimitReached },
+    /// A plan or extra-seat change would leave more active users than seats.
+    #[error("{0}")]
+    TooManyInUse(roster_billing::TooManyInUse),
 }
 
 /// Result of a store operation.

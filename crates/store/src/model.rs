@@ -2,6 +2,7 @@
 
 use roster_assignment::{Capacity, ConversationId, Ineligible, Strategy};
 use roster_authz::{Grants, Role};
+pub use roster_billing::{ExtraSeats, Plan, Seats, Subscription};
 use roster_identity::{Email, FullName, PasswordHash, RoleId, RoleName, Slug, TeamName, WorkspaceName};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -39,29 +40,6 @@ macro_rules! text_enum {
 }
 
 text_enum!(
-    /// The plans a workspace can be on.
-    Plan {
-        /// One seat.
-        FreeTrial = "FREE_TRIAL",
-        /// Five seats.
-        Growth = "GROWTH",
-        /// Ten seats.
-        Scale = "SCALE",
-    }
-);
-
-impl Plan {
-    /// The seats the plan includes.
-    pub fn seats(self) -> i64 {
-        match self {
-            Plan::FreeTrial => 1,
-            Plan::Growth => 5,
-            Plan::Scale => 10,
-        }
-    }
-}
-
-text_enum!(
     /// Whether a user holds a seat and may log in.
     UserStatus {
         /// Holds a seat, may log in.
@@ -87,19 +65,19 @@ pub struct Workspace {
     pub id: String,
     pub slug: Slug,
     pub name: WorkspaceName,
-    pub plan: Plan,
-    pub extra_seats: i32,
+    /// Plan and extra seats.
+    pub subscription: Subscription,
     /// Active users right now.
-    pub seats_used: i64,
+    pub seats_used: u32,
     /// The default capacity per agent.
     pub max_open: Capacity,
     pub created_at: Millis,
 }
 
 impl Workspace {
-    /// Plan seats plus extra seats.
-    pub fn seat_limit(&self) -> i64 {
-        self.plan.seats() + i64::from(self.extra_seats)
+    /// Its seat limit and seats in use.
+    pub fn seats(&self) -> Seats {
+        self.subscription.seats(self.seats_used)
     }
 }
 

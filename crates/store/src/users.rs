@@ -1,13 +1,16 @@
 //! Users: creation with the welcome email, changes guarded by version, deactivation.
 
 use crate::assignments::Rerouting;
+use crate::billing::seat_limit;
 use crate::entity::{outbox, session, team_member, user, workspace};
 use crate::roles::{bump_authz, ensure_grantable, load_role};
+use crate::workspaces::lock_seats;
 use crate::{
     Availability, Conflict, Context, Entity, LoginCandidate, Mail, NewUser, OutboxStatus, Page, Result, Store,
     StoreError, User, UserChanges, UserFilter, UserStatus, audit, classify, commit, new_id, unique_violation,
 };
 use roster_authz::Role;
+use roster_billing::check_seat;
 use roster_identity::{BuiltinRole, Email, FullName, PasswordHash, RoleId, Slug, TokenHash};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
@@ -218,7 +221,15 @@ impl Store {
             return Ok(user);
         }
         let txn = self.write().await?;
-        crate::workspaces::load_workspace(&txn, workspace_id).await?;
+        // The seat is checked and taken under the workspace's lock: nothing is written without one.
+        let (subscription, used) = lock_seats(&txn, workspace_id).await?;
+        if let Err(refused) = check_seat(&subscription, used) {
+            drop(txn);
+            let details = [("email", new.email.as_str()), ("role", new.role.as_str())];
+            let target = format!("workspace:{workspace_id}");
+            self.record_seat_refusal(ctx, workspace_id, "user.create_refused", &target, &details, &refused).await?;
+            return Err(seat_limit(workspace_id, refused));
+        }
         match insert_user(&txn, ctx, workspace_id, new, request_id, &welcome, actor).await {
             Ok(user) => {
                 commit(txn).await?;
@@ -387,6 +398,12 @@ impl Store {
                 Ok(Ok(user)) => return Ok(user),
                 Ok(Err(more)) => also.extend(more),
                 Err(StoreError::Conflict(Conflict::Busy)) => {}
+                Err(StoreError::Conflict(Conflict::SeatLimit { refused, .. })) => {
+                    let target = format!("user:{user_id}");
+                    self.record_seat_refusal(ctx, workspace_id, "user.reactivate_refused", &target, &[], &refused)
+                        .await?;
+                    return Err(seat_limit(workspace_id, refused));
+                }
                 Err(err) => return Err(err),
             }
         }
@@ -404,6 +421,9 @@ impl Store {
         also: &BTreeSet<String>,
     ) -> Result<std::result::Result<User, BTreeSet<String>>> {
         let txn = self.write().await?;
+        // The workspace's row first (every status change writes it: the authorization version, the
+        // last-admin count, the seats), then what a deactivation re-routes: teams, then users.
+        bump_authz(&txn, workspace_id).await?;
         let rerouting = match status {
             UserStatus::Deactivated => Some(Rerouting::lock(&txn, workspace_id, user_id, also).await?),
             UserStatus::Active => None,
@@ -413,8 +433,12 @@ impl Store {
         if row.status == status.as_str() {
             return to_user(row).map(Ok);
         }
-        bump_authz(&txn, workspace_id).await?;
         guard_last_admin(&txn, workspace_id, &row, status == UserStatus::Active).await?;
+        if status == UserStatus::Active {
+            // A seat again, checked and taken under the workspace's lock.
+            let (subscription, used) = lock_seats(&txn, workspace_id).await?;
+            check_seat(&subscription, used).map_err(|refused| seat_limit(workspace_id, refused))?;
+        }
         update_row(&txn, &row, ctx.now, vec![(user::Column::Status, status.as_str().into())]).await?;
         let (action, requeued) = match rerouting {
             Some(rerouting) => {

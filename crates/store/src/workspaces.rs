@@ -3,11 +3,14 @@
 use crate::entity::{user, workspace};
 use crate::users::insert_user;
 use crate::{
-    Conflict, Context, Entity, Mail, NewUser, NewWorkspace, Plan, Result, Store, StoreError, User, UserStatus,
-    Workspace, audit, classify, commit, count, new_id, unique_violation,
+    Conflict, Context, Entity, ExtraSeats, Mail, NewUser, NewWorkspace, Plan, Result, Store, StoreError, Subscription,
+    User, UserStatus, Workspace, audit, classify, commit, count, new_id, unique_violation,
 };
 use roster_identity::{Slug, WorkspaceName};
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
 
 impl Store {
     /// Creates a workspace on the Free Trial plan and its first admin (whose welcome email is
@@ -93,24 +96,51 @@ impl Store {
     }
 }
 
+/// A workspace row's plan and extra seats.
+fn subscription(row: &workspace::Model) -> Result<Subscription> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("workspace {}: {what}", row.id));
+    Ok(Subscription {
+        plan: Plan::from_stored(&row.plan).ok_or_else(|| corrupt("plan"))?,
+        extra_seats: ExtraSeats::new(row.extra_seats.into()).map_err(|_| corrupt("extra seats"))?,
+    })
+}
+
+/// Active users: the seats in use.
+async fn seats_used<C: ConnectionTrait>(conn: &C, workspace_id: &str) -> Result<u32> {
+    let active = count(
+        conn,
+        user::Entity::find()
+            .filter(user::Column::WorkspaceId.eq(workspace_id))
+            .filter(user::Column::Status.eq(UserStatus::Active.as_str())),
+    )
+    .await?;
+    Ok(u32::try_from(active).unwrap_or(u32::MAX))
+}
+
+/// Locks the workspace's row and counts its seats in use, for a seat check: no other transaction
+/// can take a seat of the workspace or change its plan until this one ends, so the count stays
+/// true until the commit (`FOR UPDATE` on PostgreSQL; SQLite's write transaction serializes anyway).
+pub(crate) async fn lock_seats(txn: &DatabaseTransaction, workspace_id: &str) -> Result<(Subscription, u32)> {
+    let row = workspace::Entity::find_by_id(workspace_id.to_owned())
+        .lock_exclusive()
+        .one(txn)
+        .await
+        .map_err(classify)?
+        .ok_or(StoreError::NotFound(Entity::Workspace))?;
+    Ok((subscription(&row)?, seats_used(txn, workspace_id).await?))
+}
+
 pub(crate) async fn load_workspace<C: ConnectionTrait>(conn: &C, id: &str) -> Result<Workspace> {
     let row = workspace::Entity::find_by_id(id.to_owned())
         .one(conn)
         .await
         .map_err(classify)?
         .ok_or(StoreError::NotFound(Entity::Workspace))?;
-    let seats_used = count(
-        conn,
-        user::Entity::find()
-            .filter(user::Column::WorkspaceId.eq(id))
-            .filter(user::Column::Status.eq(UserStatus::Active.as_str())),
-    )
-    .await?;
+    let seats_used = seats_used(conn, id).await?;
     Ok(Workspace {
         slug: Slug::parse(&row.slug).map_err(|e| StoreError::Corrupt(format!("workspace slug: {e}")))?,
         name: WorkspaceName::parse(&row.name).map_err(|e| StoreError::Corrupt(format!("workspace name: {e}")))?,
-        plan: Plan::from_stored(&row.plan)?,
-        extra_seats: row.extra_seats,
+        subscription: subscription(&row)?,
         seats_used,
         max_open: roster_assignment::Capacity::new(u32::try_from(row.max_open_conversations).unwrap_or(0)),
         created_at: row.created_at,

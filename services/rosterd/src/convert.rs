@@ -40,19 +40,56 @@ pub(crate) fn availability(a: Availability) -> pb::Availability {
     }
 }
 
+/// A count as the API's int32.
+fn count(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+fn plan(plan: Plan) -> pb::Plan {
+    match plan {
+        Plan::FreeTrial => pb::Plan::FreeTrial,
+        Plan::Growth => pb::Plan::Growth,
+        Plan::Scale => pb::Plan::Scale,
+    }
+}
+
+/// A plan named in a request.
+pub(crate) fn plan_from_proto(value: i32) -> Result<Plan, &'static str> {
+    match pb::Plan::try_from(value) {
+        Ok(pb::Plan::FreeTrial) => Ok(Plan::FreeTrial),
+        Ok(pb::Plan::Growth) => Ok(Plan::Growth),
+        Ok(pb::Plan::Scale) => Ok(Plan::Scale),
+        Ok(pb::Plan::Unspecified) | Err(_) => Err("one of PLAN_FREE_TRIAL, PLAN_GROWTH, PLAN_SCALE"),
+    }
+}
+
+pub(crate) fn plan_offer(offer: Plan) -> pb::PlanOffer {
+    pb::PlanOffer { plan: plan(offer) as i32, display_name: offer.name().to_owned(), seats: count(offer.seats()) }
+}
+
+pub(crate) fn subscription(ws: &Workspace) -> pb::Subscription {
+    let seats = ws.seats();
+    pb::Subscription {
+        workspace_id: ws.id.clone(),
+        plan: plan(seats.plan) as i32,
+        plan_display_name: seats.plan.name().to_owned(),
+        plan_seats: count(seats.plan.seats()),
+        extra_seats: count(ws.subscription.extra_seats.get()),
+        seat_limit: count(seats.limit),
+        seats_used: count(seats.used),
+        seats_free: count(seats.free()),
+    }
+}
+
 pub(crate) fn workspace(ws: &Workspace) -> pb::Workspace {
     pb::Workspace {
         id: ws.id.clone(),
         slug: ws.slug.as_str().to_owned(),
         name: ws.name.as_str().to_owned(),
-        plan: match ws.plan {
-            Plan::FreeTrial => pb::Plan::FreeTrial,
-            Plan::Growth => pb::Plan::Growth,
-            Plan::Scale => pb::Plan::Scale,
-        } as i32,
-        extra_seats: ws.extra_seats,
-        seat_limit: i32::try_from(ws.seat_limit()).unwrap_or(i32::MAX),
-        seats_used: i32::try_from(ws.seats_used).unwrap_or(i32::MAX),
+        plan: plan(ws.subscription.plan) as i32,
+        extra_seats: count(ws.subscription.extra_seats.get()),
+        seat_limit: count(ws.seats().limit),
+        seats_used: count(ws.seats_used),
         create_time: Some(timestamp(ws.created_at)),
         max_open_conversations: i32::try_from(ws.max_open.max_open()).unwrap_or(i32::MAX),
     }

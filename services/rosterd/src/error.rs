@@ -175,6 +175,22 @@ pub(crate) fn store_with_role_field(err: StoreError, role_field: &str) -> Status
             Conflict::Resolved => {
                 precondition("CONVERSATION_RESOLVED", "roster.v1.ConversationAssignment", &conflict, &[])
             }
+            Conflict::SeatLimit { workspace_id, refused } => {
+                let mut details = ErrorDetails::new();
+                details.add_quota_failure_violation(format!("workspace:{workspace_id}"), refused.to_string());
+                status_with(
+                    Code::ResourceExhausted,
+                    "SEAT_LIMIT_REACHED",
+                    format!("{refused}: deactivate a user, upgrade the plan or contact support for more seats"),
+                    &seat_numbers(&refused.seats),
+                    details,
+                )
+            }
+            Conflict::TooManyInUse(refused) => {
+                let mut metadata = seat_numbers(&refused.seats);
+                metadata.push(("must_deactivate", refused.seats.over().to_string()));
+                precondition("SEATS_IN_USE", "roster.v1.Subscription", &conflict, &metadata)
+            }
         },
         StoreError::Refused(rule) => escalation(&rule),
         StoreError::Unavailable(source) => {
@@ -187,6 +203,15 @@ pub(crate) fn store_with_role_field(err: StoreError, role_field: &str) -> Status
             status(Code::Internal, "INTERNAL", "internal error")
         }
     }
+}
+
+/// A seat decision's numbers, as `ErrorInfo` metadata.
+fn seat_numbers(seats: &roster_store::Seats) -> Vec<(&'static str, String)> {
+    vec![
+        ("plan", seats.plan.as_str().to_owned()),
+        ("seat_limit", seats.limit.to_string()),
+        ("seats_used", seats.used.to_string()),
+    ]
 }
 
 /// PERMISSION_DENIED `ESCALATION`: what the caller would need and lacks.

@@ -2,8 +2,9 @@
 //!
 //! | RPC | Needs |
 //! |---|---|
-//! | CreateWorkspace | a service key |
-//! | GetWorkspace, ListPermissions | membership |
+//! | CreateWorkspace, SetExtraSeats | a service key |
+//! | GetWorkspace, ListPermissions, ListPlans, GetSubscription | membership |
+//! | ChangePlan | `billing.manage` |
 //! | UpdateWorkspace | `settings.write` |
 //! | CreateUser | `users.manage`; the new user's role grants nothing the caller lacks |
 //! | GetUser | `users.read`, or the user is the caller |
@@ -70,6 +71,8 @@ pub(crate) enum Need {
     ManageTeams,
     /// Change the workspace's settings (`settings.write`).
     WriteSettings,
+    /// Change the workspace's plan (`billing.manage`).
+    ManageBilling,
 }
 
 impl App {
@@ -109,6 +112,7 @@ impl App {
             Need::ReadAudit => &[Permission::AuditRead],
             Need::ManageTeams => &[Permission::TeamsManage],
             Need::WriteSettings => &[Permission::SettingsWrite],
+            Need::ManageBilling => &[Permission::BillingManage],
         };
         self.decide_any(user, permissions, None).await
     }

@@ -1,6 +1,8 @@
 //! Assembling and running the server: store, services, reflection, health, the outbox worker.
 
-use crate::api::{AssignmentApi, AuditApi, AuthApi, AuthorizationApi, RoleApi, TeamApi, UserApi, WorkspaceApi};
+use crate::api::{
+    AssignmentApi, AuditApi, AuthApi, AuthorizationApi, BillingApi, RoleApi, TeamApi, UserApi, WorkspaceApi,
+};
 use crate::app::App;
 use crate::auth::{Hasher, ServiceKeys, random_bytes};
 use crate::authz_cache::AuthzCache;
@@ -11,8 +13,9 @@ use roster_identity::{BcryptCost, BuiltinRole, Email, FullName, Password, Slug, 
 use roster_proto::v1::{
     assignment_service_server::AssignmentServiceServer, audit_service_server::AuditServiceServer,
     auth_service_server::AuthServiceServer, authorization_service_server::AuthorizationServiceServer,
-    role_service_server::RoleServiceServer, team_service_server::TeamServiceServer,
-    user_service_server::UserServiceServer, workspace_service_server::WorkspaceServiceServer,
+    billing_service_server::BillingServiceServer, role_service_server::RoleServiceServer,
+    team_service_server::TeamServiceServer, user_service_server::UserServiceServer,
+    workspace_service_server::WorkspaceServiceServer,
 };
 use roster_store::{Actor, Context, NewUser, NewWorkspace, Store, StoreConfig, StoreError};
 use std::future::Future;
@@ -123,7 +126,8 @@ pub async fn serve(
         .add_service(AuthorizationServiceServer::new(AuthorizationApi(app.clone())))
         .add_service(AuditServiceServer::new(AuditApi(app.clone())))
         .add_service(TeamServiceServer::new(TeamApi(app.clone())))
-        .add_service(AssignmentServiceServer::new(AssignmentApi(app.clone())));
+        .add_service(AssignmentServiceServer::new(AssignmentApi(app.clone())))
+        .add_service(BillingServiceServer::new(BillingApi(app.clone())));
 
     let addr = listener.local_addr().map_err(|e| ServeError::Config(format!("listener: {e}")))?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));

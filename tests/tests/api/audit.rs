@@ -88,8 +88,9 @@ async fn the_trail_pages_newest_first_and_filters_by_actor_and_target() {
         .into_inner()
         .events;
 
-    // workspace.created, user.created (admin), login.succeeded, 3 × user.created
-    assert_eq!(ids.len(), 6);
+    // workspace.created, user.created (admin), login.succeeded, billing.extra_seats_changed (the
+    // test's seats), 3 × user.created
+    assert_eq!(ids.len(), 7);
     assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
     assert_eq!(
         by_actor.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),

@@ -4,6 +4,7 @@ mod assignment;
 mod audit;
 mod auth;
 mod authorization;
+mod billing;
 mod escalation;
 mod mail;
 mod roles;
