@@ -225,23 +225,27 @@ impl PeerProcess {
     }
 }
 
-/// The `rosterd` binary `cargo test --workspace` built next to this test binary
-/// (`target/<profile>/rosterd`); built on demand when a narrower `cargo test` did not build it.
+/// The `rosterd` binary next to this test binary (`target/<profile>/rosterd`), brought up to date
+/// once per test process: `cargo test` does not rebuild another package's binary, so without this
+/// a second process could run yesterday's code next to today's (a no-op build when it is fresh).
 pub fn rosterd_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
-    let binary = profile_dir.join(format!("rosterd{}", std::env::consts::EXE_SUFFIX));
-    if !binary.exists() {
-        let release = profile_dir.file_name().is_some_and(|name| name == "release");
-        let mut build = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        build.args(["build", "-p", "rosterd", "--bin", "rosterd"]);
-        if release {
-            build.arg("--release");
-        }
-        let status = build.status().expect("run cargo build");
-        assert!(status.success() && binary.exists(), "could not build {}", binary.display());
-    }
-    binary
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("test binary path");
+            let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
+            let binary = profile_dir.join(format!("rosterd{}", std::env::consts::EXE_SUFFIX));
+            let release = profile_dir.file_name().is_some_and(|name| name == "release");
+            let mut build = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            build.args(["build", "--quiet", "-p", "rosterd", "--bin", "rosterd"]);
+            if release {
+                build.arg("--release");
+            }
+            let status = build.status().expect("run cargo build");
+            assert!(status.success() && binary.exists(), "could not build {}", binary.display());
+            binary
+        })
+        .clone()
 }
 
 /// Waits until the server on `channel` answers health checks; `alive` says whether it still runs.

@@ -198,7 +198,7 @@ impl Routing {
             None => load_members(txn, team_id, Read::All).await?,
             Some(None) => load_members(txn, team_id, Read::LockAll).await?,
             Some(Some(also)) => {
-                lock_users(txn, vec![team_id.to_owned()], Some(also)).await?;
+                lock_users(txn, &team.workspace_id, [team_id], Some(also)).await?;
                 load_members(txn, team_id, Read::All).await?
             }
         };
@@ -836,7 +836,12 @@ async fn teams_of(txn: &DatabaseTransaction, workspace_id: &str, user_id: &str) 
 }
 
 /// Locks the user rows of the members of `teams` and `also`, in the order of their ids.
-async fn lock_users(txn: &DatabaseTransaction, teams: Vec<String>, also: Option<&str>) -> Result<()> {
+async fn lock_users<'a>(
+    txn: &DatabaseTransaction,
+    workspace_id: &str,
+    teams: impl IntoIterator<Item = &'a str>,
+    also: Option<&str>,
+) -> Result<()> {
     let members = team_member::Entity::find()
         .select_only()
         .column(team_member::Column::UserId)
@@ -849,6 +854,7 @@ async fn lock_users(txn: &DatabaseTransaction, teams: Vec<String>, also: Option<
     user::Entity::find()
         .select_only()
         .column(user::Column::Id)
+        .filter(user::Column::WorkspaceId.eq(workspace_id))
         .filter(which)
         .order_by_asc(user::Column::Id)
         .lock_exclusive()
@@ -886,26 +892,26 @@ impl Rerouting {
                 Err(err) => return Err(err),
             }
         }
-        lock_users(txn, ids.into_iter().collect(), Some(user_id)).await?;
+        lock_users(txn, workspace_id, ids.iter().map(String::as_str), Some(user_id)).await?;
         Ok(Self { teams })
     }
 
     /// Every open conversation of `user_id`, whose row already says deactivated (so no pick takes
     /// them any more), goes back to its team's queue, keeping the time it first queued (those
     /// customers have waited longest, so they go first); then each of those queues is handed out
-    /// again. Returns how many conversations were requeued, or, when some are in teams this did not
-    /// lock (assigned since the teams were read), those teams: lock them too and start again.
+    /// again. Done with how many conversations were requeued, or, when some are in teams this did
+    /// not lock (assigned since the teams were read), those teams to lock too before starting again.
     pub(crate) async fn requeue_and_route(
         self,
         txn: &DatabaseTransaction,
         workspace_id: &str,
         user_id: &str,
         now: i64,
-    ) -> Result<std::result::Result<u64, BTreeSet<String>>> {
+    ) -> Result<Attempt<u64>> {
         let mut missing = teams_of(txn, workspace_id, user_id).await?;
         missing.retain(|id| !self.teams.iter().any(|team| &team.id == id));
         if !missing.is_empty() {
-            return Ok(Err(missing));
+            return Ok(Attempt::LockAlso(missing));
         }
         let result = conversation::Entity::update_many()
             .col_expr(conversation::Column::AssigneeId, Expr::val(Option::<String>::None))
@@ -930,6 +936,13 @@ impl Rerouting {
             // The members' rows are locked already.
             Routing::of(txn, team, None).await?.drain(txn, now).await?;
         }
-        Ok(Ok(result.rows_affected))
+        Ok(Attempt::Done(result.rows_affected))
     }
+}
+
+/// How an attempt that locks the teams it read first came out.
+pub(crate) enum Attempt<T> {
+    Done(T),
+    /// It found work in these teams, which it had not locked: lock them too and start again.
+    LockAlso(BTreeSet<String>),
 }

@@ -60,7 +60,8 @@ impl Store {
     }
 
     /// Records a seat-consuming call refused for want of a seat (`action` on `target`, with
-    /// `details` of the call), in a transaction of its own: the call itself wrote nothing.
+    /// `details` of the call), in a transaction of its own: the call itself wrote nothing. A
+    /// failure here is logged, not returned: the caller still answers with the refusal.
     pub(crate) async fn record_seat_refusal(
         &self,
         ctx: &Context,
@@ -69,7 +70,7 @@ impl Store {
         target: &str,
         details: &[(&str, &str)],
         refused: &SeatLimitReached,
-    ) -> Result<()> {
+    ) {
         let (limit, used) = (refused.seats.limit.to_string(), refused.seats.used.to_string());
         let mut details = details.to_vec();
         details.extend([
@@ -78,9 +79,14 @@ impl Store {
             ("seat_limit", limit.as_str()),
             ("seats_used", used.as_str()),
         ]);
-        let txn = self.write().await?;
-        audit::record(&txn, workspace_id, ctx, action, target, &details).await?;
-        commit(txn).await
+        let recorded = async {
+            let txn = self.write().await?;
+            audit::record(&txn, workspace_id, ctx, action, target, &details).await?;
+            commit(txn).await
+        };
+        if let Err(err) = recorded.await {
+            tracing::warn!(workspace_id, action, error = %err, "could not record a refused seat in the audit trail");
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Users: creation with the welcome email, changes guarded by version, deactivation.
 
-use crate::assignments::Rerouting;
+use crate::assignments::{Attempt, Rerouting};
 use crate::billing::seat_limit;
 use crate::entity::{outbox, session, team_member, user, workspace};
 use crate::roles::{bump_authz, ensure_grantable, load_role};
@@ -12,7 +12,7 @@ use crate::{
 use roster_authz::Role;
 use roster_billing::check_seat;
 use roster_identity::{BuiltinRole, Email, FullName, PasswordHash, RoleId, Slug, TokenHash};
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{Expr, ExprTrait, LockType};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, QueryTrait,
@@ -53,7 +53,9 @@ fn role_gone(err: sea_orm::DbErr) -> StoreError {
 }
 
 /// Inserts a user, their welcome email and the audit event on `txn`. `actor` (the acting
-/// person's role, `None` for a service key) must hold every grant of the new user's role.
+/// person's role, `None` for a service key) must hold every grant of the new user's role. The
+/// checks come in the order a caller can act on them: the role, the email, then the seat, taken
+/// under the workspace's lock ([`lock_seats`]) so that nothing is written without one.
 pub(crate) async fn insert_user(
     txn: &DatabaseTransaction,
     ctx: &Context,
@@ -66,6 +68,21 @@ pub(crate) async fn insert_user(
     bump_authz(txn, workspace_id).await?;
     let role = load_role(txn, workspace_id, new.role.as_str()).await?;
     ensure_grantable(actor, &role.role.grants)?;
+    let taken = user::Entity::find()
+        .select_only()
+        .column(user::Column::Id)
+        .filter(user::Column::WorkspaceId.eq(workspace_id))
+        .filter(user::Column::Email.eq(new.email.as_str()))
+        .into_tuple::<String>()
+        .one(txn)
+        .await
+        .map_err(classify)?;
+    if taken.is_some() {
+        // With a request id, the caller first checks for a concurrent retry that won the race.
+        return Err(StoreError::Conflict(if request_id.is_some() { Conflict::Busy } else { Conflict::EmailTaken }));
+    }
+    let (subscription, used) = lock_seats(txn, workspace_id).await?;
+    check_seat(&subscription, used).map_err(|refused| seat_limit(workspace_id, refused))?;
     let id = new_id();
     let row = user::ActiveModel {
         id: Set(id.clone()),
@@ -150,8 +167,10 @@ async fn guard_last_admin(
     if !is_active_admin || stays_admin {
         return Ok(());
     }
+    // `FOR NO KEY UPDATE`, as `lock_seats` explains: not blocked by inserts that reference the
+    // workspace, so a deactivation holding team and user locks cannot deadlock with routing.
     workspace::Entity::find_by_id(workspace_id.to_owned())
-        .lock_exclusive()
+        .lock(LockType::NoKeyUpdate)
         .one(txn)
         .await
         .map_err(classify)?
@@ -221,15 +240,7 @@ impl Store {
             return Ok(user);
         }
         let txn = self.write().await?;
-        // The seat is checked and taken under the workspace's lock: nothing is written without one.
-        let (subscription, used) = lock_seats(&txn, workspace_id).await?;
-        if let Err(refused) = check_seat(&subscription, used) {
-            drop(txn);
-            let details = [("email", new.email.as_str()), ("role", new.role.as_str())];
-            let target = format!("workspace:{workspace_id}");
-            self.record_seat_refusal(ctx, workspace_id, "user.create_refused", &target, &details, &refused).await?;
-            return Err(seat_limit(workspace_id, refused));
-        }
+        let (email, role) = (new.email.clone(), new.role.clone());
         match insert_user(&txn, ctx, workspace_id, new, request_id, &welcome, actor).await {
             Ok(user) => {
                 commit(txn).await?;
@@ -240,6 +251,17 @@ impl Store {
                 // won the race, answer what it created; otherwise the email is taken.
                 txn.rollback().await.map_err(classify)?;
                 self.user_by_request(workspace_id, request_id).await?.ok_or(StoreError::Conflict(Conflict::EmailTaken))
+            }
+            Err(StoreError::Conflict(Conflict::SeatLimit { refused, .. })) => {
+                txn.rollback().await.map_err(classify)?;
+                // A concurrent retry with the same request id may have taken the seat: its answer.
+                if let Some(user) = self.user_by_request(workspace_id, request_id).await? {
+                    return Ok(user);
+                }
+                let details = [("email", email.as_str()), ("role", role.as_str())];
+                let target = format!("workspace:{workspace_id}");
+                self.record_seat_refusal(ctx, workspace_id, "user.create_refused", &target, &details, &refused).await;
+                Err(seat_limit(workspace_id, refused))
             }
             Err(err) => Err(err),
         }
@@ -395,13 +417,13 @@ impl Store {
         let mut also = BTreeSet::new();
         for _ in 0..8 {
             match self.try_set_status(ctx, workspace_id, user_id, status, actor, &also).await {
-                Ok(Ok(user)) => return Ok(user),
-                Ok(Err(more)) => also.extend(more),
+                Ok(Attempt::Done(user)) => return Ok(user),
+                Ok(Attempt::LockAlso(more)) => also.extend(more),
                 Err(StoreError::Conflict(Conflict::Busy)) => {}
                 Err(StoreError::Conflict(Conflict::SeatLimit { refused, .. })) => {
                     let target = format!("user:{user_id}");
                     self.record_seat_refusal(ctx, workspace_id, "user.reactivate_refused", &target, &[], &refused)
-                        .await?;
+                        .await;
                     return Err(seat_limit(workspace_id, refused));
                 }
                 Err(err) => return Err(err),
@@ -419,7 +441,7 @@ impl Store {
         status: UserStatus,
         actor: Option<&Role>,
         also: &BTreeSet<String>,
-    ) -> Result<std::result::Result<User, BTreeSet<String>>> {
+    ) -> Result<Attempt<User>> {
         let txn = self.write().await?;
         // The workspace's row first (every status change writes it: the authorization version, the
         // last-admin count, the seats), then what a deactivation re-routes: teams, then users.
@@ -431,7 +453,7 @@ impl Store {
         let row = load(&txn, workspace_id, user_id).await?;
         ensure_manageable(actor, &load_role(&txn, workspace_id, &row.role_id).await?.role)?;
         if row.status == status.as_str() {
-            return to_user(row).map(Ok);
+            return to_user(row).map(Attempt::Done);
         }
         guard_last_admin(&txn, workspace_id, &row, status == UserStatus::Active).await?;
         if status == UserStatus::Active {
@@ -448,8 +470,8 @@ impl Store {
                     .await
                     .map_err(classify)?;
                 let requeued = match rerouting.requeue_and_route(&txn, workspace_id, user_id, ctx.now).await? {
-                    Ok(requeued) => requeued,
-                    Err(more) => return Ok(Err(more)),
+                    Attempt::Done(requeued) => requeued,
+                    Attempt::LockAlso(more) => return Ok(Attempt::LockAlso(more)),
                 };
                 ("user.deactivated", Some(requeued.to_string()))
             }
@@ -459,7 +481,7 @@ impl Store {
         audit::record(&txn, workspace_id, ctx, action, &format!("user:{user_id}"), &details).await?;
         let user = to_user(load(&txn, workspace_id, user_id).await?)?;
         commit(txn).await?;
-        Ok(Ok(user))
+        Ok(Attempt::Done(user))
     }
 
     /// Replaces a user's password hash and revokes every session except `keep`.

@@ -7,6 +7,7 @@ use crate::{
     User, UserStatus, Workspace, audit, classify, commit, count, new_id, unique_violation,
 };
 use roster_identity::{Slug, WorkspaceName};
+use sea_orm::sea_query::LockType;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
@@ -119,10 +120,14 @@ async fn seats_used<C: ConnectionTrait>(conn: &C, workspace_id: &str) -> Result<
 
 /// Locks the workspace's row and counts its seats in use, for a seat check: no other transaction
 /// can take a seat of the workspace or change its plan until this one ends, so the count stays
-/// true until the commit (`FOR UPDATE` on PostgreSQL; SQLite's write transaction serializes anyway).
+/// true until the commit. On PostgreSQL the lock is `FOR NO KEY UPDATE`, the one an update of the
+/// row takes: it serializes with every other change of the workspace row but not with inserts
+/// that merely reference the workspace (their foreign-key check takes `FOR KEY SHARE`), so routing
+/// and membership changes neither wait for it nor deadlock with it. SQLite's write transaction
+/// serializes anyway.
 pub(crate) async fn lock_seats(txn: &DatabaseTransaction, workspace_id: &str) -> Result<(Subscription, u32)> {
     let row = workspace::Entity::find_by_id(workspace_id.to_owned())
-        .lock_exclusive()
+        .lock(LockType::NoKeyUpdate)
         .one(txn)
         .await
         .map_err(classify)?

@@ -395,6 +395,8 @@ async fn round_robin_is_fair_across_two_processes() {
 /// shows each pick went to a member with the fewest. Phase 2: two teams sharing the agents pick at
 /// once, each under its own lock, so each pick must compare counts another team may be raising:
 /// every pick says the load it saw, and an agent's picks must have seen each of their loads once.
+/// SQLite runs write transactions one at a time, so phase 2 proves the load check only on
+/// PostgreSQL (`ROSTER_TEST_DATABASE_URL`, set in CI), where it failed without it.
 #[tokio::test]
 async fn load_balanced_never_picks_a_busier_member_across_two_processes() {
     let app = spawn_app_with(|config| config.db_timeout_ms = 60_000).await;

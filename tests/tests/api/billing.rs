@@ -101,6 +101,14 @@ async fn seats_are_taken_by_creating_and_reactivating_and_freed_by_deactivating(
     }
     let full = app.create_user(&acme.admin_token, "a4@acme.example", "agent").await.expect_err("full");
     assert_seat_limit(&full, &acme.id, "GROWTH", 5, 5);
+    // A call that fails for another reason says that reason first, and records no refused seat.
+    let refusals = |actions: Vec<String>| actions.iter().filter(|a| *a == "user.create_refused").count();
+    let before = refusals(app.audit_actions(&acme.id).await);
+    let taken = app.create_user(&acme.admin_token, "a0@acme.example", "agent").await.expect_err("taken");
+    assert_status(&taken, Code::AlreadyExists, "EMAIL_TAKEN");
+    let unknown = app.create_user(&acme.admin_token, "new@acme.example", UNKNOWN_ID).await.expect_err("role");
+    assert_status(&unknown, Code::InvalidArgument, "UNKNOWN_ROLE");
+    assert_eq!(refusals(app.audit_actions(&acme.id).await), before);
 
     // Deactivating frees a seat, which the next invitation takes.
     let deactivate = pb::DeactivateUserRequest { user_id: agents[0].id.clone(), ..Default::default() };
@@ -196,6 +204,11 @@ async fn admins_and_services_change_the_plan_and_only_services_grant_extra_seats
     let request = pb::ChangePlanRequest { workspace_id: acme.id.clone(), plan: pb::Plan::Scale as i32 };
     let by_service = app.billing().change_plan(service(request)).await.expect("service");
     assert_eq!(by_service.into_inner().subscription.expect("s").seat_limit, 10);
+    // Asking for the plan it is on changes nothing and records nothing.
+    let before = app.footprint(&acme.id).await;
+    change_plan(&app, &acme.admin_token, pb::Plan::Scale).await.expect("same plan");
+    set_extra_seats(&app, &acme.id, 0).await.expect("same extra seats");
+    assert_eq!(app.footprint(&acme.id).await, before);
 
     // Bad input names its field and changes nothing; another workspace is out of reach.
     let before = app.footprint(&acme.id).await;
@@ -220,6 +233,9 @@ async fn admins_and_services_change_the_plan_and_only_services_grant_extra_seats
 
 /// 20 simultaneous invitations for a workspace's last free seat, over two rosterd processes on one
 /// database: exactly one user is created and gets a welcome email; 19 are refused with the numbers.
+/// SQLite runs write transactions one at a time whatever the code locks, so it is the run on
+/// PostgreSQL (`ROSTER_TEST_DATABASE_URL`, set in CI) that proves the workspace lock: without it,
+/// PostgreSQL created 6 or 7 users here.
 #[tokio::test]
 async fn twenty_concurrent_invitations_for_the_last_seat_create_exactly_one_user() {
     let app = spawn_app_with(|config| config.db_timeout_ms = 60_000).await;
@@ -267,4 +283,42 @@ async fn twenty_concurrent_invitations_for_the_last_seat_create_exactly_one_user
     assert_eq!(welcomes, HashMap::from([(created[0].as_str(), 1)]), "one welcome email, to the one created");
     let actions = app.audit_actions(&acme.id).await;
     assert_eq!(actions.iter().filter(|a| *a == "user.create_refused").count(), 19);
+}
+
+/// A retried invitation (same request id) racing its first attempt for the last seat gets the
+/// first attempt's answer, not a refusal, on either process.
+#[tokio::test]
+async fn retries_of_one_invitation_for_the_last_seat_all_get_the_user_it_created() {
+    let app = spawn_app_with(|config| config.db_timeout_ms = 60_000).await;
+    let acme = app.workspace_on_trial("acme").await;
+    change_plan(&app, &acme.admin_token, pb::Plan::Growth).await.expect("upgrade");
+    for i in 0..3 {
+        app.create_user(&acme.admin_token, &format!("a{i}@acme.example"), "agent").await.expect("user");
+    }
+    let peer = app.spawn_peer_process().await;
+    let clients = [app.users(), peer.users()];
+    let calls: Vec<_> = (0..6)
+        .map(|i| {
+            let mut client = clients[i % 2].clone();
+            let request = pb::CreateUserRequest {
+                email: "last@acme.example".into(),
+                full_name: "Last Seat".into(),
+                password: PASSWORD.into(),
+                role: "agent".into(),
+                request_id: "invite-last-seat".into(),
+                ..Default::default()
+            };
+            let request = bearer(&acme.admin_token, request);
+            tokio::spawn(async move { client.create_user(request).await.map(|r| r.into_inner()) })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for call in calls {
+        ids.insert(call.await.expect("task").expect("the first answer").user.expect("user").id);
+    }
+    assert_eq!(ids.len(), 1, "one user, the same in every answer");
+    assert_eq!(subscription(&app, &acme.admin_token).await.seats_used, 5);
+    let welcomes = app.store.outbox_entries(&acme.id).await.expect("outbox");
+    assert_eq!(welcomes.iter().filter(|m| m.recipient == "last@acme.example").count(), 1);
+    assert!(!app.audit_actions(&acme.id).await.contains(&"user.create_refused".to_owned()));
 }
