@@ -195,7 +195,7 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
         let channel = Channel::from_shared(format!("http://127.0.0.1:{port}")).expect("uri").connect_lazy();
         wait_until_serving(&channel, || true).await;
-        PeerProcess { channel, uri: format!("http://127.0.0.1:{port}"), _child: child }
+        PeerProcess { channel, uri: format!("http://127.0.0.1:{port}"), child }
     }
 }
 
@@ -204,10 +204,15 @@ pub struct PeerProcess {
     pub channel: Channel,
     /// Where it listens, to open more connections to it.
     pub uri: String,
-    _child: tokio::process::Child,
+    child: tokio::process::Child,
 }
 
 impl PeerProcess {
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     pub fn authz(&self) -> AuthorizationServiceClient<Channel> {
         AuthorizationServiceClient::new(self.channel.clone())
     }

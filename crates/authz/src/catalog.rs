@@ -55,7 +55,7 @@ impl Feature {
 }
 
 macro_rules! catalog {
-    ($($variant:ident = ($feature:ident, $action:literal)),+ $(,)?) => {
+    ($($variant:ident = ($feature:ident, $action:literal, $name:literal)),+ $(,)?) => {
         /// A permission of the catalog. Adding one here adds it everywhere, admins included.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub enum Permission {
@@ -84,30 +84,45 @@ macro_rules! catalog {
                     $(Permission::$variant => $action),+
                 }
             }
+
+            /// `feature.action`, as the API writes it.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Permission::$variant => $name),+
+                }
+            }
+
+            /// The permission named `feature.action`.
+            fn from_name(name: &str) -> Option<Permission> {
+                match name {
+                    $($name => Some(Permission::$variant),)+
+                    _ => None,
+                }
+            }
         }
     };
 }
 
 catalog! {
-    ConversationsRead = (Conversations, "read"),
-    ConversationsReply = (Conversations, "reply"),
-    ConversationsAssign = (Conversations, "assign"),
-    ContactsRead = (Contacts, "read"),
-    ContactsWrite = (Contacts, "write"),
-    ContactsDelete = (Contacts, "delete"),
-    CampaignsRead = (Campaigns, "read"),
-    CampaignsWrite = (Campaigns, "write"),
-    TemplatesRead = (Templates, "read"),
-    TemplatesWrite = (Templates, "write"),
-    SettingsRead = (Settings, "read"),
-    SettingsWrite = (Settings, "write"),
-    AnalyticsRead = (Analytics, "read"),
-    UsersRead = (Users, "read"),
-    UsersManage = (Users, "manage"),
-    RolesManage = (Roles, "manage"),
-    TeamsManage = (Teams, "manage"),
-    BillingManage = (Billing, "manage"),
-    AuditRead = (Audit, "read"),
+    ConversationsRead = (Conversations, "read", "conversations.read"),
+    ConversationsReply = (Conversations, "reply", "conversations.reply"),
+    ConversationsAssign = (Conversations, "assign", "conversations.assign"),
+    ContactsRead = (Contacts, "read", "contacts.read"),
+    ContactsWrite = (Contacts, "write", "contacts.write"),
+    ContactsDelete = (Contacts, "delete", "contacts.delete"),
+    CampaignsRead = (Campaigns, "read", "campaigns.read"),
+    CampaignsWrite = (Campaigns, "write", "campaigns.write"),
+    TemplatesRead = (Templates, "read", "templates.read"),
+    TemplatesWrite = (Templates, "write", "templates.write"),
+    SettingsRead = (Settings, "read", "settings.read"),
+    SettingsWrite = (Settings, "write", "settings.write"),
+    AnalyticsRead = (Analytics, "read", "analytics.read"),
+    UsersRead = (Users, "read", "users.read"),
+    UsersManage = (Users, "manage", "users.manage"),
+    RolesManage = (Roles, "manage", "roles.manage"),
+    TeamsManage = (Teams, "manage", "teams.manage"),
+    BillingManage = (Billing, "manage", "billing.manage"),
+    AuditRead = (Audit, "read", "audit.read"),
 }
 
 /// Why a string is not a permission of the catalog.
@@ -120,12 +135,7 @@ pub enum PermissionError {
 impl Permission {
     /// Parses `feature.action`.
     pub fn parse(input: &str) -> Result<Self, PermissionError> {
-        let (feature, action) = input.split_once('.').ok_or_else(|| PermissionError::Unknown(input.to_owned()))?;
-        Permission::ALL
-            .iter()
-            .copied()
-            .find(|p| p.feature().as_str() == feature && p.action() == action)
-            .ok_or_else(|| PermissionError::Unknown(input.to_owned()))
+        Permission::from_name(input).ok_or_else(|| PermissionError::Unknown(input.to_owned()))
     }
 
     /// What the permission allows, in a line.
@@ -163,7 +173,7 @@ impl Permission {
 
 impl fmt::Display for Permission {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.feature().as_str(), self.action())
+        f.write_str(self.name())
     }
 }
 
@@ -193,6 +203,17 @@ impl Scope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_is_its_feature_and_action_and_parses_back() {
+        for permission in Permission::ALL {
+            let name = format!("{}.{}", permission.feature().as_str(), permission.action());
+            assert_eq!(permission.name(), name);
+            assert_eq!(Permission::parse(&name), Ok(*permission));
+        }
+        assert!(Permission::parse("contacts.READ").is_err());
+        assert!(Permission::parse("contacts").is_err());
+    }
 
     #[test]
     fn the_catalog_has_the_nineteen_permissions_of_the_product() {

@@ -41,46 +41,85 @@ pub enum Reason<'a> {
     ResourceRequired { role: &'a str, permission: Permission },
 }
 
+impl Reason<'_> {
+    /// The reason in words, as pieces to join: "role Agent grants contacts.read with scope ASSIGNED".
+    fn pieces(&self) -> [&str; 5] {
+        match *self {
+            Reason::Granted { role, permission, scope } => [
+                "role ",
+                role,
+                " grants ",
+                permission.name(),
+                if scope == Scope::All { " with scope ALL" } else { " with scope ASSIGNED" },
+            ],
+            Reason::Deactivated => ["the user is deactivated", "", "", "", ""],
+            Reason::NotGranted { role, permission } => ["role ", role, " does not grant ", permission.name(), ""],
+            Reason::NotAssigned { role, permission } => [
+                "role ",
+                role,
+                " grants ",
+                permission.name(),
+                " only for resources assigned to the user; this one is not",
+            ],
+            Reason::ResourceRequired { role, permission } => [
+                "role ",
+                role,
+                " grants ",
+                permission.name(),
+                " only for resources assigned to the user; name the resource's assignee",
+            ],
+        }
+    }
+
+    /// The reason in words, in one allocation of the exact size: what every decision Roster
+    /// answers carries, so it is built without the formatting machinery.
+    pub fn explanation(&self) -> String {
+        let pieces = self.pieces();
+        let mut text = String::with_capacity(pieces.iter().map(|p| p.len()).sum());
+        for piece in pieces {
+            text.push_str(piece);
+        }
+        text
+    }
+}
+
 impl fmt::Display for Reason<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Reason::Granted { role, permission, scope } => {
-                write!(f, "role {role} grants {permission} with scope {}", scope.as_str())
-            }
-            Reason::Deactivated => f.write_str("the user is deactivated"),
-            Reason::NotGranted { role, permission } => write!(f, "role {role} does not grant {permission}"),
-            Reason::NotAssigned { role, permission } => {
-                write!(f, "role {role} grants {permission} only for resources assigned to the user; this one is not")
-            }
-            Reason::ResourceRequired { role, permission } => write!(
-                f,
-                "role {role} grants {permission} only for resources assigned to the user; name the resource's assignee"
-            ),
-        }
+        self.pieces().iter().try_for_each(|piece| f.write_str(piece))
     }
 }
 
 /// Decides whether `subject` may use `permission`, on `resource` when the check is about one.
 pub fn decide<'r>(subject: &Subject<'_, 'r>, permission: Permission, resource: Option<&Resource<'_>>) -> Decision<'r> {
-    let role = || subject.role.name.as_str();
-    if !subject.active {
+    let scope = subject.role.grants.scope_of(permission);
+    decide_with(subject.user_id, subject.active, &subject.role.name, scope, permission, resource)
+}
+
+/// [`decide`] from its parts: the user, whether they are active, their role's name and the scope
+/// the role grants `permission` with, if at all. The [`crate::Directory`] keeps these parts next to
+/// each member, so that a check reads one entry and not the role.
+pub(crate) fn decide_with<'r>(
+    user_id: &str,
+    active: bool,
+    role: &'r str,
+    scope: Option<Scope>,
+    permission: Permission,
+    resource: Option<&Resource<'_>>,
+) -> Decision<'r> {
+    if !active {
         return Decision { allowed: false, reason: Reason::Deactivated };
     }
-    let Some(scope) = subject.role.grants.scope_of(permission) else {
-        return Decision { allowed: false, reason: Reason::NotGranted { role: role(), permission } };
+    let Some(scope) = scope else {
+        return Decision { allowed: false, reason: Reason::NotGranted { role, permission } };
     };
-    let granted = Reason::Granted { role: role(), permission, scope };
+    let granted = Reason::Granted { role, permission, scope };
     match (scope, resource) {
         (Scope::All, _) => Decision { allowed: true, reason: granted },
-        (Scope::Assigned, None) => {
-            Decision { allowed: false, reason: Reason::ResourceRequired { role: role(), permission } }
-        }
-        (Scope::Assigned, Some(resource)) if resource.assignee == Some(subject.user_id) => {
+        (Scope::Assigned, None) => Decision { allowed: false, reason: Reason::ResourceRequired { role, permission } },
+        (Scope::Assigned, Some(resource)) if resource.assignee == Some(user_id) => {
             Decision { allowed: true, reason: granted }
         }
-        (Scope::Assigned, Some(_)) => {
-            Decision { allowed: false, reason: Reason::NotAssigned { role: role(), permission } }
-        }
+        (Scope::Assigned, Some(_)) => Decision { allowed: false, reason: Reason::NotAssigned { role, permission } },
     }
 }
 

@@ -17,6 +17,6 @@ mod rules;
 
 pub use catalog::{Feature, Permission, PermissionError, Scope};
 pub use decide::{Decision, Reason, Resource, Subject, decide};
-pub use directory::{Directory, Member, UnknownUser};
+pub use directory::{Directory, Member, MemberRef, UnknownUser};
 pub use role::{GrantError, GrantSet, Grants, Role, RoleKind};
 pub use rules::{Escalation, LastAdmin, check_grantable, check_last_admin, check_manageable};

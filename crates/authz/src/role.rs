@@ -52,6 +52,15 @@ impl Grants {
         Grants::Only(set)
     }
 
+    /// The grants as two bit sets over the catalog's indexes (granted; granted with scope ALL);
+    /// everything is every bit, so permissions added later are covered too.
+    pub(crate) fn bits(&self) -> (u64, u64) {
+        match self {
+            Grants::Everything => (u64::MAX, u64::MAX),
+            Grants::Only(set) => (set.granted, set.all),
+        }
+    }
+
     /// The scope this grants `permission` with, if at all.
     pub fn scope_of(&self, permission: Permission) -> Option<Scope> {
         match self {

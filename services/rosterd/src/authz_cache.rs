@@ -12,7 +12,7 @@
 //! A loaded copy replaces the held one only if its version is not older, so a slow load that
 //! started before a change cannot undo a refresh that saw it.
 
-use roster_authz::{Directory, Member, Role};
+use roster_authz::{Directory, Member, MemberRef, Role};
 use roster_identity::RoleId;
 use roster_store::{Store, StoreError};
 use std::collections::HashMap;
@@ -93,10 +93,10 @@ impl AuthzCache {
     pub(crate) async fn member(&self, workspace_id: &str, user_id: &str) -> Result<Option<Member>, StoreError> {
         let snapshot = self.snapshot(workspace_id).await?;
         if let Some(member) = snapshot.directory.member(user_id) {
-            return Ok(Some(member.clone()));
+            return Ok(Some(member.to_member()));
         }
         match self.store.user(workspace_id, user_id).await {
-            Ok(_) => Ok(self.load(workspace_id).await?.directory.member(user_id).cloned()),
+            Ok(_) => Ok(self.load(workspace_id).await?.directory.member(user_id).map(MemberRef::to_member)),
             Err(StoreError::NotFound(_)) => Ok(None),
             Err(err) => Err(err),
         }

@@ -175,7 +175,7 @@ pub(crate) fn scope(scope: Scope) -> pb::Scope {
 
 /// Every permission `grants` holds, in catalog order.
 pub(crate) fn grants(grants: &Grants) -> Vec<pb::Grant> {
-    grants.iter().map(|(p, s)| pb::Grant { permission: p.to_string(), scope: scope(s) as i32 }).collect()
+    grants.iter().map(|(p, s)| pb::Grant { permission: p.name().to_owned(), scope: scope(s) as i32 }).collect()
 }
 
 pub(crate) fn role(stored: &StoredRole) -> pb::Role {
@@ -244,7 +244,7 @@ pub(crate) fn decision(decision: &Decision, role_id: &str) -> pb::Decision {
     pb::Decision {
         allowed: decision.allowed,
         reason: reason as i32,
-        explanation: decision.reason.to_string(),
+        explanation: decision.reason.explanation(),
         role_id: role_id.to_owned(),
         scope: granted.map_or(pb::Scope::Unspecified, scope) as i32,
     }

@@ -3,6 +3,12 @@
 use clap::Parser;
 use std::process::ExitCode;
 
+/// Every call decodes and encodes a string per protobuf field, so the server allocates a lot of
+/// small, short-lived blocks; mimalloc serves them from per-thread free lists, where glibc's
+/// malloc spent an eighth of the server's CPU time under load (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = rosterd::Config::parse();

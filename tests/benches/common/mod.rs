@@ -9,6 +9,32 @@ pub fn setting(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// The CPU time a process has used (user and system), from `/proc/<pid>/stat`: what a call costs
+/// the server, apart from the load generator sharing its cores.
+#[allow(dead_code, reason = "each benchmark compiles this module; only some measure CPU time")]
+pub struct CpuClock {
+    stat: String,
+    ticks_per_second: f64,
+}
+
+#[allow(dead_code, reason = "each benchmark compiles this module; only some measure CPU time")]
+impl CpuClock {
+    pub fn of(pid: u32) -> Self {
+        let ticks = std::process::Command::new("getconf").arg("CLK_TCK").output().expect("getconf CLK_TCK");
+        let ticks_per_second = String::from_utf8_lossy(&ticks.stdout).trim().parse().expect("CLK_TCK");
+        Self { stat: format!("/proc/{pid}/stat"), ticks_per_second }
+    }
+
+    /// CPU seconds used so far.
+    pub fn seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(&self.stat).expect("read /proc/<pid>/stat");
+        // After "pid (comm) ", the fields start at the state (field 3); utime and stime are 14 and 15.
+        let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..].split(' ').collect();
+        let ticks: f64 = fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+        ticks / self.ticks_per_second
+    }
+}
+
 /// What a closed loop measured.
 pub struct Load {
     pub calls: u64,

@@ -3,7 +3,7 @@ use crate::auth::Caller;
 use crate::convert;
 use crate::error::{self, invalid, status_with};
 use crate::policy::Need;
-use roster_authz::{Grants, Member, Permission, Resource};
+use roster_authz::{Grants, Member, MemberRef, Permission, Resource};
 use roster_proto::v1::{self as pb, authorization_service_server::AuthorizationService};
 use std::sync::Arc;
 use tonic::{Code, Request, Response, Status};
@@ -52,9 +52,9 @@ impl ItemError {
 }
 
 /// The user a check is about: the one named, or the calling person when none is.
-fn subject(caller: &Caller, user_id: &str) -> Result<String, ItemError> {
+fn subject<'a>(caller: &'a Caller, user_id: &'a str) -> Result<&'a str, ItemError> {
     match (user_id, caller.user()) {
-        ("", Some(me)) => Ok(me.id.clone()),
+        ("", Some(me)) => Ok(me.id.as_str()),
         ("", None) => Err(ItemError::invalid("user_id", "required when calling with a service key")),
         (id, _) if !super::is_record_id(id) => Err(ItemError::invalid("user_id", "not an id this server issued")),
         (id, Some(me)) if id != me.id => Err(ItemError {
@@ -63,23 +63,23 @@ fn subject(caller: &Caller, user_id: &str) -> Result<String, ItemError> {
             message: "a person can only check their own permissions; internal services check anyone's".into(),
             field: "user_id",
         }),
-        (id, _) => Ok(id.to_owned()),
+        (id, _) => Ok(id),
     }
 }
 
-/// The parsed parts of one check.
-struct Check {
-    user_id: String,
+/// The parsed parts of one check, borrowed from the request.
+struct Check<'a> {
+    user_id: &'a str,
     permission: Permission,
-    assignee: Option<Option<String>>,
+    assignee: Option<Option<&'a str>>,
 }
 
-fn parse_check(
-    caller: &Caller,
-    user_id: &str,
+fn parse_check<'a>(
+    caller: &'a Caller,
+    user_id: &'a str,
     permission: &str,
-    resource: Option<&pb::Resource>,
-) -> Result<Check, ItemError> {
+    resource: Option<&'a pb::Resource>,
+) -> Result<Check<'a>, ItemError> {
     let user_id = subject(caller, user_id)?;
     let permission = Permission::parse(permission).map_err(|_| {
         ItemError::invalid("permission", format!("unknown permission {permission:?}; see RoleService.ListPermissions"))
@@ -87,7 +87,7 @@ fn parse_check(
     let assignee = match resource {
         None => None,
         Some(r) if r.assignee_user_id.is_empty() => Some(None),
-        Some(r) if super::is_record_id(&r.assignee_user_id) => Some(Some(r.assignee_user_id.clone())),
+        Some(r) if super::is_record_id(&r.assignee_user_id) => Some(Some(r.assignee_user_id.as_str())),
         Some(_) => return Err(ItemError::invalid("resource.assignee_user_id", "not an id this server issued")),
     };
     Ok(Check { user_id, permission, assignee })
@@ -97,14 +97,18 @@ fn unknown_user() -> ItemError {
     ItemError { code: Code::NotFound, reason: "USER_NOT_FOUND", message: "user not found".into(), field: "user_id" }
 }
 
-fn decide(member: &Member, check: &Check) -> pb::Decision {
-    let resource = check.assignee.as_ref().map(|assignee| Resource { assignee: assignee.as_deref() });
+fn decide(member: MemberRef<'_>, check: &Check) -> pb::Decision {
+    let resource = check.assignee.map(|assignee| Resource { assignee });
     let decision = roster_authz::decide(
-        &roster_authz::Subject { user_id: &check.user_id, active: member.active, role: &member.role },
+        &roster_authz::Subject { user_id: check.user_id, active: member.active, role: member.role },
         check.permission,
         resource.as_ref(),
     );
     convert::decision(&decision, &member.role.id)
+}
+
+fn borrowed(member: &Member) -> MemberRef<'_> {
+    MemberRef { role: &member.role, active: member.active }
 }
 
 #[tonic::async_trait]
@@ -122,16 +126,16 @@ impl AuthorizationService for AuthorizationApi {
             .map_err(|e| e.into_status(""))?;
         // The common case answers from the held copy without cloning anything out of it.
         let snapshot = app.authz.snapshot(&workspace_id).await.map_err(error::store)?;
-        let decision = match snapshot.directory.member(&check.user_id) {
+        let decision = match snapshot.directory.member(check.user_id) {
             Some(member) => decide(member, &check),
             None => {
                 let member = app
                     .authz
-                    .member(&workspace_id, &check.user_id)
+                    .member(&workspace_id, check.user_id)
                     .await
                     .map_err(error::store)?
                     .ok_or_else(|| unknown_user().into_status(""))?;
-                decide(&member, &check)
+                decide(borrowed(&member), &check)
             }
         };
         Ok(Response::new(pb::CheckPermissionResponse { decision: Some(decision) }))
@@ -160,11 +164,11 @@ impl AuthorizationService for AuthorizationApi {
                     continue;
                 }
             };
-            let decision = match snapshot.directory.member(&check.user_id) {
+            let decision = match snapshot.directory.member(check.user_id) {
                 Some(member) => Some(decide(member, &check)),
                 None => {
-                    let member = app.authz.member(&workspace_id, &check.user_id).await.map_err(error::store)?;
-                    member.map(|member| decide(&member, &check))
+                    let member = app.authz.member(&workspace_id, check.user_id).await.map_err(error::store)?;
+                    member.map(|member| decide(borrowed(&member), &check))
                 }
             };
             results.push(match decision {
@@ -187,7 +191,7 @@ impl AuthorizationService for AuthorizationApi {
         let user_id = subject(&caller, &req.user_id).map_err(|e| e.into_status(""))?;
         let member = app
             .authz
-            .member(&workspace_id, &user_id)
+            .member(&workspace_id, user_id)
             .await
             .map_err(error::store)?
             .ok_or_else(|| unknown_user().into_status(""))?;
