@@ -80,9 +80,6 @@ impl ExtraSeats {
     /// The most extra seats a workspace can have.
     pub const MAX: u32 = 100_000;
 
-    /// No extra seats.
-    pub const NONE: ExtraSeats = ExtraSeats(0);
-
     /// `n` extra seats, if within 0..=[`ExtraSeats::MAX`].
     pub fn new(n: i64) -> Result<Self, ExtraSeatsError> {
         match u32::try_from(n) {
