@@ -183,9 +183,32 @@ impl Directory {
         permission: Permission,
         resource: Option<&Resource<'_>>,
     ) -> Result<Decision<'_>, UnknownUser> {
+        self.decide(user_id, permission, resource).map(|(decision, _)| decision)
+    }
+
+    /// [`Directory::check`], with the id of the member's role.
+    pub fn check_with_role(
+        &self,
+        user_id: &str,
+        permission: Permission,
+        resource: Option<&Resource<'_>>,
+    ) -> Result<(Decision<'_>, &str), UnknownUser> {
+        let (decision, index) = self.decide(user_id, permission, resource)?;
+        Ok((decision, &self.held[index].id))
+    }
+
+    /// The decision and the index of the member's role; reads the entry and the role's name only.
+    fn decide(
+        &self,
+        user_id: &str,
+        permission: Permission,
+        resource: Option<&Resource<'_>>,
+    ) -> Result<(Decision<'_>, usize), UnknownUser> {
         let entry = self.entry(user_id).ok_or(UnknownUser)?;
-        let name = &self.names[entry.role as usize];
-        Ok(decide_with(user_id, entry.active, name, entry.scope_of(permission), permission, resource))
+        let index = entry.role as usize;
+        let decision =
+            decide_with(user_id, entry.active, &self.names[index], entry.scope_of(permission), permission, resource);
+        Ok((decision, index))
     }
 }
 
@@ -255,6 +278,8 @@ mod tests {
                     let subject = Subject { user_id: user, active: member.active, role: member.role };
                     let expected = decide(&subject, *permission, resource);
                     assert_eq!(dir.check(user, *permission, resource), Ok(expected), "{user} {permission}");
+                    let with_role = dir.check_with_role(user, *permission, resource);
+                    assert_eq!(with_role, Ok((expected, member.role.id.as_str())), "{user} {permission}");
                 }
             }
         }

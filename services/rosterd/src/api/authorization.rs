@@ -3,7 +3,7 @@ use crate::auth::Caller;
 use crate::convert;
 use crate::error::{self, invalid, status_with};
 use crate::policy::Need;
-use roster_authz::{Grants, Member, MemberRef, Permission, Resource};
+use roster_authz::{Directory, Grants, Member, MemberRef, Permission, Resource};
 use roster_proto::v1::{self as pb, authorization_service_server::AuthorizationService};
 use std::sync::Arc;
 use tonic::{Code, Request, Response, Status};
@@ -97,6 +97,14 @@ fn unknown_user() -> ItemError {
     ItemError { code: Code::NotFound, reason: "USER_NOT_FOUND", message: "user not found".into(), field: "user_id" }
 }
 
+/// The decision from the held directory, which reads the member's entry and not their role; `None`
+/// for a user it does not hold.
+fn decide_held(directory: &Directory, check: &Check) -> Option<pb::Decision> {
+    let resource = check.assignee.map(|assignee| Resource { assignee });
+    let (decision, role_id) = directory.check_with_role(check.user_id, check.permission, resource.as_ref()).ok()?;
+    Some(convert::decision(&decision, role_id))
+}
+
 fn decide(member: MemberRef<'_>, check: &Check) -> pb::Decision {
     let resource = check.assignee.map(|assignee| Resource { assignee });
     let decision = roster_authz::decide(
@@ -126,8 +134,8 @@ impl AuthorizationService for AuthorizationApi {
             .map_err(|e| e.into_status(""))?;
         // The common case answers from the held copy without cloning anything out of it.
         let snapshot = app.authz.snapshot(&workspace_id).await.map_err(error::store)?;
-        let decision = match snapshot.directory.member(check.user_id) {
-            Some(member) => decide(member, &check),
+        let decision = match decide_held(&snapshot.directory, &check) {
+            Some(decision) => decision,
             None => {
                 let member = app
                     .authz
@@ -164,8 +172,8 @@ impl AuthorizationService for AuthorizationApi {
                     continue;
                 }
             };
-            let decision = match snapshot.directory.member(check.user_id) {
-                Some(member) => Some(decide(member, &check)),
+            let decision = match decide_held(&snapshot.directory, &check) {
+                Some(decision) => Some(decision),
                 None => {
                     let member = app.authz.member(&workspace_id, check.user_id).await.map_err(error::store)?;
                     member.map(|member| decide(borrowed(&member), &check))
