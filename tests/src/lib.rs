@@ -3,6 +3,7 @@
 //! `ROSTER_TEST_DATABASE_URL` names a PostgreSQL server, a database created for the test and
 //! dropped after it. Tests talk to it with the generated gRPC clients, like any other service.
 
+pub mod metrics;
 pub mod smtp;
 
 use roster_proto::v1 as pb;
@@ -93,6 +94,8 @@ impl Drop for TestDatabase {
 /// A running server and clients for it.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Where its Prometheus metrics are served (`/metrics`).
+    pub metrics_addr: SocketAddr,
     pub channel: Channel,
     /// Another handle on the server's database, for asserting what was (not) written.
     pub store: Store,
@@ -124,17 +127,20 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let db = TestDatabase::fresh().await;
     let mut config = test_config(&db.url);
     configure(&mut config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local address");
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = grpc.local_addr().expect("local address");
+    let metrics_addr = metrics.local_addr().expect("local address");
+    let listeners = rosterd::Listeners { grpc, metrics: Some(metrics) };
     let (shutdown, signal) = oneshot::channel::<()>();
-    let task = tokio::spawn(rosterd::serve(config.clone(), listener, async move {
+    let task = tokio::spawn(rosterd::serve(config.clone(), listeners, async move {
         let _ = signal.await;
     }));
     let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy();
     // The server migrates before it accepts; wait until it answers health checks.
     wait_until_serving(&channel, || !task.is_finished()).await;
     let store = Store::connect(&StoreConfig::new(db.url.clone())).await.expect("store");
-    TestApp { addr, channel, store, config, shutdown: Some(shutdown), task: Some(task), db }
+    TestApp { addr, metrics_addr, channel, store, config, shutdown: Some(shutdown), task: Some(task), db }
 }
 
 impl TestApp {
@@ -172,6 +178,11 @@ impl TestApp {
 
     pub fn billing(&self) -> BillingServiceClient<Channel> {
         BillingServiceClient::new(self.channel.clone())
+    }
+
+    /// A scrape of the server's Prometheus metrics.
+    pub async fn metrics(&self) -> metrics::Scrape {
+        metrics::scrape(self.metrics_addr).await
     }
 
     /// Starts a second `rosterd` process — the real binary — on this server's database, with the

@@ -148,6 +148,15 @@ impl StoreConfig {
     }
 }
 
+/// The connection pool's use at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUsage {
+    /// Connections open, idle or lent to a call.
+    pub open: u32,
+    /// Of those, the ones not lent.
+    pub idle: u32,
+}
+
 /// A handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -182,6 +191,22 @@ impl Store {
         let db = Database::connect(options).await.map_err(classify)?;
         migration::Migrator::up(&db, None).await.map_err(classify)?;
         Ok(Self { db })
+    }
+
+    /// How many pooled connections are open and how many of those are idle.
+    pub fn pool_usage(&self) -> PoolUsage {
+        let (open, idle) = match self.db.get_database_backend() {
+            DbBackend::Postgres => {
+                let pool = self.db.get_postgres_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            DbBackend::Sqlite => {
+                let pool = self.db.get_sqlite_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            _ => (0, 0),
+        };
+        PoolUsage { open, idle: u32::try_from(idle).unwrap_or(u32::MAX) }
     }
 
     /// The backend in use, for logs.

@@ -2,6 +2,7 @@
 
 use crate::auth::{self, Caller, Hasher, ServiceKeys};
 use crate::authz_cache::AuthzCache;
+use crate::metrics::Metrics;
 use roster_identity::{Email, FullName, Slug, WorkspaceName};
 use roster_store::{Context, Mail, Store};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ pub(crate) struct App {
     pub(crate) outbox: Arc<Notify>,
     /// Every workspace's roles and members, for answering checks from memory.
     pub(crate) authz: Arc<AuthzCache>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl App {

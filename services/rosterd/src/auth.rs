@@ -3,6 +3,7 @@
 
 use crate::context::{Credential, RequestId};
 use crate::error::{self, unauthenticated};
+use prometheus_client::metrics::counter::Counter;
 use roster_identity::{BcryptCost, Password, PasswordHash, SessionToken, TokenHash};
 use roster_store::{Actor, Context, Store, User};
 use sha2::{Digest, Sha256};
@@ -154,19 +155,23 @@ pub(crate) async fn authenticate<T>(store: &Store, keys: &ServiceKeys, request: 
 pub(crate) struct Hasher {
     cost: BcryptCost,
     dummy: Arc<OnceCell<PasswordHash>>,
+    /// How many hashes and verifications were computed (the metrics' counters).
+    hashed: Counter,
+    verified: Counter,
 }
 
 impl Hasher {
-    pub(crate) fn new(cost: BcryptCost) -> Self {
-        Self { cost, dummy: Arc::new(OnceCell::new()) }
+    /// A hasher at `cost` that counts its work on `(hashed, verified)`.
+    pub(crate) fn new(cost: BcryptCost, (hashed, verified): (Counter, Counter)) -> Self {
+        Self { cost, dummy: Arc::new(OnceCell::new()), hashed, verified }
     }
 
     /// Computes the dummy hash in the background, so that start-up does not wait for it.
     pub(crate) fn warm_up(&self) {
         let dummy = self.dummy.clone();
-        let cost = self.cost;
+        let (cost, hashed) = (self.cost, self.hashed.clone());
         tokio::spawn(async move {
-            let _ = dummy.get_or_try_init(|| make_dummy(cost)).await;
+            let _ = dummy.get_or_try_init(|| make_dummy(cost, hashed)).await;
         });
     }
 
@@ -174,13 +179,14 @@ impl Hasher {
     pub(crate) async fn hash(&self, password: Password) -> Result<PasswordHash, Status> {
         let salt = random_bytes::<16>()?;
         let cost = self.cost;
+        self.hashed.inc();
         blocking(move || PasswordHash::new(&password, cost, salt)).await
     }
 
     /// Checks `password` against `hash`, or against the dummy hash when there is none; with no
     /// hash the answer is always `false`.
     pub(crate) async fn verify(&self, hash: Option<PasswordHash>, password: Option<Password>) -> Result<bool, Status> {
-        let dummy = self.dummy.get_or_try_init(|| make_dummy(self.cost)).await?.clone();
+        let dummy = self.dummy.get_or_try_init(|| make_dummy(self.cost, self.hashed.clone())).await?.clone();
         let real = hash.is_some();
         let hash = hash.unwrap_or(dummy);
         // A password bcrypt cannot take (over 72 bytes) is checked as a placeholder of the same
@@ -188,13 +194,15 @@ impl Hasher {
         let usable = password.is_some();
         let password =
             password.unwrap_or_else(|| Password::candidate("placeholder-password").unwrap_or_else(|| unreachable!()));
+        self.verified.inc();
         let matched = blocking(move || hash.verify(&password)).await?;
         Ok(real && usable && matched)
     }
 }
 
-async fn make_dummy(cost: BcryptCost) -> Result<PasswordHash, Status> {
+async fn make_dummy(cost: BcryptCost, hashed: Counter) -> Result<PasswordHash, Status> {
     let salt = random_bytes::<16>()?;
+    hashed.inc();
     blocking(move || {
         let password = Password::candidate("no-such-user-password").unwrap_or_else(|| unreachable!());
         PasswordHash::new(&password, cost, salt)

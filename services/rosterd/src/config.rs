@@ -22,6 +22,10 @@ pub struct Config {
     #[arg(long, env = "ROSTER_DATABASE_URL", default_value = "sqlite://roster.db")]
     pub database_url: String,
 
+    /// Address to serve Prometheus metrics on, at `/metrics` (docs/OPERATIONS.md); none when unset.
+    #[arg(long, env = "ROSTER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Database connection pool size.
     #[arg(long, env = "ROSTER_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
@@ -114,6 +118,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("listen", &self.listen)
+            .field("metrics_listen", &self.metrics_listen)
             .field("database_url", &redact_url(&self.database_url))
             .field("bcrypt_cost", &self.bcrypt_cost)
             .field("session_ttl_secs", &self.session_ttl_secs)

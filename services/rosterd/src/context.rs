@@ -10,10 +10,12 @@
 //! request body that does not decode) an `ErrorInfo` too, so that every error carries a reason.
 
 use crate::error;
+use crate::metrics::Metrics;
 use http::{HeaderValue, Request, Response};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tonic::Code;
@@ -49,25 +51,28 @@ impl fmt::Debug for Credential {
 pub(crate) struct RequestId(pub(crate) String);
 
 /// Adds [`RequestContext`] to a service.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestContextLayer {
+#[derive(Clone)]
+pub(crate) struct RequestContextLayer {
     /// The longest a call may take.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
+    /// Where each call is counted and timed.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl<S> Layer<S> for RequestContextLayer {
     type Service = RequestContext<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequestContext { inner, timeout: self.timeout }
+        RequestContext { inner, timeout: self.timeout, metrics: self.metrics.clone() }
     }
 }
 
 /// See the module documentation.
-#[derive(Debug, Clone)]
-pub struct RequestContext<S> {
+#[derive(Clone)]
+pub(crate) struct RequestContext<S> {
     inner: S,
     timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl<S, B, R> Service<Request<B>> for RequestContext<S>
@@ -101,6 +106,8 @@ where
             },
         };
         let span = tracing::info_span!("rpc", method = %request.uri().path(), request_id = %request_id);
+        let method = self.metrics.method(request.uri().path());
+        let metrics = self.metrics.clone();
         request.extensions_mut().insert(credential);
         request.extensions_mut().insert(RequestId(request_id.clone()));
         // The clone is ready only after poll_ready on `self.inner`; swap so that the ready one serves.
@@ -129,6 +136,10 @@ where
                 if let Ok(value) = HeaderValue::from_str(&request_id) {
                     response.headers_mut().insert(REQUEST_ID_HEADER, value);
                 }
+                // An error's status is in the headers (a trailers-only answer); a success's comes
+                // in the trailers, after the body, as OK.
+                let code = tonic::Status::from_header_map(response.headers()).map_or(Code::Ok, |s| s.code());
+                metrics.observe_call(method, code, started.elapsed());
                 tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "call finished");
                 Ok(response)
             }

@@ -17,6 +17,7 @@ mod config;
 mod context;
 mod convert;
 mod error;
+mod metrics;
 mod outbox;
 mod policy;
 mod server;
@@ -24,7 +25,7 @@ mod server;
 pub use config::{Config, LogFormat, ServiceKeySpec, SmtpUrl};
 pub use context::REQUEST_ID_HEADER;
 pub use error::{DOMAIN as ERROR_DOMAIN, error_chain};
-pub use server::{ServeError, serve};
+pub use server::{Listeners, ServeError, serve};
 
 /// Sets up logging to standard error: `RUST_LOG` picks the levels (default `info`), `format` the shape.
 pub fn init_tracing(format: LogFormat) {

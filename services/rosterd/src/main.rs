@@ -13,14 +13,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> ExitCode {
     let config = rosterd::Config::parse();
     rosterd::init_tracing(config.log_format);
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
-        Ok(listener) => listener,
-        Err(e) => {
-            tracing::error!(listen = %config.listen, error = %e, "cannot listen");
+    let listeners = match rosterd::Listeners::bind(&config).await {
+        Ok(listeners) => listeners,
+        Err((addr, e)) => {
+            tracing::error!(listen = %addr, error = %e, "cannot listen");
             return ExitCode::FAILURE;
         }
     };
-    match rosterd::serve(config, listener, shutdown_signal()).await {
+    match rosterd::serve(config, listeners, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // The whole chain: "database: database unavailable: <the driver's reason>".

@@ -8,6 +8,7 @@ use crate::auth::{Hasher, ServiceKeys, random_bytes};
 use crate::authz_cache::AuthzCache;
 use crate::config::{Config, redact_url};
 use crate::context::RequestContextLayer;
+use crate::metrics::Metrics;
 use crate::outbox::{self, Mailer};
 use roster_identity::{BcryptCost, BuiltinRole, Email, FullName, Password, Slug, WorkspaceName};
 use roster_proto::v1::{
@@ -39,8 +40,27 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// Where the server listens: gRPC, and optionally the metrics endpoint.
+#[derive(Debug)]
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub metrics: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses `config` names; an error says which one failed.
+    pub async fn bind(config: &Config) -> Result<Self, (std::net::SocketAddr, std::io::Error)> {
+        let grpc = TcpListener::bind(config.listen).await.map_err(|e| (config.listen, e))?;
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| (addr, e))?),
+            None => None,
+        };
+        Ok(Self { grpc, metrics })
+    }
+}
+
 /// The fully qualified names of the services we report health for.
-const SERVICES: [&str; 8] = [
+const SERVICES: [&str; 9] = [
     "roster.v1.WorkspaceService",
     "roster.v1.AuthService",
     "roster.v1.UserService",
@@ -49,13 +69,14 @@ const SERVICES: [&str; 8] = [
     "roster.v1.AuditService",
     "roster.v1.TeamService",
     "roster.v1.AssignmentService",
+    "roster.v1.BillingService",
 ];
 
 /// Serves on `listener` until `shutdown` resolves, then turns health NOT_SERVING, lets in-flight
 /// calls finish, stops the outbox worker and closes the database.
 pub async fn serve(
     config: Config,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let started = Instant::now();
@@ -72,9 +93,11 @@ pub async fn serve(
     tracing::info!(backend = store.backend_name(), url = %redact_url(&config.database_url), "database ready");
 
     let keys = ServiceKeys::new(&config.service_keys);
+    let metrics = Arc::new(Metrics::new(config.db_max_connections));
     let app = Arc::new(App {
         store: store.clone(),
-        hasher: Hasher::new(cost),
+        hasher: Hasher::new(cost, metrics.bcrypt_counters()),
+        metrics: metrics.clone(),
         session_ttl: config.session_ttl(),
         sign_in_url: config.sign_in_url.clone(),
         outbox: Arc::new(Notify::new()),
@@ -102,7 +125,14 @@ pub async fn serve(
     let worker = tokio::spawn(outbox::run(store.clone(), mailer, policy, app.outbox.clone(), stop_rx.clone()));
     let janitor = tokio::spawn(purge_expired_sessions(store.clone(), stop_rx.clone()));
     let poller = tokio::spawn(app.authz.clone().run(Duration::from_millis(config.authz_refresh_ms), stop_rx.clone()));
-    let sweeper = tokio::spawn(sweep_queues(app.clone(), Duration::from_millis(config.queue_sweep_ms), stop_rx));
+    let sweeper =
+        tokio::spawn(sweep_queues(app.clone(), Duration::from_millis(config.queue_sweep_ms), stop_rx.clone()));
+    let exporter = listeners.metrics.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving metrics at /metrics");
+        }
+        tokio::spawn(crate::metrics::serve(listener, metrics.clone(), store.clone(), stop_rx))
+    });
 
     let (reporter, health) = tonic_health::server::health_reporter();
     for name in SERVICES.into_iter().chain([""]) {
@@ -115,7 +145,7 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
     };
     let router = tonic::transport::Server::builder()
-        .layer(RequestContextLayer { timeout: Duration::from_secs(config.request_timeout_secs) })
+        .layer(RequestContextLayer { timeout: Duration::from_secs(config.request_timeout_secs), metrics })
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
@@ -129,8 +159,8 @@ pub async fn serve(
         .add_service(AssignmentServiceServer::new(AssignmentApi(app.clone())))
         .add_service(BillingServiceServer::new(BillingApi(app.clone())));
 
-    let addr = listener.local_addr().map_err(|e| ServeError::Config(format!("listener: {e}")))?;
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let addr = listeners.grpc.local_addr().map_err(|e| ServeError::Config(format!("listener: {e}")))?;
+    let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
     tracing::info!(%addr, startup_ms = started.elapsed().as_millis() as u64, "serving");
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
     let drain = async move {
@@ -164,6 +194,9 @@ pub async fn serve(
     let _ = janitor.await;
     let _ = poller.await;
     let _ = sweeper.await;
+    if let Some(exporter) = exporter {
+        let _ = exporter.await;
+    }
     drop(app);
     store.close().await?;
     tracing::info!("stopped");

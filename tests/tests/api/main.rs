@@ -7,6 +7,7 @@ mod authorization;
 mod billing;
 mod escalation;
 mod mail;
+mod metrics;
 mod roles;
 mod server;
 mod teams;

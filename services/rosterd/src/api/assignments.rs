@@ -2,6 +2,7 @@ use crate::app::App;
 use crate::auth::Caller;
 use crate::convert;
 use crate::error::{self, Violations, checked, invalid};
+use crate::metrics::AssignOutcome;
 use roster_assignment::ConversationId;
 use roster_authz::Permission;
 use roster_proto::v1::{self as pb, assignment_service_server::AssignmentService};
@@ -81,6 +82,11 @@ impl AssignmentService for AssignmentApi {
             }
             err => error::store(err),
         })?;
+        app.metrics.assignment(match (assigned.changed, &assigned.conversation.assignee) {
+            (false, _) => AssignOutcome::Unchanged,
+            (true, Some(_)) => AssignOutcome::Assigned,
+            (true, None) => AssignOutcome::Queued,
+        });
         if assigned.freed {
             app.drain_queues(&ctx, &workspace_id).await;
         }
