@@ -14,6 +14,7 @@ mod name;
 mod password;
 mod role;
 mod slug;
+pub mod throttle;
 mod token;
 
 pub use email::{Email, EmailError};

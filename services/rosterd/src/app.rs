@@ -3,6 +3,7 @@
 use crate::auth::{self, Caller, Hasher, ServiceKeys};
 use crate::authz_cache::AuthzCache;
 use crate::metrics::Metrics;
+use crate::throttle::LoginThrottle;
 use roster_identity::{Email, FullName, Slug, WorkspaceName};
 use roster_store::{Context, Mail, Store};
 use std::sync::Arc;
@@ -22,6 +23,8 @@ pub(crate) struct App {
     /// Every workspace's roles and members, for answering checks from memory.
     pub(crate) authz: Arc<AuthzCache>,
     pub(crate) metrics: Arc<Metrics>,
+    /// Failed-login counts, consulted before a login does any work.
+    pub(crate) login_throttle: LoginThrottle,
 }
 
 impl App {

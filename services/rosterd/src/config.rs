@@ -84,6 +84,19 @@ pub struct Config {
     #[arg(long, env = "ROSTER_QUEUE_SWEEP_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub queue_sweep_ms: u64,
 
+    /// Failed logins allowed per workspace and email within the window; more are refused with
+    /// LOGIN_THROTTLED until the oldest is out of the window.
+    #[arg(long, env = "ROSTER_LOGIN_MAX_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub login_max_failures: u32,
+
+    /// Failed logins allowed per client address (any workspace and email) within the window.
+    #[arg(long, env = "ROSTER_LOGIN_MAX_FAILURES_PER_ADDRESS", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub login_max_failures_per_address: u32,
+
+    /// The window failed logins are counted over, in seconds.
+    #[arg(long, env = "ROSTER_LOGIN_WINDOW_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub login_window_secs: u64,
+
     /// Longest time one call may take, in seconds.
     #[arg(long, env = "ROSTER_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,

@@ -30,6 +30,21 @@ pub(crate) fn status_with(
     Status::with_error_details(code, message, details)
 }
 
+/// Too many failed logins for the account or from the address: RESOURCE_EXHAUSTED with a
+/// `RetryInfo` and `retry_after_seconds`. It does not say which limit, nor whether the account exists.
+pub(crate) fn login_throttled(wait: roster_identity::throttle::RetryAfter) -> Status {
+    let seconds = wait.seconds();
+    let mut details = ErrorDetails::new();
+    details.set_retry_info(Some(std::time::Duration::from_secs(seconds.unsigned_abs())));
+    status_with(
+        Code::ResourceExhausted,
+        "LOGIN_THROTTLED",
+        format!("too many failed logins for this account or from this address: try again in {seconds} s"),
+        &[("retry_after_seconds", seconds.to_string())],
+        details,
+    )
+}
+
 pub(crate) fn unauthenticated(reason: &str, message: &str) -> Status {
     status(Code::Unauthenticated, reason, message)
 }

@@ -21,6 +21,7 @@ mod metrics;
 mod outbox;
 mod policy;
 mod server;
+mod throttle;
 
 pub use config::{Config, LogFormat, ServiceKeySpec, SmtpUrl};
 pub use context::REQUEST_ID_HEADER;

@@ -38,6 +38,11 @@ struct OperationLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
 }
@@ -58,6 +63,7 @@ pub(crate) struct Metrics {
     rpc: Family<RpcLabels, Histogram, fn() -> Histogram>,
     assignments: Family<OutcomeLabels, Counter>,
     bcrypt: Family<OperationLabels, Counter>,
+    login_throttled: Family<LimitLabels, Counter>,
     outbox_backlog: Gauge,
     database_up: Gauge,
     pool: Family<StateLabels, Gauge>,
@@ -90,6 +96,12 @@ impl Metrics {
             "bcrypt_operations",
             "bcrypt computations: hash (a new password) and verify (a login, known user or not)",
             bcrypt.clone(),
+        );
+        let login_throttled = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "login_throttled",
+            "Logins refused before any work, by the limit reached: per workspace and email (account) or per client address",
+            login_throttled.clone(),
         );
         let outbox_backlog = Gauge::default();
         registry.register(
@@ -128,6 +140,7 @@ impl Metrics {
             rpc,
             assignments,
             bcrypt,
+            login_throttled,
             outbox_backlog,
             database_up,
             pool,
@@ -151,6 +164,11 @@ impl Metrics {
             AssignOutcome::Unchanged => "unchanged",
         };
         self.assignments.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// A login refused by `limit`: `account` or `address`.
+    pub(crate) fn login_throttled(&self, limit: &'static str) {
+        self.login_throttled.get_or_create(&LimitLabels { limit }).inc();
     }
 
     /// The counters of bcrypt work: (hash, verify).

@@ -10,6 +10,7 @@ use crate::config::{Config, redact_url};
 use crate::context::RequestContextLayer;
 use crate::metrics::Metrics;
 use crate::outbox::{self, Mailer};
+use crate::throttle::LoginThrottle;
 use roster_identity::{BcryptCost, BuiltinRole, Email, FullName, Password, Slug, WorkspaceName};
 use roster_proto::v1::{
     assignment_service_server::AssignmentServiceServer, audit_service_server::AuditServiceServer,
@@ -98,6 +99,7 @@ pub async fn serve(
         store: store.clone(),
         hasher: Hasher::new(cost, metrics.bcrypt_counters()),
         metrics: metrics.clone(),
+        login_throttle: LoginThrottle::new(&config, metrics.clone()),
         session_ttl: config.session_ttl(),
         sign_in_url: config.sign_in_url.clone(),
         outbox: Arc::new(Notify::new()),

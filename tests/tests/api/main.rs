@@ -11,5 +11,6 @@ mod metrics;
 mod roles;
 mod server;
 mod teams;
+mod throttle;
 mod users;
 mod workspaces;

@@ -23,6 +23,7 @@ impl AuthService for AuthApi {
     async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
         let app = &self.0;
         let request_id = request_id(&request);
+        let address = request.remote_addr().map(|a| a.ip());
         let req = request.into_inner();
         let mut v = Violations::new();
         let slug = v.check("workspace_slug", Slug::parse(&req.workspace_slug));
@@ -32,6 +33,8 @@ impl AuthService for AuthApi {
         }
         v.finish()?;
         let (slug, email) = (checked(slug)?, checked(email)?);
+        // Before any lookup or bcrypt work: refused attempts cost nothing.
+        let attempt = app.login_throttle.begin(&slug, &email, address, now_millis()).map_err(error::login_throttled)?;
 
         let candidate = app.store.login_candidate(&slug, &email).await.map_err(error::store)?;
         let (workspace_id, found) = match candidate {
@@ -46,6 +49,7 @@ impl AuthService for AuthApi {
         let (user, verified) = match (matched, user, hash) {
             (true, Some(user), Some(hash)) if user.status == UserStatus::Active => (user, hash),
             (matched, user, _) => {
+                attempt.failed(now);
                 if let Some(workspace_id) = &workspace_id {
                     app.store
                         .record_login_failure(&failure, workspace_id, email.as_str())
@@ -64,11 +68,18 @@ impl AuthService for AuthApi {
         let expires_at = now.saturating_add(i64::try_from(app.session_ttl.as_millis()).unwrap_or(i64::MAX));
         let success = Context { actor: Actor::User(user.id.clone()), request_id, now };
         let user = match app.store.create_session(&success, &user, &verified, &token.hash(), expires_at).await {
-            Ok(user) => user,
+            Ok(user) => {
+                attempt.succeeded();
+                user
+            }
             // The password changed since it was checked: the offered one may be the old one.
-            Err(StoreError::Conflict(Conflict::StaleVersion { .. })) => return Err(login_failed()),
+            Err(StoreError::Conflict(Conflict::StaleVersion { .. })) => {
+                attempt.failed(now);
+                return Err(login_failed());
+            }
             // Deactivated between the password check and now.
             Err(StoreError::NotFound(Entity::User)) => {
+                attempt.failed(now);
                 return Err(permission_denied(
                     "USER_DEACTIVATED",
                     "this user is deactivated; ask an admin to reactivate it",

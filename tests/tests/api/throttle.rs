@@ -1,0 +1,162 @@
+//! Login throttling: failed logins limited per workspace and email and per client address, before
+//! any bcrypt work; unknown and known emails cost the same bcrypt work. The bcrypt work is counted
+//! by the server's own metrics (`roster_bcrypt_operations_total`).
+
+use roster_proto::v1 as pb;
+use roster_tests::*;
+use std::time::Duration;
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+async fn bcrypt(app: &TestApp, operation: &str) -> f64 {
+    app.metrics().await.sum("roster_bcrypt_operations_total", &[("operation", operation)])
+}
+
+fn login_request(slug: &str, email: &str, password: &str) -> pb::LoginRequest {
+    pb::LoginRequest { workspace_slug: slug.into(), email: email.into(), password: password.into() }
+}
+
+/// A throttled login: RESOURCE_EXHAUSTED, LOGIN_THROTTLED, a RetryInfo and the same wait in the
+/// ErrorInfo's metadata, at most the window; returns the wait in seconds.
+fn assert_throttled(status: &Status, window_secs: u64) -> u64 {
+    assert_status(status, Code::ResourceExhausted, "LOGIN_THROTTLED");
+    let details = status.get_error_details();
+    let delay = details.retry_info().and_then(|r| r.retry_delay).expect("a RetryInfo with a delay");
+    let seconds = delay.as_secs();
+    assert!(seconds >= 1 && seconds <= window_secs, "wait {delay:?}");
+    let info = details.error_info().expect("ErrorInfo");
+    assert_eq!(info.metadata.get("retry_after_seconds"), Some(&seconds.to_string()));
+    assert!(status.message().contains(&format!("try again in {seconds} s")), "{}", status.message());
+    seconds
+}
+
+#[tokio::test]
+async fn fifty_parallel_wrong_passwords_cost_no_more_bcrypt_than_the_limit() {
+    // A real cost, so that the 50 attempts overlap while each is being verified.
+    let app = spawn_app_with(|c| {
+        c.bcrypt_cost = 8;
+        c.login_max_failures = 5;
+    })
+    .await;
+    let acme = app.workspace("acme").await;
+    let before = bcrypt(&app, "verify").await;
+
+    let attempts = (0..50).map(|i| {
+        let mut auth = app.auth();
+        async move { auth.login(login_request("acme", "admin@acme.example", &format!("guess number {i}"))).await }
+    });
+    let results = futures_join_all(attempts).await;
+
+    let refused: Vec<&Status> = results.iter().map(|r| r.as_ref().expect_err("no guess is right")).collect();
+    let wrong = refused.iter().filter(|s| s.code() == Code::Unauthenticated).count();
+    let throttled: Vec<_> = refused.iter().filter(|s| s.code() == Code::ResourceExhausted).collect();
+    assert_eq!(wrong, 5, "exactly the limit is checked");
+    assert_eq!(throttled.len(), 45);
+    for status in &throttled {
+        assert_throttled(status, 900);
+    }
+    assert_eq!(bcrypt(&app, "verify").await - before, 5.0, "one bcrypt verification per checked attempt");
+    let scrape = app.metrics().await;
+    assert_eq!(scrape.sum("roster_login_throttled_total", &[("limit", "account")]), 45.0);
+    // Only the checked attempts are audited; refused ones write nothing.
+    let failed = app.audit_actions(&acme.id).await.into_iter().filter(|a| a == "login.failed").count();
+    assert_eq!(failed, 5);
+
+    // While the account is throttled even the right password is refused, so a guess cannot be
+    // confirmed; another account from the same address is not affected.
+    let right = app.login("acme", "admin@acme.example", PASSWORD).await.expect_err("throttled");
+    assert_throttled(&right, 900);
+    app.create_user(&acme.admin_token, "maria@acme.example", "agent").await.expect("maria");
+    app.login("acme", "maria@acme.example", PASSWORD).await.expect("another account logs in");
+}
+
+#[tokio::test]
+async fn unknown_and_known_emails_cost_the_same_bcrypt_work() {
+    let app = spawn_app().await;
+    app.workspace("acme").await;
+    app.login("acme", "admin@acme.example", PASSWORD).await.expect("warm: the dummy hash exists now");
+    let (hash_before, mut verify) = (bcrypt(&app, "hash").await, bcrypt(&app, "verify").await);
+
+    let attempts: [(&str, &str, String); 5] = [
+        ("acme", "admin@acme.example", "not the password".into()),
+        ("acme", "nobody@acme.example", PASSWORD.into()),
+        ("globex", "admin@acme.example", PASSWORD.into()),
+        ("acme", "admin@acme.example", "x".repeat(100)),
+        ("acme", "admin@acme.example", PASSWORD.into()),
+    ];
+    for (slug, email, password) in &attempts {
+        let _ = app.login(slug, email, password).await;
+        let now = bcrypt(&app, "verify").await;
+        assert_eq!(now - verify, 1.0, "exactly one verification for {slug} {email}");
+        verify = now;
+    }
+    assert_eq!(bcrypt(&app, "hash").await, hash_before, "a login never hashes");
+    // A malformed request is refused before any work.
+    let malformed = app.login("acme", "not an email", PASSWORD).await.expect_err("invalid");
+    assert_status(&malformed, Code::InvalidArgument, "INVALID_FIELD");
+    assert_eq!(bcrypt(&app, "verify").await, verify);
+}
+
+#[tokio::test]
+async fn failures_from_one_address_are_throttled_across_accounts() {
+    let app = spawn_app_with(|c| {
+        c.login_max_failures = 5;
+        c.login_max_failures_per_address = 10;
+    })
+    .await;
+    app.workspace("acme").await;
+    let before = bcrypt(&app, "verify").await;
+    let mut codes = Vec::new();
+    for i in 0..12 {
+        let status = app.login("acme", &format!("user{i}@acme.example"), PASSWORD).await.expect_err("unknown");
+        codes.push(status.code());
+        if i >= 10 {
+            assert_throttled(&status, 900);
+        }
+    }
+    assert_eq!(codes, [[Code::Unauthenticated; 10].as_slice(), &[Code::ResourceExhausted; 2]].concat());
+    assert_eq!(bcrypt(&app, "verify").await - before, 10.0);
+    let scrape = app.metrics().await;
+    assert_eq!(scrape.sum("roster_login_throttled_total", &[("limit", "address")]), 2.0);
+}
+
+#[tokio::test]
+async fn a_success_forgets_the_accounts_failures_and_the_window_ends_a_throttle() {
+    let app = spawn_app_with(|c| {
+        c.login_max_failures = 3;
+        c.login_window_secs = 1;
+    })
+    .await;
+    app.workspace("acme").await;
+    let wrong = || app.login("acme", "admin@acme.example", "not the password");
+
+    // Two failures, a success, then three more failures are all checked.
+    for _ in 0..2 {
+        assert_status(&wrong().await.expect_err("wrong"), Code::Unauthenticated, "INVALID_CREDENTIALS");
+    }
+    app.login("acme", "admin@acme.example", PASSWORD).await.expect("right");
+    for _ in 0..3 {
+        assert_status(&wrong().await.expect_err("wrong"), Code::Unauthenticated, "INVALID_CREDENTIALS");
+    }
+    let throttled = app.login("acme", "admin@acme.example", PASSWORD).await.expect_err("throttled");
+    assert_eq!(assert_throttled(&throttled, 1), 1);
+
+    // Once the window has passed the failures, the right password works again.
+    let logged_in =
+        eventually(Duration::from_secs(5), || async { app.login("acme", "admin@acme.example", PASSWORD).await.ok() })
+            .await;
+    assert!(logged_in.is_some(), "logs in once the window is over");
+}
+
+/// Runs the futures concurrently and collects their outputs in order.
+async fn futures_join_all<F: std::future::Future + Send + 'static>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut outputs = Vec::with_capacity(handles.len());
+    for handle in handles {
+        outputs.push(handle.await.expect("task"));
+    }
+    outputs
+}
