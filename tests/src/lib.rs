@@ -4,6 +4,7 @@
 //! dropped after it. Tests talk to it with the generated gRPC clients, like any other service.
 
 pub mod metrics;
+pub mod raw;
 pub mod smtp;
 
 use roster_proto::v1 as pb;
@@ -188,26 +189,121 @@ impl TestApp {
     /// Starts a second `rosterd` process — the real binary — on this server's database, with the
     /// same service key. It is killed when dropped.
     pub async fn spawn_peer_process(&self) -> PeerProcess {
+        self.spawn_peer_process_with(PeerOptions::default()).await
+    }
+
+    /// [`TestApp::spawn_peer_process`] with more flags, and its log kept in a file.
+    pub async fn spawn_peer_process_with(&self, options: PeerOptions) -> PeerProcess {
         let binary = rosterd_binary();
         let port = unused_port();
+        let metrics_port = unused_port();
+        let stderr = match &options.log {
+            Some(path) => std::fs::File::create(path).expect("log file").into(),
+            None => std::process::Stdio::null(),
+        };
         let child = tokio::process::Command::new(&binary)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "warn")
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
             .args(["--database-url", &self.db.url])
             .args(["--service-key", &format!("{SERVICE_NAME}={SERVICE_KEY}")])
             .args(["--bcrypt-cost", "4", "--demo", "false"])
             .args(["--authz-refresh-ms", &self.config.authz_refresh_ms.to_string()])
             .args(["--db-timeout-ms", &self.config.db_timeout_ms.to_string()])
+            .args(&options.args)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
         let channel = Channel::from_shared(format!("http://127.0.0.1:{port}")).expect("uri").connect_lazy();
         wait_until_serving(&channel, || true).await;
-        PeerProcess { channel, uri: format!("http://127.0.0.1:{port}"), child }
+        let metrics_addr = SocketAddr::from(([127, 0, 0, 1], metrics_port));
+        PeerProcess { channel, uri: format!("http://127.0.0.1:{port}"), metrics_addr, child }
     }
+
+    /// A reader of every table's content, to prove a call wrote nothing.
+    pub async fn fingerprint(&self, audit: bool) -> Fingerprint {
+        Fingerprint::new(&self.db, audit).await
+    }
+}
+
+/// Every table's content as one digest per table (`audit_events` left out unless asked for):
+/// equal readings mean no row was added, changed or deleted in between.
+pub struct Fingerprint {
+    db: sea_orm::DatabaseConnection,
+    queries: Vec<(String, String)>,
+}
+
+impl Fingerprint {
+    async fn new(database: &TestDatabase, audit: bool) -> Self {
+        let db = Database::connect(database.url.as_str()).await.expect("connect");
+        let backend = db.get_database_backend();
+        let query = |sql: String| sea_orm::Statement::from_string(backend, sql);
+        let tables_sql = if database.is_postgres() {
+            "SELECT tablename AS name FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+        } else {
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY 1"
+        };
+        let mut queries = Vec::new();
+        for row in db.query_all_raw(query(tables_sql.into())).await.expect("tables") {
+            let table: String = row.try_get("", "name").expect("name");
+            if table == "seaql_migrations" || (!audit && table == "audit_events") {
+                continue;
+            }
+            let sql = if database.is_postgres() {
+                format!(
+                    "SELECT md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) AS d FROM \"{table}\" t"
+                )
+            } else {
+                let columns =
+                    db.query_all_raw(query(format!("PRAGMA table_info(\"{table}\")"))).await.expect("columns");
+                let quoted: Vec<String> = columns
+                    .iter()
+                    .map(|c| format!("quote(\"{}\")", c.try_get::<String>("", "name").expect("column")))
+                    .collect();
+                format!(
+                    "SELECT coalesce(group_concat(r, char(10)), '') AS d FROM (SELECT {} AS r FROM \"{table}\" ORDER BY 1)",
+                    quoted.join(" || '|' || ")
+                )
+            };
+            queries.push((table, sql));
+        }
+        Self { db, queries }
+    }
+
+    /// The audit events after the one numbered `id`, oldest first: their numbers and actions.
+    pub async fn audit_after(&self, id: i64) -> Vec<(i64, String)> {
+        let sql = format!("SELECT id, action FROM audit_events WHERE id > {id} ORDER BY id");
+        let rows = self.db.query_all_raw(sea_orm::Statement::from_string(self.db.get_database_backend(), sql)).await;
+        rows.expect("audit events")
+            .iter()
+            .map(|row| (row.try_get("", "id").expect("id"), row.try_get("", "action").expect("action")))
+            .collect()
+    }
+
+    /// The digest of each table now.
+    pub async fn read(&self) -> std::collections::BTreeMap<String, String> {
+        let backend = self.db.get_database_backend();
+        let mut digests = std::collections::BTreeMap::new();
+        for (table, sql) in &self.queries {
+            let row = self.db.query_one_raw(sea_orm::Statement::from_string(backend, sql.clone())).await;
+            let digest = row.expect("digest").expect("a row").try_get::<String>("", "d").expect("digest");
+            digests.insert(table.clone(), digest);
+        }
+        digests
+    }
+}
+
+/// How to start a peer process beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct PeerOptions {
+    /// More flags (a later flag overrides an earlier one).
+    pub args: Vec<String>,
+    /// Where its standard error (the log, at `warn`) goes; nowhere when `None`.
+    pub log: Option<std::path::PathBuf>,
 }
 
 /// Another `rosterd` process sharing a [`TestApp`]'s database.
@@ -215,6 +311,8 @@ pub struct PeerProcess {
     pub channel: Channel,
     /// Where it listens, to open more connections to it.
     pub uri: String,
+    /// Where its Prometheus metrics are served.
+    pub metrics_addr: SocketAddr,
     child: tokio::process::Child,
 }
 

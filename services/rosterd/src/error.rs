@@ -25,9 +25,29 @@ pub(crate) fn status_with(
     metadata: &[(&str, String)],
     mut details: ErrorDetails,
 ) -> Status {
-    let metadata: HashMap<String, String> = metadata.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+    let metadata: HashMap<String, String> =
+        metadata.iter().map(|(k, v)| ((*k).to_owned(), clip(v.clone(), MAX_MESSAGE))).collect();
     details.set_error_info(reason, DOMAIN, metadata);
-    Status::with_error_details(code, message, details)
+    Status::with_error_details(code, clip(message.into(), MAX_MESSAGE), details)
+}
+
+/// The longest status message or `ErrorInfo` metadata value, in bytes. A status travels in HTTP/2 headers, which clients limit
+/// (16 KiB by default in hyper): a message quoting a huge request field would break the answer.
+const MAX_MESSAGE: usize = 1024;
+
+/// The longest field name or violation description, in bytes.
+pub(crate) const MAX_TEXT: usize = 256;
+
+/// The most field violations one answer lists; the message counts the rest.
+const MAX_VIOLATIONS: usize = 20;
+
+/// `text` cut to at most `max` bytes, on a character boundary, marked with "…" when cut.
+pub(crate) fn clip(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        text.truncate(text.floor_char_boundary(max - '…'.len_utf8()));
+        text.push('…');
+    }
+    text
 }
 
 /// Too many failed logins for the account or from the address: RESOURCE_EXHAUSTED with a
@@ -90,11 +110,23 @@ impl Violations {
         Err(self.into_status())
     }
 
+    /// INVALID_ARGUMENT naming the first [`MAX_VIOLATIONS`] violations; the message counts the rest.
     pub(crate) fn into_status(self) -> Status {
-        let fields: Vec<&str> = self.0.iter().map(|(f, _)| f.as_str()).collect();
-        let message = self.0.iter().map(|(f, d)| format!("{f}: {d}")).collect::<Vec<_>>().join("; ");
+        let total = self.0.len();
+        let listed: Vec<(String, String)> = self
+            .0
+            .into_iter()
+            .take(MAX_VIOLATIONS)
+            .map(|(field, description)| (clip(field, MAX_TEXT), clip(description, MAX_TEXT)))
+            .collect();
+        let fields: Vec<&str> = listed.iter().map(|(f, _)| f.as_str()).collect();
+        let listing = listed.iter().map(|(f, d)| format!("{f}: {d}")).collect::<Vec<_>>().join("; ");
+        let mut message = clip(listing, MAX_MESSAGE - 32);
+        if total > listed.len() {
+            message.push_str(&format!("; and {} more", total - listed.len()));
+        }
         let mut details = ErrorDetails::new();
-        for (field, description) in &self.0 {
+        for (field, description) in &listed {
             details.add_bad_request_violation(field.clone(), description.clone());
         }
         status_with(Code::InvalidArgument, "INVALID_FIELD", message, &[("fields", fields.join(","))], details)
@@ -270,4 +302,37 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_lists_twenty_violations_and_counts_the_rest() {
+        let mut v = Violations::new();
+        for i in 0..1001 {
+            v.add(&format!("update_mask.paths[{i}]"), "unknown or read-only path");
+        }
+        let status = v.into_status();
+        let details = status.get_error_details();
+        assert_eq!(details.bad_request().expect("BadRequest").field_violations.len(), 20);
+        assert!(status.message().ends_with("; and 981 more"), "{}", status.message());
+        let fields = &details.error_info().expect("ErrorInfo").metadata["fields"];
+        assert_eq!(fields.split(',').count(), 20);
+    }
+
+    #[test]
+    fn quoted_request_text_is_clipped_so_the_status_fits_in_headers() {
+        let huge = "é".repeat(50_000);
+        let status = invalid("name", format!("{huge:?} is taken"));
+        assert!(status.message().len() <= MAX_MESSAGE, "{}", status.message().len());
+        let details = status.get_error_details();
+        let violation = &details.bad_request().expect("BadRequest").field_violations[0];
+        assert!(violation.description.len() <= MAX_TEXT && violation.description.ends_with('…'));
+        let plain = status_with(Code::NotFound, "X", huge.clone(), &[("value", huge)], ErrorDetails::new());
+        assert!(plain.message().len() <= MAX_MESSAGE);
+        assert!(plain.get_error_details().error_info().expect("info").metadata["value"].len() <= MAX_MESSAGE);
+        assert_eq!(clip("short".into(), 10), "short");
+    }
 }

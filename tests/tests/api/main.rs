@@ -6,6 +6,7 @@ mod auth;
 mod authorization;
 mod billing;
 mod escalation;
+mod fuzz;
 mod mail;
 mod metrics;
 mod roles;

@@ -24,7 +24,9 @@ struct ItemError {
 
 impl ItemError {
     fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        Self { code: Code::InvalidArgument, reason: "INVALID_FIELD", message: message.into(), field }
+        // Clipped as a call's own violation would be: an item may quote a huge request field.
+        let message = error::clip(message.into(), error::MAX_TEXT);
+        Self { code: Code::InvalidArgument, reason: "INVALID_FIELD", message, field }
     }
 
     fn into_status(self, prefix: &str) -> Status {
