@@ -7,6 +7,7 @@ mod authorization;
 mod billing;
 mod escalation;
 mod fuzz;
+mod isolation;
 mod mail;
 mod metrics;
 mod roles;
