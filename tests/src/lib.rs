@@ -4,6 +4,7 @@
 //! dropped after it. Tests talk to it with the generated gRPC clients, like any other service.
 
 pub mod metrics;
+pub mod proxy;
 pub mod raw;
 pub mod smtp;
 
@@ -125,9 +126,14 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts a server with the test defaults changed by `configure`.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
-    let db = TestDatabase::fresh().await;
+    spawn_app_on(TestDatabase::fresh().await, |config, _| configure(config)).await
+}
+
+/// Starts a server on `db` with the test defaults changed by `configure`, which also sees the
+/// database (to point the server at it another way, say).
+pub async fn spawn_app_on(db: TestDatabase, configure: impl FnOnce(&mut Config, &TestDatabase)) -> TestApp {
     let mut config = test_config(&db.url);
-    configure(&mut config);
+    configure(&mut config, &db);
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = grpc.local_addr().expect("local address");
@@ -209,7 +215,7 @@ impl TestApp {
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
             .args(["--database-url", &self.db.url])
             .args(["--service-key", &format!("{SERVICE_NAME}={SERVICE_KEY}")])
-            .args(["--bcrypt-cost", "4", "--demo", "false"])
+            .args(["--bcrypt-cost", &options.bcrypt_cost.unwrap_or(4).to_string(), "--demo", "false"])
             .args(["--authz-refresh-ms", &self.config.authz_refresh_ms.to_string()])
             .args(["--db-timeout-ms", &self.config.db_timeout_ms.to_string()])
             .args(&options.args)
@@ -300,10 +306,13 @@ impl Fingerprint {
 /// How to start a peer process beyond the defaults.
 #[derive(Debug, Clone, Default)]
 pub struct PeerOptions {
-    /// More flags (a later flag overrides an earlier one).
+    /// More flags, besides those it always gets (listen addresses, database, service key, bcrypt
+    /// cost, demo, authz refresh, database timeout).
     pub args: Vec<String>,
     /// Where its standard error (the log, at `warn`) goes; nowhere when `None`.
     pub log: Option<std::path::PathBuf>,
+    /// The bcrypt cost; 4 (the fastest) when `None`.
+    pub bcrypt_cost: Option<u32>,
 }
 
 /// Another `rosterd` process sharing a [`TestApp`]'s database.
@@ -320,6 +329,31 @@ impl PeerProcess {
     /// Its process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
+    }
+
+    /// Sends it SIGTERM, as an orchestrator stopping it would.
+    pub fn terminate(&self) {
+        let pid = self.pid().expect("running");
+        let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
+        assert!(status.success(), "kill -TERM {pid}");
+    }
+
+    /// Kills it with SIGKILL (`kill -9`): no shutdown at all.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.expect("kill -9");
+    }
+
+    /// Waits until it exits, at most `limit`; `None` if it is still running.
+    pub async fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(limit, self.child.wait()).await.ok().map(|status| status.expect("wait"))
+    }
+
+    pub fn teams(&self) -> TeamServiceClient<Channel> {
+        TeamServiceClient::new(self.channel.clone())
+    }
+
+    pub fn billing(&self) -> BillingServiceClient<Channel> {
+        BillingServiceClient::new(self.channel.clone())
     }
 
     pub fn authz(&self) -> AuthorizationServiceClient<Channel> {

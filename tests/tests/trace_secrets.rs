@@ -39,7 +39,13 @@ async fn a_session_logged_at_trace_leaks_no_secret() {
 
     let acme = app.workspace("acme").await;
     let agent = app.create_user(&acme.admin_token, "maria@acme.example", "agent").await.expect("agent");
-    let maria = app.login("acme", "maria@acme.example", PASSWORD).await.expect("login");
+    let mut login = tonic::Request::new(pb::LoginRequest {
+        workspace_slug: "acme".into(),
+        email: "maria@acme.example".into(),
+        password: PASSWORD.into(),
+    });
+    login.metadata_mut().insert("x-request-id", "trace-login-1".parse().expect("header"));
+    let maria = app.auth().login(login).await.expect("login").into_inner().session_token;
     let wrong = "wrong-password-never-logged";
     app.login("acme", "maria@acme.example", wrong).await.expect_err("wrong password");
     let new_password = "new-password-never-logged";
@@ -66,6 +72,16 @@ async fn a_session_logged_at_trace_leaks_no_secret() {
     let output = String::from_utf8_lossy(&capture.0.lock().expect("lock")).into_owned();
     assert!(output.contains("login succeeded"), "the log was captured");
     assert!(output.contains("TRACE"), "TRACE events were on");
+    // Every line a call logs carries its request id, the client's when it sent one.
+    let login_lines: Vec<&str> = output.lines().filter(|l| l.contains("login succeeded")).collect();
+    assert!(login_lines.iter().all(|l| l.contains(r#""request_id":""#)), "{login_lines:?}");
+    assert!(login_lines.iter().any(|l| l.contains(r#""request_id":"trace-login-1""#)), "{login_lines:?}");
+    let call_lines: Vec<&str> = output.lines().filter(|l| l.contains(r#""name":"rpc""#)).collect();
+    assert!(
+        call_lines.len() > 10 && call_lines.iter().all(|l| l.contains(r#""request_id":""#)),
+        "{} lines",
+        call_lines.len()
+    );
     let mut secrets = vec![PASSWORD.to_owned(), wrong.to_owned(), new_password.to_owned(), SERVICE_KEY.to_owned()];
     secrets.extend([acme.admin_token.clone(), maria.clone()]);
     // The stored form of each session token, too.

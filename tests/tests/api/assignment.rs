@@ -57,7 +57,7 @@ async fn list(app: &TestApp, request: pb::ListConversationAssignmentsRequest) ->
 }
 
 /// A team's open conversations.
-async fn team_conversations(app: &TestApp, ws: &str, team: &str) -> Vec<pb::ConversationAssignment> {
+pub(crate) async fn team_conversations(app: &TestApp, ws: &str, team: &str) -> Vec<pb::ConversationAssignment> {
     let request =
         pb::ListConversationAssignmentsRequest { workspace_id: ws.into(), team_id: team.into(), ..Default::default() };
     list(app, request).await

@@ -353,8 +353,11 @@ async fn ten_thousand_hostile_requests_get_deliberate_answers_and_change_nothing
     let app = spawn_app_with(|c| c.queue_sweep_ms = 3_600_000).await;
     let mut pools = pools(&app).await;
     let log = tempfile::NamedTempFile::new().expect("log file");
-    let options =
-        PeerOptions { args: vec!["--queue-sweep-ms".into(), "3600000".into()], log: Some(log.path().to_owned()) };
+    let options = PeerOptions {
+        args: vec!["--queue-sweep-ms".into(), "3600000".into()],
+        log: Some(log.path().to_owned()),
+        ..Default::default()
+    };
     let peer = app.spawn_peer_process_with(options).await;
     let cases: usize = std::env::var("ROSTER_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let seed: u64 = std::env::var("ROSTER_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed_2026_1129);

@@ -6,6 +6,7 @@ mod auth;
 mod authorization;
 mod billing;
 mod escalation;
+mod faults;
 mod fuzz;
 mod isolation;
 mod mail;

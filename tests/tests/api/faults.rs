@@ -1,0 +1,385 @@
+//! Faults the real `rosterd` binary survives: SIGTERM and kill -9 under load, the database going
+//! away and coming back.
+
+use crate::assignment::team_conversations;
+use crate::teams::team_of_agents;
+use roster_proto::v1 as pb;
+use roster_tests::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+/// What one client of a load saw: acknowledged results and errors, in order.
+#[derive(Default)]
+struct Seen {
+    users: Vec<(String, String)>,
+    assignments: Vec<(String, Option<String>, u64)>,
+    errors: Vec<(Code, String)>,
+}
+
+/// Mixed load on `channel` until `stop`: invitations and assignments, each client its own ids.
+async fn load(
+    channel: tonic::transport::Channel,
+    ws: String,
+    team: String,
+    client: usize,
+    stop: Arc<AtomicBool>,
+) -> Seen {
+    let mut seen = Seen::default();
+    let mut users = pb::user_service_client::UserServiceClient::new(channel.clone());
+    let mut assignments = pb::assignment_service_client::AssignmentServiceClient::new(channel);
+    let mut n = 0;
+    while !stop.load(Ordering::SeqCst) {
+        n += 1;
+        let result = if client.is_multiple_of(2) {
+            let email = format!("load-{client}-{n}@acme.example");
+            let request = pb::CreateUserRequest {
+                workspace_id: ws.clone(),
+                email: email.clone(),
+                full_name: "Load".into(),
+                password: PASSWORD.into(),
+                role: "agent".into(),
+                ..Default::default()
+            };
+            users.create_user(service(request)).await.map(|r| {
+                seen.users.push((r.into_inner().user.expect("user").id, email));
+            })
+        } else {
+            let conversation = format!("wa:{client}-{n}");
+            let request = pb::AssignConversationRequest {
+                workspace_id: ws.clone(),
+                conversation_id: conversation.clone(),
+                team_id: team.clone(),
+                ..Default::default()
+            };
+            assignments.assign_conversation(service(request)).await.map(|r| {
+                let a = r.into_inner().assignment.expect("assignment");
+                let assignee = (!a.assignee_id.is_empty()).then_some(a.assignee_id);
+                seen.assignments.push((conversation, assignee, a.sequence));
+            })
+        };
+        if let Err(status) = result {
+            seen.errors
+                .push((status.code(), format!("{} {}", error_reason(&status).unwrap_or_default(), status.message())));
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn sigterm_under_load_turns_not_serving_finishes_in_flight_calls_and_exits_cleanly() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let (team, _) = team_of_agents(&app, &acme, "Support", pb::Strategy::LoadBalanced, 3, Some(1000)).await;
+    let seats = pb::SetExtraSeatsRequest { workspace_id: acme.id.clone(), extra_seats: 10_000 };
+    app.billing().set_extra_seats(service(seats)).await.expect("seats");
+    // bcrypt at cost 10 makes each invitation take a while, so that some are in flight at the signal.
+    let options = PeerOptions {
+        args: vec!["--shutdown-grace-secs".into(), "10".into()],
+        bcrypt_cost: Some(10),
+        ..Default::default()
+    };
+    let mut peer = app.spawn_peer_process_with(options).await;
+    let mut watch = HealthClient::new(peer.channel.clone())
+        .watch(HealthCheckRequest { service: "roster.v1.UserService".into() })
+        .await
+        .expect("watch")
+        .into_inner();
+    assert_eq!(watch.message().await.expect("status").expect("first").status(), ServingStatus::Serving);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|client| tokio::spawn(load(peer.channel.clone(), acme.id.clone(), team.id.clone(), client, stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Four invitations sent just before the signal: in flight when it arrives.
+    let in_flight: Vec<_> = (0..4)
+        .map(|i| {
+            let mut users = pb::user_service_client::UserServiceClient::new(peer.channel.clone());
+            let request = pb::CreateUserRequest {
+                workspace_id: acme.id.clone(),
+                email: format!("in-flight-{i}@acme.example"),
+                full_name: "In Flight".into(),
+                password: PASSWORD.into(),
+                role: "agent".into(),
+                ..Default::default()
+            };
+            tokio::spawn(async move { users.create_user(service(request)).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let signalled = Instant::now();
+    peer.terminate();
+
+    let next = tokio::time::timeout(Duration::from_secs(10), watch.message()).await.expect("in time");
+    assert_eq!(next.expect("status").expect("update").status(), ServingStatus::NotServing);
+    drop(watch);
+    let status = peer.wait(Duration::from_secs(15)).await.expect("exits within the grace period");
+    let exited = signalled.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let (seen, errors) = gather(clients).await;
+    let acknowledged = (seen.users.len(), seen.assignments.len());
+    println!(
+        "sigterm: exit {status:?} {:.0} ms after the signal; {} users and {} assignments acknowledged; errors {errors:?}",
+        exited.as_secs_f64() * 1000.0,
+        acknowledged.0,
+        acknowledged.1
+    );
+    assert!(status.success(), "exit status {status:?}");
+    for call in in_flight {
+        let answer = call.await.expect("task");
+        assert!(answer.is_ok(), "a call in flight at the signal finished: {answer:?}");
+    }
+    assert!(acknowledged.0 > 0 && acknowledged.1 > 0, "the load ran");
+    // The only failures are calls that found the server gone: refused connections (UNAVAILABLE),
+    // and requests the client had queued on a connection the server then closed, which were never
+    // sent (hyper's "operation was canceled").
+    assert!(errors.keys().all(|code| matches!(code, Code::Unavailable | Code::Cancelled)), "{errors:?}");
+    assert_acknowledged_writes_are_there(&app, &acme.id, &seen).await;
+}
+
+/// Every client's acknowledgements together, and the count of each error code.
+async fn gather(clients: Vec<tokio::task::JoinHandle<Seen>>) -> (Seen, HashMap<Code, usize>) {
+    let mut all = Seen::default();
+    let mut errors: HashMap<Code, usize> = HashMap::new();
+    for client in clients {
+        let seen = client.await.expect("client");
+        all.users.extend(seen.users);
+        all.assignments.extend(seen.assignments);
+        for (code, message) in seen.errors {
+            if !matches!(code, Code::Unavailable | Code::ResourceExhausted | Code::Unknown | Code::Cancelled) {
+                println!("error: {code:?} {message}");
+            }
+            *errors.entry(code).or_default() += 1;
+        }
+    }
+    (all, errors)
+}
+
+/// Every acknowledged invitation and assignment is in the database as it was answered.
+async fn assert_acknowledged_writes_are_there(app: &TestApp, ws: &str, seen: &Seen) {
+    for (id, email) in &seen.users {
+        let request = pb::GetUserRequest { workspace_id: ws.into(), user_id: id.clone() };
+        let user = app.users().get_user(service(request)).await.expect("an acknowledged user exists");
+        assert_eq!(&user.into_inner().user.expect("user").email, email);
+    }
+    for (conversation, assignee, sequence) in &seen.assignments {
+        let request =
+            pb::GetConversationAssignmentRequest { workspace_id: ws.into(), conversation_id: conversation.clone() };
+        let found = app.assignments().get_conversation_assignment(service(request)).await.expect("acknowledged");
+        let found = found.into_inner().assignment.expect("assignment");
+        if let Some(assignee) = assignee {
+            assert_eq!((&found.assignee_id, found.sequence), (assignee, *sequence), "{conversation}");
+        }
+    }
+}
+
+/// The seat, capacity and ordering invariants: no more active users than seats, no agent over
+/// their limit of open conversations, one team's pick numbers never repeated.
+async fn assert_invariants(app: &TestApp, ws: &str, team: &str, max_open: usize) {
+    let request = pb::GetSubscriptionRequest { workspace_id: ws.into() };
+    let subscription = app.billing().get_subscription(service(request)).await.expect("subscription");
+    let subscription = subscription.into_inner().subscription.expect("subscription");
+    assert!(subscription.seats_used <= subscription.seat_limit, "{subscription:?}");
+    let conversations = team_conversations(app, ws, team).await;
+    let mut open: HashMap<&str, usize> = HashMap::new();
+    let mut sequences = std::collections::HashSet::new();
+    for c in &conversations {
+        if !c.assignee_id.is_empty() && c.status == pb::ConversationStatus::Open as i32 {
+            *open.entry(c.assignee_id.as_str()).or_default() += 1;
+            assert!(sequences.insert(c.sequence), "pick number {} given twice", c.sequence);
+        }
+    }
+    assert!(open.values().all(|n| *n <= max_open), "open per agent {open:?}, limit {max_open}");
+}
+
+#[tokio::test]
+async fn kill_9_under_load_loses_no_acknowledged_write_and_breaks_no_invariant() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    // 3 agents taking 5 conversations each: the load fills them and queues the rest.
+    let (team, _) = team_of_agents(&app, &acme, "Support", pb::Strategy::LoadBalanced, 3, Some(5)).await;
+    let mut peer = app.spawn_peer_process().await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|client| tokio::spawn(load(peer.channel.clone(), acme.id.clone(), team.id.clone(), client, stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    peer.kill().await;
+    stop.store(true, Ordering::SeqCst);
+    let (seen, errors) = gather(clients).await;
+    println!(
+        "kill -9: {} users and {} assignments acknowledged before the kill; errors {errors:?}",
+        seen.users.len(),
+        seen.assignments.len()
+    );
+    assert!(!seen.users.is_empty() && !seen.assignments.is_empty(), "the load ran");
+    // Besides the calls that found it dead, only the seat limit may refuse.
+    assert!(
+        errors
+            .keys()
+            .all(|code| matches!(code, Code::Unavailable | Code::Cancelled | Code::ResourceExhausted | Code::Unknown)),
+        "{errors:?}"
+    );
+
+    // A new process on the same database: everything acknowledged is there, nothing is broken.
+    let restarted = app.spawn_peer_process().await;
+    assert_acknowledged_writes_are_there(&app, &acme.id, &seen).await;
+    assert_invariants(&app, &acme.id, &team.id, 5).await;
+    // And it goes on where the killed one stopped: the next pick is numbered after the last.
+    let last = seen.assignments.iter().map(|(_, _, sequence)| *sequence).max().unwrap_or(0);
+    let free = pb::ResolveConversationRequest {
+        workspace_id: acme.id.clone(),
+        conversation_id: seen.assignments[0].0.clone(),
+    };
+    restarted.assignments().resolve_conversation(service(free)).await.expect("resolve");
+    let request = pb::AssignConversationRequest {
+        workspace_id: acme.id.clone(),
+        conversation_id: "wa:after-restart".into(),
+        team_id: team.id.clone(),
+        ..Default::default()
+    };
+    let next = restarted.assignments().assign_conversation(service(request)).await.expect("assign");
+    let next = next.into_inner().assignment.expect("assignment");
+    assert!(next.sequence == 0 || next.sequence > last, "pick {} after {last}", next.sequence);
+    assert_invariants(&app, &acme.id, &team.id, 5).await;
+}
+
+/// Makes the database unreachable and reachable again: on PostgreSQL a proxy between rosterd and
+/// the server cuts every connection and refuses new ones; on SQLite another process holds the
+/// write lock (as root, file permissions cannot make the file unwritable to rosterd).
+enum Outage {
+    Proxy(proxy::Proxy),
+    Lock(String, Option<sea_orm::DatabaseConnection>),
+}
+
+impl Outage {
+    async fn new(db: &TestDatabase) -> Self {
+        if db.is_postgres() {
+            let authority = db.url.split('@').nth(1).and_then(|rest| rest.split('/').next()).expect("host:port");
+            let upstream = tokio::net::lookup_host(authority).await.expect("resolve").next().expect("an address");
+            Outage::Proxy(proxy::Proxy::start(upstream).await)
+        } else {
+            Outage::Lock(db.url.clone(), None)
+        }
+    }
+
+    /// The URL rosterd should use.
+    fn url(&self, db: &TestDatabase) -> String {
+        match self {
+            Outage::Proxy(proxy) => {
+                let authority = db.url.split('@').nth(1).and_then(|rest| rest.split('/').next()).expect("host:port");
+                db.url.replacen(authority, &proxy.addr.to_string(), 1)
+            }
+            Outage::Lock(..) => db.url.clone(),
+        }
+    }
+
+    async fn begin(&mut self) {
+        match self {
+            Outage::Proxy(proxy) => proxy.down(),
+            Outage::Lock(url, held) => {
+                use sea_orm::ConnectionTrait;
+                let mut options = sea_orm::ConnectOptions::new(url.clone());
+                options.max_connections(1).min_connections(1);
+                let connection = sea_orm::Database::connect(options).await.expect("connect");
+                connection.execute_unprepared("BEGIN EXCLUSIVE").await.expect("take the write lock");
+                *held = Some(connection);
+            }
+        }
+    }
+
+    async fn end(&mut self) {
+        match self {
+            Outage::Proxy(proxy) => proxy.up(),
+            Outage::Lock(_, held) => {
+                use sea_orm::ConnectionTrait;
+                if let Some(connection) = held.take() {
+                    connection.execute_unprepared("ROLLBACK").await.expect("release the lock");
+                    connection.close().await.expect("close");
+                }
+            }
+        }
+    }
+}
+
+fn invitation(ws: &str, email: &str) -> pb::CreateUserRequest {
+    pb::CreateUserRequest {
+        workspace_id: ws.into(),
+        email: email.into(),
+        full_name: "Outage".into(),
+        password: PASSWORD.into(),
+        role: "agent".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_database_outage_answers_quickly_and_service_resumes_without_a_restart() {
+    let db = TestDatabase::fresh().await;
+    let mut outage = Outage::new(&db).await;
+    let app = spawn_app_on(db, |c, db| {
+        c.database_url = outage.url(db);
+        c.db_timeout_ms = 300;
+    })
+    .await;
+    let acme = app.workspace("acme").await;
+    let maria = app.create_user(&acme.admin_token, "maria@acme.example", "agent").await.expect("maria");
+    let check = pb::CheckPermissionRequest {
+        workspace_id: acme.id.clone(),
+        user_id: maria.id.clone(),
+        permission: "contacts.read".into(),
+        resource: None,
+    };
+    let before = app.authz().check_permission(service(check.clone())).await.expect("the directory is loaded");
+
+    outage.begin().await;
+    let started = Instant::now();
+    let mut users = app.users();
+    let refused = users.create_user(service(invitation(&acme.id, "during@acme.example")));
+    let refused = tokio::time::timeout(Duration::from_secs(10), refused).await.expect("answers before 10 s");
+    let took = started.elapsed();
+    let status = refused.expect_err("no database to write to");
+    println!("outage: CreateUser answered {:?} {:?} in {} ms", status.code(), error_reason(&status), took.as_millis());
+    assert!(matches!(status.code(), Code::Unavailable | Code::Aborted), "{status:?}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    // Again, now that the server knows its connections are gone and must open new ones.
+    let started = Instant::now();
+    let again = app.users().create_user(service(invitation(&acme.id, "again@acme.example"))).await;
+    let status = again.expect_err("still no database");
+    println!(
+        "outage: CreateUser again {:?} {:?} in {} ms",
+        status.code(),
+        error_reason(&status),
+        started.elapsed().as_millis()
+    );
+    assert!(matches!(status.code(), Code::Unavailable | Code::Aborted) && started.elapsed() < Duration::from_secs(5));
+    // Permission checks are answered from memory meanwhile.
+    let during = app.authz().check_permission(service(check.clone())).await.expect("answered from memory");
+    assert_eq!(during.into_inner(), before.into_inner());
+    let mut health = HealthClient::new(app.channel.clone());
+    let serving = health.check(HealthCheckRequest { service: String::new() }).await.expect("health");
+    assert_eq!(serving.into_inner().status(), ServingStatus::Serving);
+
+    outage.end().await;
+    let resumed = Instant::now();
+    let created = eventually(Duration::from_secs(15), || {
+        let (mut users, request) = (app.users(), invitation(&acme.id, "after@acme.example"));
+        async move { users.create_user(service(request)).await.ok() }
+    })
+    .await;
+    println!("outage: writes resumed {} ms after the database came back", resumed.elapsed().as_millis());
+    assert!(created.is_some(), "writes resume without a restart");
+    let nothing = app
+        .users()
+        .get_user(service(pb::GetUserRequest { workspace_id: acme.id.clone(), user_id: UNKNOWN_ID.into() }))
+        .await;
+    assert_status(&nothing.expect_err("unknown"), Code::NotFound, "USER_NOT_FOUND");
+    let scrape = app.metrics().await;
+    assert_eq!(scrape.sum("roster_database_up", &[]), 1.0);
+}
