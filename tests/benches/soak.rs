@@ -2,7 +2,8 @@
 //! every error and the server's resident memory from start to end.
 //!
 //! `cargo bench -p roster-tests --bench soak` (SQLite); with `ROSTER_TEST_DATABASE_URL` set, on
-//! PostgreSQL. `SOAK_SECONDS` (600) and `SOAK_RATE` (calls per second, 200) change the run.
+//! PostgreSQL. `SOAK_SECONDS` (600) and `SOAK_RATE` (calls per second, 200) change the run, and
+//! `SOAK_CALLS` (for example `check,login`) keeps only some kinds of call.
 
 #[allow(dead_code, reason = "the soak uses only `setting` of the shared benchmark code")]
 mod common;
@@ -63,7 +64,25 @@ async fn fixture(app: &TestApp) -> Fixture {
     Fixture { ws: acme.id, team: team.id, agents }
 }
 
-/// Call number `n` of the mix: half permission checks, the rest reads and writes of every kind.
+/// The kinds of call in the mix, by the slots of 20 they take: half permission checks, the rest
+/// reads and writes of every kind.
+const MIX: [(&str, std::ops::Range<u64>); 7] = [
+    ("check", 0..10),
+    ("assign", 10..13),
+    ("resolve", 13..15),
+    ("get", 15..17),
+    ("create", 17..18),
+    ("login", 18..19),
+    ("list", 19..20),
+];
+
+/// Whether slot `n % 20` is a kind `SOAK_CALLS` (comma-separated kinds; all when unset) asks for.
+fn wanted(n: u64) -> bool {
+    let Ok(kinds) = std::env::var("SOAK_CALLS") else { return true };
+    MIX.iter().any(|(kind, slots)| slots.contains(&(n % 20)) && kinds.split(',').any(|k| k == *kind))
+}
+
+/// Call number `n` of the mix.
 async fn call(channel: Channel, f: Arc<Fixture>, n: u64) -> Result<(), tonic::Status> {
     let ws = f.ws.clone();
     let agent = f.agents[(n % f.agents.len() as u64) as usize].clone();
@@ -154,7 +173,7 @@ async fn run() {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let total = seconds * rate;
     let mut next_sample = Duration::ZERO;
-    for n in 0..total {
+    for n in (0..u64::MAX).filter(|n| wanted(*n)).take(total as usize) {
         tick.tick().await;
         if started.elapsed() >= next_sample {
             samples.push((started.elapsed().as_secs(), rss_kib(pid)));
