@@ -299,12 +299,10 @@ fn matches_nothing(path: &str, body: &[u8]) -> bool {
     }
 }
 
-/// Whether an encoded request names one of `other`'s records (its workspace included).
+/// Whether an encoded request names one of `other`'s records (its workspace included): any of its [`secrets`].
 fn names(request: &[u8], other: &Tenant) -> bool {
     let text = String::from_utf8_lossy(request);
-    [&other.id, &other.admin_id, &other.agent_id, &other.role_id, &other.team_id, &other.conversation]
-        .iter()
-        .any(|id| text.contains(id.as_str()))
+    secrets(other).iter().any(|secret| text.contains(secret.as_str()))
 }
 
 #[tokio::test]
