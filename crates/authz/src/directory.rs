@@ -47,6 +47,8 @@ pub struct Directory {
     held: Vec<Arc<Role>>,
     /// Their names, by the same index: all a decision's reason reads of the role.
     names: Vec<Box<str>>,
+    /// The index of each role in `held`, by its id.
+    index: HashMap<String, u32>,
     members: HashMap<IdKey, Entry, BuildHasherDefault<IdHasher>>,
     other_members: HashMap<String, Entry>,
 }
@@ -129,28 +131,38 @@ impl Directory {
         let roles: HashMap<String, Arc<Role>> =
             roles.into_iter().map(|role| (role.id.clone(), Arc::new(role))).collect();
         let mut directory = Self { roles, ..Self::default() };
-        let mut index: HashMap<String, u32> = HashMap::new();
+        let members = members.into_iter();
+        directory.members.reserve(members.size_hint().0);
         for (user_id, role_id, active) in members {
-            let role = match index.get(role_id) {
-                Some(&i) => i,
-                None => {
-                    let role =
-                        directory.roles.get(role_id).cloned().unwrap_or_else(|| Arc::new(Role::missing(role_id)));
-                    let i = u32::try_from(directory.held.len()).expect("fewer than 4 billion roles");
-                    directory.names.push(role.name.as_str().into());
-                    directory.held.push(role);
-                    index.insert(role_id.to_owned(), i);
-                    i
-                }
-            };
-            let (granted, all) = directory.held[role as usize].grants.bits();
-            let entry = Entry { granted, all, role, active };
-            match IdKey::of(&user_id) {
-                Some(key) => directory.members.insert(key, entry),
-                None => directory.other_members.insert(user_id, entry),
-            };
+            directory.set_member(&user_id, role_id, active);
         }
         directory
+    }
+
+    /// Adds a member, or changes their role or status, in place: what applying a change read
+    /// since the directory was built takes. A role the directory does not know grants nothing, as
+    /// in [`Directory::new`].
+    pub fn set_member(&mut self, user_id: &str, role_id: &str, active: bool) {
+        let role = self.role_index(role_id);
+        let (granted, all) = self.held[role as usize].grants.bits();
+        let entry = Entry { granted, all, role, active };
+        match IdKey::of(user_id) {
+            Some(key) => self.members.insert(key, entry),
+            None => self.other_members.insert(user_id.to_owned(), entry),
+        };
+    }
+
+    /// The index in `held` of the role `role_id`, adding it on first use.
+    fn role_index(&mut self, role_id: &str) -> u32 {
+        if let Some(&i) = self.index.get(role_id) {
+            return i;
+        }
+        let role = self.roles.get(role_id).cloned().unwrap_or_else(|| Arc::new(Role::missing(role_id)));
+        let i = u32::try_from(self.held.len()).expect("fewer than 4 billion roles");
+        self.names.push(role.name.as_str().into());
+        self.held.push(role);
+        self.index.insert(role_id.to_owned(), i);
+        i
     }
 
     /// A role of the workspace (built-in or custom).
@@ -284,6 +296,28 @@ mod tests {
             }
         }
         assert_eq!(std::mem::size_of::<(IdKey, Entry)>(), 64, "one cache line per member");
+    }
+
+    #[test]
+    fn set_member_adds_and_changes_members_in_place() {
+        let mut dir = directory();
+        let sam = "fedcba9876543210fedcba9876543210";
+        assert_eq!(dir.check(sam, Permission::BillingManage, None), Err(UnknownUser));
+        dir.set_member(sam, "r1", true);
+        assert!(dir.check(sam, Permission::BillingManage, None).unwrap().allowed);
+        assert_eq!(dir.check_with_role(sam, Permission::UsersRead, None).unwrap().1, "r1");
+        // A role change and a deactivation replace the entry.
+        dir.set_member(sam, "agent", true);
+        assert!(!dir.check(sam, Permission::BillingManage, None).unwrap().allowed);
+        assert!(dir.check(sam, Permission::TemplatesRead, None).unwrap().allowed);
+        dir.set_member(sam, "agent", false);
+        assert_eq!(dir.check(sam, Permission::TemplatesRead, None).unwrap().reason, Reason::Deactivated);
+        dir.set_member("bill", "admin", true);
+        assert!(dir.check("bill", Permission::AuditRead, None).unwrap().allowed);
+        // A role it does not know grants nothing.
+        dir.set_member(MARIA, "created-since", true);
+        assert!(!dir.check(MARIA, Permission::TemplatesRead, None).unwrap().allowed);
+        assert_eq!(dir.len(), (6, 3));
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub mod workspace {
         pub created_at: i64,
         pub authz_version: i64,
         pub max_open_conversations: i32,
+        /// The `authz_version` of the last change to the workspace's roles.
+        pub roles_version: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -71,6 +73,9 @@ pub mod user {
         pub updated_at: i64,
         pub open_conversations: i32,
         pub last_assigned_at: Option<i64>,
+        /// The workspace's `authz_version` when this user's role or status last changed, or they
+        /// were created.
+        pub authz_version: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -12,7 +12,13 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Foundation), Box::new(Authorization), Box::new(Assignment), Box::new(AssignmentOrder)]
+        vec![
+            Box::new(Foundation),
+            Box::new(Authorization),
+            Box::new(Assignment),
+            Box::new(AssignmentOrder),
+            Box::new(AuthzChanges),
+        ]
     }
 }
 
@@ -28,6 +34,7 @@ enum Workspaces {
     CreatedAt,
     AuthzVersion,
     MaxOpenConversations,
+    RolesVersion,
 }
 
 #[derive(DeriveIden)]
@@ -62,6 +69,7 @@ enum Users {
     UpdatedAt,
     OpenConversations,
     LastAssignedAt,
+    AuthzVersion,
 }
 
 #[derive(DeriveIden)]
@@ -604,6 +612,46 @@ impl MigrationTrait for AssignmentOrder {
                 Table::alter()
                     .table(Conversations::Table)
                     .add_column(big_integer_null(Conversations::Sequence))
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// What lets the authorization cache read only what changed since its copy: the version at which
+/// each user's role or status last changed, and the version of the last change to the workspace's
+/// roles.
+struct AuthzChanges;
+
+impl MigrationName for AuthzChanges {
+    fn name(&self) -> &str {
+        "m0005_authz_changes"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AuthzChanges {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Workspaces::Table)
+                    .add_column(big_integer(Workspaces::RolesVersion).default(0))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter().table(Users::Table).add_column(big_integer(Users::AuthzVersion).default(0)).to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("users_workspace_authz_version")
+                    .table(Users::Table)
+                    .col(Users::WorkspaceId)
+                    .col(Users::AuthzVersion)
                     .to_owned(),
             )
             .await

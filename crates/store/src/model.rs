@@ -157,14 +157,16 @@ pub struct RoleChanges {
     pub grants: Option<Grants>,
 }
 
-/// What the authorization cache holds of one workspace, read at `version`.
+/// What the authorization cache reads of one workspace: everything, or what changed since the
+/// version of its copy.
 #[derive(Debug, Clone)]
-pub struct AuthzSnapshot {
-    /// The workspace's authorization version when the snapshot was read; the snapshot holds at
-    /// least every change up to it.
+pub struct AuthzChanges {
+    /// The workspace's authorization version when the reading started: the members read are at
+    /// least as new as it.
     pub version: i64,
-    /// The built-in roles and the workspace's custom roles.
-    pub roles: Vec<Role>,
+    /// The built-in roles and the workspace's custom roles; `None` when no role changed since.
+    pub roles: Option<Vec<Role>>,
+    /// The members, or those whose role or status changed (or who were created) since.
     pub members: Vec<Member>,
 }
 

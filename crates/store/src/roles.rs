@@ -8,7 +8,7 @@
 
 use crate::entity::{role, user, workspace};
 use crate::{
-    AuthzSnapshot, Conflict, Context, Entity, Member, NewRole, Result, RoleChanges, Store, StoreError, StoredRole,
+    AuthzChanges, Conflict, Context, Entity, Member, NewRole, Result, RoleChanges, Store, StoreError, StoredRole,
     UserStatus, audit, classify, commit, new_id, unique_violation,
 };
 use roster_authz::{Grants, Role, RoleKind, check_grantable};
@@ -36,16 +36,36 @@ pub(crate) fn to_role(row: role::Model) -> Result<StoredRole> {
     })
 }
 
-/// Records that the workspace's authorization data changes in this transaction; see the module
-/// documentation. Call it before writing any user or role row.
-pub(crate) async fn bump_authz(txn: &DatabaseTransaction, workspace_id: &str) -> Result<()> {
-    let result = workspace::Entity::update_many()
-        .col_expr(workspace::Column::AuthzVersion, Expr::col(workspace::Column::AuthzVersion).add(1))
-        .filter(workspace::Column::Id.eq(workspace_id))
-        .exec(txn)
+/// What a transaction changes of a workspace's authorization data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AuthzChange {
+    /// A user's role or status, or a new user: the transaction stamps each user row it changes
+    /// with the returned version (`users.authz_version`).
+    Members,
+    /// A role: created, changed or deleted. Readers reload every role.
+    Roles,
+}
+
+/// Records that the workspace's authorization data changes in this transaction (see the module
+/// documentation) and returns its new `authz_version`. Call it before writing any user or role row.
+pub(crate) async fn bump_authz(txn: &DatabaseTransaction, workspace_id: &str, change: AuthzChange) -> Result<i64> {
+    let next = Expr::col(workspace::Column::AuthzVersion).add(1);
+    let mut update = workspace::Entity::update_many().col_expr(workspace::Column::AuthzVersion, next.clone());
+    if change == AuthzChange::Roles {
+        update = update.col_expr(workspace::Column::RolesVersion, next);
+    }
+    let result = update.filter(workspace::Column::Id.eq(workspace_id)).exec(txn).await.map_err(classify)?;
+    if result.rows_affected != 1 {
+        return Err(StoreError::NotFound(Entity::Workspace));
+    }
+    workspace::Entity::find_by_id(workspace_id.to_owned())
+        .select_only()
+        .column(workspace::Column::AuthzVersion)
+        .into_tuple::<i64>()
+        .one(txn)
         .await
-        .map_err(classify)?;
-    if result.rows_affected == 1 { Ok(()) } else { Err(StoreError::NotFound(Entity::Workspace)) }
+        .map_err(classify)?
+        .ok_or(StoreError::NotFound(Entity::Workspace))
 }
 
 /// The roles a workspace can use: the built-in ones and its own.
@@ -135,7 +155,7 @@ impl Store {
     ) -> Result<StoredRole> {
         ensure_grantable(actor, &new.grants)?;
         let txn = self.write().await?;
-        bump_authz(&txn, workspace_id).await?;
+        bump_authz(&txn, workspace_id, AuthzChange::Roles).await?;
         let id = new_id();
         let grants = new.grants.to_stored();
         let row = role::Model {
@@ -179,7 +199,7 @@ impl Store {
         actor: Option<&Role>,
     ) -> Result<StoredRole> {
         let txn = self.write().await?;
-        bump_authz(&txn, workspace_id).await?;
+        bump_authz(&txn, workspace_id, AuthzChange::Roles).await?;
         let current = load_role(&txn, workspace_id, role_id).await?;
         ensure_editable(&current, expected_version, actor)?;
         let mut update = role::Entity::update_many()
@@ -242,7 +262,7 @@ impl Store {
         actor: Option<&Role>,
     ) -> Result<u64> {
         let txn = self.write().await?;
-        bump_authz(&txn, workspace_id).await?;
+        let version = bump_authz(&txn, workspace_id, AuthzChange::Roles).await?;
         // Locking the row makes a concurrent assignment of this role wait, then fail on the
         // foreign key, instead of slipping a holder in between the count and the delete.
         let row = role::Entity::find_by_id(role_id.to_owned())
@@ -280,6 +300,7 @@ impl Store {
         if let Some(target) = &moved_to {
             user::Entity::update_many()
                 .col_expr(user::Column::RoleId, Expr::val(target.as_str()))
+                .col_expr(user::Column::AuthzVersion, Expr::val(version))
                 .col_expr(user::Column::Version, Expr::col(user::Column::Version).add(1))
                 .col_expr(user::Column::UpdatedAt, Expr::val(ctx.now))
                 .filter(user::Column::WorkspaceId.eq(workspace_id))
@@ -310,36 +331,43 @@ impl Store {
         Ok(holders.len() as u64)
     }
 
-    /// Everything a permission check of the workspace needs. The version is read first, so the
-    /// snapshot holds at least the changes up to it.
-    pub async fn authz_snapshot(&self, workspace_id: &str) -> Result<AuthzSnapshot> {
-        let version = workspace::Entity::find_by_id(workspace_id.to_owned())
+    /// A workspace's authorization data: all of it (`since` `None`), or what changed after version
+    /// `since` — the roles only if one of them changed, the members whose role or status changed
+    /// or who were created. The version is read first, so what is read is at least as new as it.
+    pub async fn authz_changes(&self, workspace_id: &str, since: Option<i64>) -> Result<AuthzChanges> {
+        let (version, roles_version) = workspace::Entity::find_by_id(workspace_id.to_owned())
             .select_only()
             .column(workspace::Column::AuthzVersion)
-            .into_tuple::<i64>()
+            .column(workspace::Column::RolesVersion)
+            .into_tuple::<(i64, i64)>()
             .one(&self.db)
             .await
             .map_err(classify)?
             .ok_or(StoreError::NotFound(Entity::Workspace))?;
-        let roles = role::Entity::find().filter(visible_in(workspace_id)).all(&self.db).await.map_err(classify)?;
-        let roles = roles.into_iter().map(|row| to_role(row).map(|stored| stored.role)).collect::<Result<_>>()?;
-        let members: Vec<(String, String, String)> = user::Entity::find()
+        let changed_after = since.unwrap_or(i64::MIN);
+        let roles = if roles_version > changed_after {
+            let rows = role::Entity::find().filter(visible_in(workspace_id)).all(&self.db).await.map_err(classify)?;
+            Some(rows.into_iter().map(|row| to_role(row).map(|stored| stored.role)).collect::<Result<_>>()?)
+        } else {
+            None
+        };
+        let mut members = user::Entity::find()
             .select_only()
             .column(user::Column::Id)
             .column(user::Column::RoleId)
             .column(user::Column::Status)
-            .filter(user::Column::WorkspaceId.eq(workspace_id))
-            .into_tuple()
-            .all(&self.db)
-            .await
-            .map_err(classify)?;
+            .filter(user::Column::WorkspaceId.eq(workspace_id));
+        if let Some(since) = since {
+            members = members.filter(user::Column::AuthzVersion.gt(since));
+        }
+        let members: Vec<(String, String, String)> = members.into_tuple().all(&self.db).await.map_err(classify)?;
         let members = members
             .into_iter()
             .map(|(user_id, role_id, status)| {
                 Ok(Member { user_id, role_id, active: UserStatus::from_stored(&status)? == UserStatus::Active })
             })
             .collect::<Result<_>>()?;
-        Ok(AuthzSnapshot { version, roles, members })
+        Ok(AuthzChanges { version, roles, members })
     }
 
     /// The authorization versions of these workspaces (missing ones are left out).

@@ -3,7 +3,7 @@
 use crate::assignments::{Attempt, Rerouting};
 use crate::billing::seat_limit;
 use crate::entity::{outbox, session, team_member, user, workspace};
-use crate::roles::{bump_authz, ensure_grantable, load_role};
+use crate::roles::{AuthzChange, bump_authz, ensure_grantable, load_role};
 use crate::workspaces::lock_seats;
 use crate::{
     Availability, Conflict, Context, Entity, LoginCandidate, Mail, NewUser, OutboxStatus, Page, Result, Store,
@@ -65,7 +65,7 @@ pub(crate) async fn insert_user(
     welcome: &Mail,
     actor: Option<&Role>,
 ) -> Result<User> {
-    bump_authz(txn, workspace_id).await?;
+    let authz_version = bump_authz(txn, workspace_id, AuthzChange::Members).await?;
     let role = load_role(txn, workspace_id, new.role.as_str()).await?;
     ensure_grantable(actor, &role.role.grants)?;
     let taken = user::Entity::find()
@@ -99,6 +99,7 @@ pub(crate) async fn insert_user(
         updated_at: Set(ctx.now),
         open_conversations: Set(0),
         last_assigned_at: Set(None),
+        authz_version: Set(authz_version),
     };
     let inserted = user::Entity::insert(row.clone()).exec_without_returning(txn).await;
     if let Err(err) = inserted {
@@ -149,6 +150,7 @@ pub(crate) async fn insert_user(
         updated_at: ctx.now,
         open_conversations: 0,
         last_assigned_at: None,
+        authz_version,
     })
 }
 
@@ -353,10 +355,11 @@ impl Store {
         if let Some(role) = &changes.role
             && role.as_str() != row.role_id
         {
-            bump_authz(&txn, workspace_id).await?;
+            let authz_version = bump_authz(&txn, workspace_id, AuthzChange::Members).await?;
             ensure_grantable(actor, &load_role(&txn, workspace_id, role.as_str()).await?.role.grants)?;
             guard_last_admin(&txn, workspace_id, &row, role.builtin() == Some(BuiltinRole::Admin)).await?;
             columns.push((user::Column::RoleId, role.as_str().into()));
+            columns.push((user::Column::AuthzVersion, authz_version.into()));
             details.push(("old_role", row.role_id.clone()));
             details.push(("role", role.as_str().to_owned()));
         }
@@ -445,7 +448,7 @@ impl Store {
         let txn = self.write().await?;
         // The workspace's row first (every status change writes it: the authorization version, the
         // last-admin count, the seats), then what a deactivation re-routes: teams, then users.
-        bump_authz(&txn, workspace_id).await?;
+        let authz_version = bump_authz(&txn, workspace_id, AuthzChange::Members).await?;
         let rerouting = match status {
             UserStatus::Deactivated => Some(Rerouting::lock(&txn, workspace_id, user_id, also).await?),
             UserStatus::Active => None,
@@ -461,7 +464,9 @@ impl Store {
             let (subscription, used) = lock_seats(&txn, workspace_id).await?;
             check_seat(&subscription, used).map_err(|refused| seat_limit(workspace_id, refused))?;
         }
-        update_row(&txn, &row, ctx.now, vec![(user::Column::Status, status.as_str().into())]).await?;
+        let changes =
+            vec![(user::Column::Status, status.as_str().into()), (user::Column::AuthzVersion, authz_version.into())];
+        update_row(&txn, &row, ctx.now, changes).await?;
         let (action, requeued) = match rerouting {
             Some(rerouting) => {
                 session::Entity::delete_many()

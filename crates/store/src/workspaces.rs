@@ -39,6 +39,7 @@ impl Store {
             created_at: Set(ctx.now),
             authz_version: Set(0),
             max_open_conversations: Set(0),
+            roles_version: Set(0),
         };
         if let Err(err) = workspace::Entity::insert(row).exec_without_returning(&txn).await {
             drop(txn);

@@ -1,27 +1,31 @@
 //! The in-memory copy of each workspace's roles and members that every check is answered from.
 //!
 //! Consistency works by version stamp, the same on SQLite and PostgreSQL: every transaction that
-//! changes what a check answers bumps its workspace's `authz_version` (see `roster_store`).
+//! changes what a check answers bumps its workspace's `authz_version`, and stamps the user rows it
+//! changes with the new version (see `roster_store`).
 //!
 //! - On the process that made a change, the handler calls [`AuthzCache::refresh`] before it
 //!   answers, so every later check there sees the change.
 //! - Every other process polls the versions of the workspaces it holds every `refresh_interval`
-//!   (one small query for all of them) and reloads the workspaces whose version moved, so a change
-//!   is in force everywhere within the interval plus one reload.
+//!   (one small query for all of them) and brings up to date the workspaces whose version moved,
+//!   so a change is in force everywhere within the interval plus one read.
 //!
-//! A loaded copy replaces the held one only if its version is not older, so a slow load that
-//! started before a change cannot undo a refresh that saw it.
+//! Bringing a copy up to date reads only the members changed since its version and sets them in
+//! place: an invitation costs one member, not a read of the whole workspace. A change to a role
+//! reloads the workspace. A loaded copy replaces the held one only if its version is not older,
+//! and changes are applied only to an older copy, so a slow read that started before a change
+//! cannot undo a refresh that saw it.
 
 use roster_authz::{Directory, Member, MemberRef, Role};
 use roster_identity::RoleId;
-use roster_store::{Store, StoreError};
+use roster_store::{AuthzChanges, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
 
 /// One workspace's directory and the version it was read at.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Snapshot {
     pub(crate) version: i64,
     pub(crate) directory: Directory,
@@ -63,9 +67,11 @@ impl AuthzCache {
 
     /// Reads the workspace from the database and holds it, unless a newer copy is held already.
     async fn load(&self, workspace_id: &str) -> Result<Arc<Snapshot>, StoreError> {
-        let data = self.store.authz_snapshot(workspace_id).await?;
-        let directory =
-            Directory::new(data.roles, data.members.iter().map(|m| (m.user_id.clone(), m.role_id.as_str(), m.active)));
+        let data = self.store.authz_changes(workspace_id, None).await?;
+        let directory = Directory::new(
+            data.roles.unwrap_or_default(),
+            data.members.iter().map(|m| (m.user_id.clone(), m.role_id.as_str(), m.active)),
+        );
         let loaded = Arc::new(Snapshot { version: data.version, directory });
         let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
         let entry = held.entry(workspace_id.to_owned()).or_insert_with(|| loaded.clone());
@@ -75,6 +81,43 @@ impl AuthzCache {
         Ok(entry.clone())
     }
 
+    /// Brings the held copy up to date by reading only what changed since its version: the
+    /// members changed since are set in place, which costs what changed, not the workspace's
+    /// size. A change to a role reloads the whole workspace. Loads a workspace not held.
+    ///
+    /// Each member in a copy is at least as new as the copy's version (what is read is at least
+    /// as new as the version read before it), so applying changes read since an older version
+    /// to a copy that moved on in between keeps that true; older reads are not applied.
+    async fn update(&self, workspace_id: &str) -> Result<Arc<Snapshot>, StoreError> {
+        let Some(since) = self.held(workspace_id).map(|snapshot| snapshot.version) else {
+            return self.load(workspace_id).await;
+        };
+        let changes = self.store.authz_changes(workspace_id, Some(since)).await?;
+        if changes.roles.is_some() {
+            return self.load(workspace_id).await;
+        }
+        match self.apply(workspace_id, &changes) {
+            Some(snapshot) => Ok(snapshot),
+            None => self.load(workspace_id).await,
+        }
+    }
+
+    /// Sets the members of `changes` in the held copy, if it is older than them; `None` when the
+    /// copy was dropped in between.
+    fn apply(&self, workspace_id: &str, changes: &AuthzChanges) -> Option<Arc<Snapshot>> {
+        let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
+        let entry = held.get_mut(workspace_id)?;
+        if entry.version < changes.version {
+            // In place, unless a check still reads this copy: then it gets a copy of its own.
+            let snapshot = Arc::make_mut(entry);
+            for member in &changes.members {
+                snapshot.directory.set_member(&member.user_id, &member.role_id, member.active);
+            }
+            snapshot.version = changes.version;
+        }
+        Some(entry.clone())
+    }
+
     /// Re-reads a workspace after this process changed it, so that every later check here sees
     /// the change. A workspace not held needs nothing; if the read fails, the copy is dropped and
     /// the next check loads it.
@@ -82,7 +125,7 @@ impl AuthzCache {
         if self.held(workspace_id).is_none() {
             return;
         }
-        if let Err(err) = self.load(workspace_id).await {
+        if let Err(err) = self.update(workspace_id).await {
             tracing::warn!(workspace_id, error = %err, "could not refresh the authorization cache; dropping the copy");
             self.held.write().unwrap_or_else(|e| e.into_inner()).remove(workspace_id);
         }
@@ -96,7 +139,7 @@ impl AuthzCache {
             return Ok(Some(member.to_member()));
         }
         match self.store.user(workspace_id, user_id).await {
-            Ok(_) => Ok(self.load(workspace_id).await?.directory.member(user_id).map(MemberRef::to_member)),
+            Ok(_) => Ok(self.update(workspace_id).await?.directory.member(user_id).map(MemberRef::to_member)),
             Err(StoreError::NotFound(_)) => Ok(None),
             Err(err) => Err(err),
         }
@@ -129,7 +172,7 @@ impl AuthzCache {
         for (id, version) in held {
             match current.get(&id) {
                 Some(now) if *now != version => {
-                    self.load(&id).await?;
+                    self.update(&id).await?;
                 }
                 Some(_) => {}
                 None => {

@@ -1,4 +1,4 @@
-use crate::roles::{create_role, set_grants};
+use crate::roles::{create_role, delete, set_grants};
 use pb::Scope::{All, Assigned};
 use roster_proto::v1 as pb;
 use roster_tests::*;
@@ -268,4 +268,82 @@ async fn a_revocation_on_one_process_is_in_force_on_another_within_a_second() {
     app.users().deactivate_user(bearer(&acme.admin_token, target)).await.expect("deactivate");
     let lag = until_denied(&peer, &acme.id, &maria.id, "templates.read").await;
     assert!(lag < Duration::from_secs(1), "deactivation took {lag:?}");
+}
+
+/// The version, the number of roles if they were read, and the members changed since `since`.
+async fn changes_since(
+    app: &TestApp,
+    workspace_id: &str,
+    since: i64,
+) -> (i64, Option<usize>, Vec<(String, String, bool)>) {
+    let changes = app.store.authz_changes(workspace_id, Some(since)).await.expect("changes");
+    let mut members: Vec<(String, String, bool)> =
+        changes.members.into_iter().map(|m| (m.user_id, m.role_id, m.active)).collect();
+    members.sort();
+    (changes.version, changes.roles.map(|roles| roles.len()), members)
+}
+
+/// What the authorization cache reads to catch up: every change to a user's role or status, and
+/// every new user, shows up in what changed since the version before it; other changes do not.
+#[tokio::test]
+async fn the_cache_reads_exactly_the_members_changed_since_its_version() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    app.workspace("globex").await;
+    let changed = |since| changes_since(&app, &acme.id, since);
+    let everything = app.store.authz_changes(&acme.id, None).await.expect("everything");
+    assert_eq!(everything.members.len(), 1, "the owner");
+    assert_eq!(everything.roles.as_ref().map(Vec::len), Some(3), "the built-in roles");
+    let start = everything.version;
+    assert_eq!(changed(start).await, (start, None, vec![]));
+
+    let maria = app.create_user(&acme.admin_token, "maria@acme.example", "agent").await.expect("maria");
+    let created = changed(start).await;
+    assert_eq!(created, (start + 1, None, vec![(maria.id.clone(), "agent".into(), true)]));
+
+    let rename = pb::UpdateUserRequest {
+        workspace_id: String::new(),
+        user: Some(pb::User { id: maria.id.clone(), full_name: "Maria Q".into(), ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["full_name".into()] }),
+    };
+    app.users().update_user(bearer(&acme.admin_token, rename)).await.expect("rename");
+    assert_eq!(changed(start + 1).await, (start + 1, None, vec![]), "a new name changes no check");
+
+    let promote = pb::UpdateUserRequest {
+        workspace_id: String::new(),
+        user: Some(pb::User { id: maria.id.clone(), role: "supervisor".into(), ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["role".into()] }),
+    };
+    app.users().update_user(bearer(&acme.admin_token, promote)).await.expect("promote");
+    assert_eq!(changed(start + 1).await, (start + 2, None, vec![(maria.id.clone(), "supervisor".into(), true)]));
+
+    let target = pb::DeactivateUserRequest { workspace_id: String::new(), user_id: maria.id.clone() };
+    app.users().deactivate_user(bearer(&acme.admin_token, target)).await.expect("deactivate");
+    assert_eq!(changed(start + 2).await, (start + 3, None, vec![(maria.id.clone(), "supervisor".into(), false)]));
+    let target =
+        pb::ReactivateUserRequest { workspace_id: String::new(), user_id: maria.id.clone(), request_id: String::new() };
+    app.users().reactivate_user(bearer(&acme.admin_token, target)).await.expect("reactivate");
+    assert_eq!(changed(start + 3).await, (start + 4, None, vec![(maria.id.clone(), "supervisor".into(), true)]));
+
+    // A change to a role makes readers take every role; moving its holders also changes them.
+    let role = create_role(&app, &acme.admin_token, "Billing", &[("billing.manage", All)]).await.expect("role");
+    assert_eq!(changed(start + 4).await, (start + 5, Some(4), vec![]));
+    let sam = app.create_user(&acme.admin_token, "sam@acme.example", &role.id).await.expect("sam");
+    set_grants(&app, &acme.admin_token, &role.id, &[("billing.manage", All), ("audit.read", All)])
+        .await
+        .expect("grants");
+    assert_eq!(changed(start + 6).await, (start + 7, Some(4), vec![]));
+    assert_eq!(delete(&app, &acme.admin_token, &role.id, "agent").await.expect("delete"), 1);
+    assert_eq!(changed(start + 7).await, (start + 8, Some(3), vec![(sam.id.clone(), "agent".into(), true)]));
+
+    // Everything read again is what the changes added up to.
+    let again = app.store.authz_changes(&acme.id, None).await.expect("everything");
+    let mut members: Vec<(String, String, bool)> =
+        again.members.into_iter().map(|m| (m.user_id, m.role_id, m.active)).collect();
+    members.sort();
+    assert_eq!(again.version, start + 8);
+    assert!(
+        members.contains(&(maria.id, "supervisor".into(), true)) && members.contains(&(sam.id, "agent".into(), true))
+    );
+    assert_eq!(members.len(), 3);
 }

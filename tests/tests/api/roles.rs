@@ -35,7 +35,7 @@ pub(crate) async fn set_grants(
     Ok(app.roles().update_role(bearer(token, request)).await?.into_inner().role.expect("role"))
 }
 
-async fn delete(app: &TestApp, token: &str, role_id: &str, move_to: &str) -> Result<i32, Status> {
+pub(crate) async fn delete(app: &TestApp, token: &str, role_id: &str, move_to: &str) -> Result<i32, Status> {
     let request =
         pb::DeleteRoleRequest { role_id: role_id.into(), move_to_role_id: move_to.into(), ..Default::default() };
     Ok(app.roles().delete_role(bearer(token, request)).await?.into_inner().users_moved)
