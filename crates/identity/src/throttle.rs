@@ -1,15 +1,13 @@
 //! Failed-login throttling: at most so many failures per key within a sliding window.
 //!
-//! An attempt is reserved before its password is checked and counts against the limit until its
-//! outcome is known. So concurrent attempts cannot overshoot the limit: with a limit of 5, fifty
-//! parallel guesses cost five bcrypt verifications, and the other 45 are refused without any.
-//! A success does not count, and forgets the key's failures when the caller asks (an account);
-//! an attempt that ends without an outcome (a server error) does not count either.
+//! An attempt is recorded as begun before its password is checked, and counts against the limit
+//! until its outcome is known. So concurrent attempts cannot overshoot the limit: with a limit of
+//! 5, fifty parallel guesses cost five bcrypt verifications, and the other 45 are refused without
+//! any. A success does not count, and forgets the key's failures when the caller asks (an
+//! account); an attempt that ends without an outcome (a server error) does not count either.
 //!
-//! Time comes in as milliseconds; the type keeps no clock.
-
-use std::collections::{HashMap, VecDeque};
-use std::hash::Hash;
+//! [`admit`] is the rule; where the attempts are kept (the database, so that every process shares
+//! them) is the caller's business. Time comes in as milliseconds; nothing here keeps a clock.
 
 /// How many failures a key may have within how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,116 +33,34 @@ impl RetryAfter {
 
 /// While only attempts in progress fill the limit: how long a client should wait, about one
 /// bcrypt verification.
-const IN_PROGRESS_RETRY_MS: i64 = 1000;
+pub const IN_PROGRESS_RETRY_MS: i64 = 1000;
 
-#[derive(Debug, Default)]
-struct Record {
-    /// Times of the failures still within the window, oldest first.
-    failures: VecDeque<i64>,
-    /// Attempts begun and not yet ended.
-    in_progress: u32,
-}
+/// An attempt begun this long ago and still without an outcome no longer counts: its process
+/// died. No login takes this long.
+pub const IN_PROGRESS_EXPIRY_MS: i64 = 60_000;
 
-impl Record {
-    fn expire(&mut self, now: i64, window_ms: i64) {
-        while self.failures.front().is_some_and(|&at| at <= now - window_ms) {
-            self.failures.pop_front();
-        }
+/// Whether a new attempt for a key may go on at `now`, given the key's other attempts: the times
+/// of its failures (any order; those out of the window are ignored) and how many are in progress.
+///
+/// An attempt that records itself before it asks, and asks about every attempt recorded before
+/// it, is admitted only if fewer than `max_failures` came first: however many run at once, at most
+/// the limit go on.
+pub fn admit(limit: Limit, now: i64, failures: &[i64], in_progress: u32) -> Result<(), RetryAfter> {
+    let Limit { window_ms, .. } = limit;
+    let max_failures = limit.max_failures.max(1) as usize;
+    let mut recent: Vec<i64> = failures.iter().copied().filter(|&at| at > now - window_ms).collect();
+    if recent.len() >= max_failures {
+        // The failure that must expire for one more to fit.
+        recent.sort_unstable();
+        // A failure may be stamped after `now` (another process's clock, or an attempt that
+        // waited for its turn): the wait is never longer than the window.
+        let expires = recent[recent.len() - max_failures] + window_ms;
+        return Err(RetryAfter { millis: (expires - now).clamp(1, window_ms.max(1)) });
     }
-
-    fn is_empty(&self) -> bool {
-        self.failures.is_empty() && self.in_progress == 0
+    if recent.len() + in_progress as usize >= max_failures {
+        return Err(RetryAfter { millis: IN_PROGRESS_RETRY_MS.min(window_ms).max(1) });
     }
-}
-
-/// Failures per key; see the module documentation.
-#[derive(Debug)]
-pub struct Throttle<K> {
-    limit: Limit,
-    records: HashMap<K, Record>,
-    /// When to drop the keys whose failures have all expired.
-    next_prune: i64,
-}
-
-impl<K: Hash + Eq + Clone> Throttle<K> {
-    pub fn new(limit: Limit) -> Self {
-        Self {
-            limit: Limit { max_failures: limit.max_failures.max(1), ..limit },
-            records: HashMap::new(),
-            next_prune: 0,
-        }
-    }
-
-    /// Reserves an attempt for `key` at `now`, or says how long until one may start.
-    pub fn begin(&mut self, key: &K, now: i64) -> Result<(), RetryAfter> {
-        self.prune(now);
-        let Limit { max_failures, window_ms } = self.limit;
-        let record = self.records.entry(key.clone()).or_default();
-        record.expire(now, window_ms);
-        let failures = u32::try_from(record.failures.len()).unwrap_or(u32::MAX);
-        if failures >= max_failures {
-            // The oldest failure that must expire for one more to fit.
-            let index = (failures - max_failures) as usize;
-            let expires = record.failures[index] + window_ms;
-            return Err(RetryAfter { millis: (expires - now).max(1) });
-        }
-        if failures + record.in_progress >= max_failures {
-            return Err(RetryAfter { millis: IN_PROGRESS_RETRY_MS.min(window_ms).max(1) });
-        }
-        record.in_progress += 1;
-        Ok(())
-    }
-
-    /// The attempt begun for `key` failed at `now`: it counts until `now + window`.
-    pub fn failed(&mut self, key: &K, now: i64) {
-        if let Some(record) = self.end(key) {
-            record.failures.push_back(now);
-        }
-    }
-
-    /// The attempt begun for `key` succeeded; with `forget`, the key's failures are forgotten too.
-    pub fn succeeded(&mut self, key: &K, forget: bool) {
-        if let Some(record) = self.end(key)
-            && forget
-        {
-            record.failures.clear();
-        }
-    }
-
-    /// The attempt begun for `key` ended without an outcome: it does not count.
-    pub fn abandoned(&mut self, key: &K) {
-        self.end(key);
-    }
-
-    /// How many keys are held (those with failures in the window or attempts in progress, and
-    /// not yet pruned others).
-    pub fn len(&self) -> usize {
-        self.records.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
-
-    fn end(&mut self, key: &K) -> Option<&mut Record> {
-        let record = self.records.get_mut(key)?;
-        record.in_progress = record.in_progress.saturating_sub(1);
-        Some(record)
-    }
-
-    /// At most once per quarter window, drops the keys with nothing left in the window, so that
-    /// memory follows the failures of the last window only.
-    fn prune(&mut self, now: i64) {
-        if now < self.next_prune {
-            return;
-        }
-        let window_ms = self.limit.window_ms;
-        self.records.retain(|_, record| {
-            record.expire(now, window_ms);
-            !record.is_empty()
-        });
-        self.next_prune = now + (window_ms / 4).max(1);
-    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -154,97 +70,112 @@ mod tests {
 
     const LIMIT: Limit = Limit { max_failures: 3, window_ms: 1000 };
 
+    /// One key's attempts, kept as a caller keeps them: begun before asking, then failed,
+    /// succeeded (forgetting the failures or not) or abandoned.
+    #[derive(Default)]
+    struct Key {
+        failures: Vec<i64>,
+        in_progress: u32,
+    }
+
+    impl Key {
+        fn begin(&mut self, now: i64) -> Result<(), RetryAfter> {
+            admit(LIMIT, now, &self.failures, self.in_progress)?;
+            self.in_progress += 1;
+            Ok(())
+        }
+
+        fn end(&mut self, failed_at: Option<i64>) {
+            self.in_progress -= 1;
+            self.failures.extend(failed_at);
+        }
+    }
+
     #[test]
     fn failures_up_to_the_limit_then_a_wait_until_the_oldest_expires() {
-        let mut t = Throttle::new(LIMIT);
+        let mut ada = Key::default();
         for at in [0, 100, 200] {
-            t.begin(&"ada", at).expect("allowed");
-            t.failed(&"ada", at);
+            ada.begin(at).expect("allowed");
+            ada.end(Some(at));
         }
-        assert_eq!(t.begin(&"ada", 300), Err(RetryAfter { millis: 700 }));
+        assert_eq!(ada.begin(300), Err(RetryAfter { millis: 700 }));
         assert_eq!(RetryAfter { millis: 700 }.seconds(), 1);
-        // Another key is unaffected.
-        assert_eq!(t.begin(&"bob", 300), Ok(()));
         // The first failure expires at 1000.
-        assert_eq!(t.begin(&"ada", 999), Err(RetryAfter { millis: 1 }));
-        assert_eq!(t.begin(&"ada", 1000), Ok(()));
+        assert_eq!(ada.begin(999), Err(RetryAfter { millis: 1 }));
+        assert_eq!(ada.begin(1000), Ok(()));
+        // Failures stamped later than `now` wait the window at most.
+        assert_eq!(admit(LIMIT, 0, &[50, 60, 70], 0), Err(RetryAfter { millis: 1000 }));
+        // Failures in any order; more than the limit waits for the one that makes room.
+        assert_eq!(admit(LIMIT, 500, &[400, 0, 300, 100, 200], 0), Err(RetryAfter { millis: 700 }));
     }
 
     #[test]
     fn attempts_in_progress_count_so_parallel_guesses_cannot_overshoot() {
-        let mut t = Throttle::new(LIMIT);
-        let begun = (0..50).filter(|_| t.begin(&"ada", 0).is_ok()).count();
+        let mut ada = Key::default();
+        let begun = (0..50).filter(|_| ada.begin(0).is_ok()).count();
         assert_eq!(begun, 3);
-        assert_eq!(t.begin(&"ada", 0), Err(RetryAfter { millis: 1000 }));
+        assert_eq!(ada.begin(0), Err(RetryAfter { millis: 1000 }));
         // One ends without an outcome (a server error): a slot is free again.
-        t.abandoned(&"ada");
-        assert_eq!(t.begin(&"ada", 0), Ok(()));
+        ada.end(None);
+        assert_eq!(ada.begin(0), Ok(()));
     }
 
     #[test]
-    fn a_success_does_not_count_and_may_forget_the_failures() {
-        let mut t = Throttle::new(LIMIT);
+    fn a_success_does_not_count_and_forgetting_frees_the_key() {
+        let mut ada = Key::default();
         for _ in 0..2 {
-            t.begin(&"ada", 0).expect("allowed");
-            t.failed(&"ada", 0);
+            ada.begin(0).expect("allowed");
+            ada.end(Some(0));
         }
-        t.begin(&"ada", 0).expect("allowed");
-        t.succeeded(&"ada", false);
-        t.begin(&"ada", 0).expect("a success left the slot free");
-        t.succeeded(&"ada", true);
+        ada.begin(0).expect("allowed");
+        ada.end(None);
+        ada.begin(0).expect("a success left the slot free");
+        ada.end(None);
+        ada.failures.clear();
         for _ in 0..3 {
-            t.begin(&"ada", 0).expect("the failures were forgotten");
-            t.failed(&"ada", 0);
+            ada.begin(0).expect("the failures were forgotten");
+            ada.end(Some(0));
         }
-        assert!(t.begin(&"ada", 0).is_err());
+        assert!(ada.begin(0).is_err());
     }
 
     #[test]
-    fn keys_with_nothing_in_the_window_are_dropped() {
-        let mut t = Throttle::new(LIMIT);
-        for key in 0..100 {
-            t.begin(&key, 0).expect("allowed");
-            t.failed(&key, 0);
-        }
-        assert_eq!(t.len(), 100);
-        t.begin(&1000, 2000).expect("allowed");
-        assert_eq!(t.len(), 1, "only the attempt in progress is left");
+    fn a_limit_of_zero_is_taken_as_one() {
+        let limit = Limit { max_failures: 0, window_ms: 1000 };
+        assert_eq!(admit(limit, 0, &[], 0), Ok(()));
+        assert!(admit(limit, 0, &[], 1).is_err());
     }
 
     proptest! {
         /// However attempts interleave, no key ever has more failures within one window than
-        /// the limit, and every refusal's wait ends when an attempt is allowed again.
+        /// the limit, and every refusal's wait is at most the window.
         #[test]
         fn failures_within_any_window_never_exceed_the_limit(
             steps in proptest::collection::vec((0u8..3, 0i64..400, any::<bool>()), 1..200),
         ) {
-            let mut t = Throttle::new(LIMIT);
+            let mut key = Key::default();
             let mut now = 0;
-            let mut open = 0u32;
-            let mut failures: Vec<i64> = Vec::new();
             for (action, advance, fail) in steps {
                 now += advance;
                 match action {
-                    0 => match t.begin(&"k", now) {
-                        Ok(()) => open += 1,
-                        Err(wait) => {
-                            prop_assert!(wait.millis >= 1 && wait.millis <= LIMIT.window_ms);
-                        }
+                    0 => if let Err(wait) = key.begin(now) {
+                        prop_assert!(wait.millis >= 1 && wait.millis <= LIMIT.window_ms);
                     },
-                    _ if open > 0 => {
-                        open -= 1;
-                        if fail {
-                            t.failed(&"k", now);
-                            failures.push(now);
-                        } else {
-                            t.abandoned(&"k");
-                        }
-                    }
+                    _ if key.in_progress > 0 => key.end(fail.then_some(now)),
                     _ => {}
                 }
-                let recent = failures.iter().filter(|&&at| at > now - LIMIT.window_ms).count() as u32;
+                let recent = key.failures.iter().filter(|&&at| at > now - LIMIT.window_ms).count() as u32;
                 prop_assert!(recent <= LIMIT.max_failures, "{recent} failures in the window at {now}");
             }
+        }
+
+        /// Attempts that each record themselves, then ask about all recorded before them, admit
+        /// at most the limit, in any order of recording.
+        #[test]
+        fn recorded_then_asked_attempts_admit_at_most_the_limit(failures in 0u32..5, attempts in 1u32..60) {
+            let past: Vec<i64> = (0..failures).map(i64::from).collect();
+            let admitted = (0..attempts).filter(|&earlier| admit(LIMIT, 10, &past, earlier).is_ok()).count() as u32;
+            prop_assert_eq!(admitted, LIMIT.max_failures.saturating_sub(failures).min(attempts));
         }
     }
 }

@@ -14,6 +14,7 @@ mod assignments;
 mod audit;
 mod billing;
 mod entity;
+mod logins;
 mod migration;
 pub mod model;
 mod outbox;
@@ -23,6 +24,7 @@ mod teams;
 mod users;
 mod workspaces;
 
+pub use logins::Admission;
 pub use model::*;
 
 use sea_orm::{

@@ -18,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(Assignment),
             Box::new(AssignmentOrder),
             Box::new(AuthzChanges),
+            Box::new(LoginThrottling),
         ]
     }
 }
@@ -652,6 +653,68 @@ impl MigrationTrait for AuthzChanges {
                     .table(Users::Table)
                     .col(Users::WorkspaceId)
                     .col(Users::AuthzVersion)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum LoginAttempts {
+    Table,
+    Id,
+    Key,
+    StartedAt,
+    FailedAt,
+}
+
+#[derive(DeriveIden)]
+enum LoginKeys {
+    Table,
+    Key,
+    UsedAt,
+}
+
+/// Login attempts, shared by every process so that the throttling limits hold for all of them, and
+/// a row per key that attempts lock to be counted one at a time.
+struct LoginThrottling;
+
+impl MigrationName for LoginThrottling {
+    fn name(&self) -> &str {
+        "m0006_login_attempts"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for LoginThrottling {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(LoginAttempts::Table)
+                    .col(string(LoginAttempts::Id).primary_key())
+                    .col(string(LoginAttempts::Key))
+                    .col(big_integer(LoginAttempts::StartedAt))
+                    .col(big_integer_null(LoginAttempts::FailedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(LoginKeys::Table)
+                    .col(string(LoginKeys::Key).primary_key())
+                    .col(big_integer(LoginKeys::UsedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("login_attempts_key")
+                    .table(LoginAttempts::Table)
+                    .col(LoginAttempts::Key)
+                    .col(LoginAttempts::StartedAt)
                     .to_owned(),
             )
             .await

@@ -99,7 +99,7 @@ pub async fn serve(
         store: store.clone(),
         hasher: Hasher::new(cost, metrics.bcrypt_counters()),
         metrics: metrics.clone(),
-        login_throttle: LoginThrottle::new(&config, metrics.clone()),
+        login_throttle: LoginThrottle::new(&config, store.clone(), metrics.clone()),
         session_ttl: config.session_ttl(),
         sign_in_url: config.sign_in_url.clone(),
         outbox: Arc::new(Notify::new()),

@@ -3,7 +3,8 @@
 //!
 //! Every answer must be a deliberate one: no INTERNAL, UNKNOWN or broken connection, every error
 //! with an `ErrorInfo` reason, no panic in the server's log, no row changed by a refused call (the
-//! audit records of refusals aside), and the server still SERVING at the end.
+//! audit records of refusals and the login throttle's records of attempts aside), and the server
+//! still SERVING at the end.
 //!
 //! `ROSTER_FUZZ_CASES` (10000) and `ROSTER_FUZZ_SEED` change the run; the seed is printed so that
 //! a failure can be replayed.

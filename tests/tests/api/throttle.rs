@@ -148,6 +148,43 @@ async fn a_success_forgets_the_accounts_failures_and_the_window_ends_a_throttle(
     assert!(logged_in.is_some(), "logs in once the window is over");
 }
 
+/// The limits hold for every process sharing the database together: fifty parallel guesses spread
+/// over two processes cost five verifications in all, and a throttle begun on one holds on the
+/// other.
+#[tokio::test]
+async fn the_limits_hold_across_processes() {
+    let app = spawn_app_with(|c| {
+        c.bcrypt_cost = 8;
+        c.login_max_failures = 5;
+    })
+    .await;
+    app.workspace("acme").await;
+    let peer = app.spawn_peer_process_with(PeerOptions { bcrypt_cost: Some(8), ..Default::default() }).await;
+    let verifications = || async {
+        let here = bcrypt(&app, "verify").await;
+        let there =
+            metrics::scrape(peer.metrics_addr).await.sum("roster_bcrypt_operations_total", &[("operation", "verify")]);
+        here + there
+    };
+    let before = verifications().await;
+
+    let attempts = (0..50).map(|i| {
+        let mut auth = if i % 2 == 0 { app.auth() } else { peer.auth() };
+        async move { auth.login(login_request("acme", "admin@acme.example", &format!("guess number {i}"))).await }
+    });
+    let results = futures_join_all(attempts).await;
+    let codes: Vec<Code> = results.iter().map(|r| r.as_ref().expect_err("no guess is right").code()).collect();
+    assert_eq!(codes.iter().filter(|c| **c == Code::Unauthenticated).count(), 5, "exactly the limit is checked");
+    assert_eq!(codes.iter().filter(|c| **c == Code::ResourceExhausted).count(), 45);
+    assert_eq!(verifications().await - before, 5.0);
+
+    // The right password is refused on both while the account is throttled.
+    let here = app.login("acme", "admin@acme.example", PASSWORD).await.expect_err("throttled here");
+    assert_throttled(&here, 900);
+    let there = peer.auth().login(login_request("acme", "admin@acme.example", PASSWORD)).await;
+    assert_throttled(&there.expect_err("throttled there"), 900);
+}
+
 /// Runs the futures concurrently and collects their outputs in order.
 async fn futures_join_all<F: std::future::Future + Send + 'static>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
 where

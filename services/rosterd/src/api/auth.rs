@@ -34,7 +34,7 @@ impl AuthService for AuthApi {
         v.finish()?;
         let (slug, email) = (checked(slug)?, checked(email)?);
         // Before any lookup or bcrypt work: refused attempts cost nothing.
-        let attempt = app.login_throttle.begin(&slug, &email, address, now_millis()).map_err(error::login_throttled)?;
+        let attempt = app.login_throttle.begin(&slug, &email, address, now_millis()).await?;
 
         let candidate = app.store.login_candidate(&slug, &email).await.map_err(error::store)?;
         let (workspace_id, found) = match candidate {
@@ -49,7 +49,7 @@ impl AuthService for AuthApi {
         let (user, verified) = match (matched, user, hash) {
             (true, Some(user), Some(hash)) if user.status == UserStatus::Active => (user, hash),
             (matched, user, _) => {
-                attempt.failed(now);
+                attempt.failed(now).await;
                 if let Some(workspace_id) = &workspace_id {
                     app.store
                         .record_login_failure(&failure, workspace_id, email.as_str())
@@ -69,17 +69,17 @@ impl AuthService for AuthApi {
         let success = Context { actor: Actor::User(user.id.clone()), request_id, now };
         let user = match app.store.create_session(&success, &user, &verified, &token.hash(), expires_at).await {
             Ok(user) => {
-                attempt.succeeded();
+                attempt.succeeded().await;
                 user
             }
             // The password changed since it was checked: the offered one may be the old one.
             Err(StoreError::Conflict(Conflict::StaleVersion { .. })) => {
-                attempt.failed(now);
+                attempt.failed(now).await;
                 return Err(login_failed());
             }
             // Deactivated between the password check and now.
             Err(StoreError::NotFound(Entity::User)) => {
-                attempt.failed(now);
+                attempt.failed(now).await;
                 return Err(permission_denied(
                     "USER_DEACTIVATED",
                     "this user is deactivated; ask an admin to reactivate it",
