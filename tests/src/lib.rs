@@ -71,6 +71,11 @@ impl TestDatabase {
         }
     }
 
+    /// A SQLite file in `dir`, whatever `ROSTER_TEST_DATABASE_URL` says: for faults of SQLite's own.
+    pub fn sqlite_in(dir: &std::path::Path) -> Self {
+        Self { url: format!("sqlite://{}", dir.join("roster.db").display()), _dir: None, postgres: None }
+    }
+
     /// Whether this is PostgreSQL.
     pub fn is_postgres(&self) -> bool {
         self.postgres.is_some()

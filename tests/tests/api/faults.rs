@@ -252,7 +252,7 @@ async fn kill_9_under_load_loses_no_acknowledged_write_and_breaks_no_invariant()
 
 /// Makes the database unreachable and reachable again: on PostgreSQL a proxy between rosterd and
 /// the server cuts every connection and refuses new ones; on SQLite another process holds the
-/// write lock (as root, file permissions cannot make the file unwritable to rosterd).
+/// write lock (a full disk, the unwritable file, is the test after this one).
 enum Outage {
     Proxy(proxy::Proxy),
     Lock(String, Option<sea_orm::DatabaseConnection>),
@@ -382,4 +382,135 @@ async fn a_database_outage_answers_quickly_and_service_resumes_without_a_restart
     assert_status(&nothing.expect_err("unknown"), Code::NotFound, "USER_NOT_FOUND");
     let scrape = app.metrics().await;
     assert_eq!(scrape.sum("roster_database_up", &[]), 1.0);
+}
+
+/// A filesystem of its own for a database (a tmpfs of a fixed size), that a test can fill and
+/// free again; unmounted when dropped. Mounting takes root: `None` without it.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(megabytes: u32) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status();
+        if status.is_ok_and(|s| s.success()) {
+            return Some(SmallDisk { dir });
+        }
+        let uid = std::process::Command::new("id").arg("-u").output().expect("id -u");
+        assert_ne!(String::from_utf8_lossy(&uid.stdout).trim(), "0", "root could not mount a tmpfs");
+        None
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Writes a file until the filesystem has no space left.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(self.path().join("filler")).expect("filler");
+        let chunk = vec![0u8; 64 * 1024];
+        loop {
+            match filler.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(28) => break,
+                Err(e) => panic!("filling the disk: {e}"),
+            }
+        }
+        let _ = filler.sync_all();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.path().join("filler")).expect("remove the filler");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+/// SQLite's file made unwritable for real: its filesystem full. (As root, permissions cannot
+/// make the file unwritable, and a read-only remount is refused while it is open.) Writes
+/// answer UNAVAILABLE quickly, nothing is half written, checks go on from memory, and writes
+/// resume without a restart once there is space again. SQLite only, whatever the suite runs on.
+#[tokio::test]
+async fn a_full_disk_under_sqlite_answers_unavailable_and_writes_resume_when_space_is_freed() {
+    let Some(disk) = SmallDisk::mount(8) else {
+        eprintln!("skipped: mounting a tmpfs takes root");
+        return;
+    };
+    let app = spawn_app_on(TestDatabase::sqlite_in(disk.path()), |c, _| c.db_timeout_ms = 300).await;
+    let acme = app.workspace("acme").await;
+    let maria = app.create_user(&acme.admin_token, "maria@acme.example", "agent").await.expect("maria");
+    let check = pb::CheckPermissionRequest {
+        workspace_id: acme.id.clone(),
+        user_id: maria.id.clone(),
+        permission: "contacts.read".into(),
+        resource: None,
+    };
+    let before = app.authz().check_permission(service(check.clone())).await.expect("the directory is loaded");
+
+    disk.fill();
+    // The write-ahead log may still have room for a few writes; the disk is full once it has not.
+    let mut created = 0;
+    let refused = loop {
+        let started = Instant::now();
+        let email = format!("during-{created}@acme.example");
+        let answer = tokio::time::timeout(
+            Duration::from_secs(10),
+            app.users().create_user(service(invitation(&acme.id, &email))),
+        )
+        .await
+        .expect("answers before 10 s");
+        match answer {
+            Ok(_) => created += 1,
+            Err(status) => break (status, started.elapsed()),
+        }
+        assert!(created < 1000, "a full disk never refused a write");
+    };
+    let (status, took) = refused;
+    println!(
+        "full disk: {created} writes fitted, then CreateUser answered {:?} {:?} in {} ms",
+        status.code(),
+        error_reason(&status),
+        took.as_millis()
+    );
+    assert_status(&status, Code::Unavailable, "DATABASE_UNAVAILABLE");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let again = app.users().create_user(service(invitation(&acme.id, "again@acme.example"))).await;
+    assert_status(&again.expect_err("still full"), Code::Unavailable, "DATABASE_UNAVAILABLE");
+    let during = app.authz().check_permission(service(check.clone())).await.expect("answered from memory");
+    assert_eq!(during.into_inner(), before.into_inner());
+    let mut health = HealthClient::new(app.channel.clone());
+    let serving = health.check(HealthCheckRequest { service: String::new() }).await.expect("health");
+    assert_eq!(serving.into_inner().status(), ServingStatus::Serving);
+
+    disk.free();
+    let resumed = Instant::now();
+    let after = eventually(Duration::from_secs(15), || {
+        let (mut users, request) = (app.users(), invitation(&acme.id, "after@acme.example"));
+        async move { users.create_user(service(request)).await.ok() }
+    })
+    .await;
+    println!("full disk: writes resumed {} ms after space was freed", resumed.elapsed().as_millis());
+    assert!(after.is_some(), "writes resume without a restart");
+    // The refused invitations left nothing behind: the owner, Maria, those that fitted, and the last.
+    let listed = app
+        .users()
+        .list_users(service(pb::ListUsersRequest {
+            workspace_id: acme.id.clone(),
+            page_size: 1000,
+            ..Default::default()
+        }))
+        .await
+        .expect("list");
+    assert_eq!(listed.into_inner().users.len(), 2 + created + 1);
 }
