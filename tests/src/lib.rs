@@ -4,6 +4,7 @@
 //! dropped after it. Tests talk to it with the generated gRPC clients, like any other service.
 
 pub mod metrics;
+pub mod pgserver;
 pub mod proxy;
 pub mod raw;
 pub mod smtp;
@@ -76,9 +77,14 @@ impl TestDatabase {
         Self { url: format!("sqlite://{}", dir.join("roster.db").display()), _dir: None, postgres: None }
     }
 
+    /// The database at `url`, left as it is when dropped: for a server a test runs itself.
+    pub fn at(url: String) -> Self {
+        Self { url, _dir: None, postgres: None }
+    }
+
     /// Whether this is PostgreSQL.
     pub fn is_postgres(&self) -> bool {
-        self.postgres.is_some()
+        self.url.starts_with("postgres")
     }
 }
 
