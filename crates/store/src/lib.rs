@@ -183,6 +183,7 @@ impl Store {
             .connect_timeout(config.acquire_timeout)
             .sqlx_logging(false)
             .map_sqlx_postgres_opts(move |opts| opts.options([("lock_timeout", lock_timeout.as_str())]))
+            .map_sqlx_sqlite_before_acquire(|conn, _| Box::pin(sqlite_connection_is_clean(conn)))
             .map_sqlx_sqlite_opts(move |opts| {
                 opts.create_if_missing(true)
                     .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
@@ -240,6 +241,29 @@ impl Store {
             .await
             .map_err(classify)
     }
+}
+
+/// Whether a pooled SQLite connection may be handed out: not when it still counts a transaction
+/// as open. When a statement fails for lack of disk space (or an I/O error), SQLite rolls the
+/// whole transaction back by itself; the rollback that follows then fails ("no transaction is
+/// active"), and sqlx keeps counting the transaction as open. A connection in that state would
+/// run the next transaction as a savepoint that never commits: its writes answered as done, and
+/// lost. It is closed instead, and the pool opens a new one.
+async fn sqlite_connection_is_clean(
+    conn: &mut sea_orm::sqlx::SqliteConnection,
+) -> std::result::Result<bool, sea_orm::sqlx::Error> {
+    use sqlx_core::transaction::TransactionManager;
+    type Manager = <sea_orm::sqlx::Sqlite as sea_orm::sqlx::Database>::TransactionManager;
+    if Manager::get_transaction_depth(conn) == 0 {
+        return Ok(true);
+    }
+    // A rollback may still be queued on the connection's worker: wait for it, then look again.
+    drop(conn.lock_handle().await?);
+    let clean = Manager::get_transaction_depth(conn) == 0;
+    if !clean {
+        tracing::warn!("closing a SQLite connection left inside a transaction that SQLite had already rolled back");
+    }
+    Ok(clean)
 }
 
 /// Commits, classifying the error.
