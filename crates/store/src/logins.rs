@@ -13,7 +13,7 @@ use crate::entity::{login_attempt, login_key};
 use crate::{Result, Store, classify, commit, new_id};
 use roster_identity::throttle::{IN_PROGRESS_EXPIRY_MS, Limit, RetryAfter, admit};
 use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
 
 /// What became of a login attempt asking to begin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +28,11 @@ impl Store {
     /// Begins a login attempt at `now` under each of `keys` and its limit, unless one of them
     /// is reached. The attempt counts as soon as this returns.
     pub async fn begin_login_attempt(&self, keys: &[(&str, Limit)], now: i64) -> Result<Admission> {
+        // An attempt the counts already refuse is refused by a plain read: a flood of them takes
+        // no write lock (on SQLite, the whole database's).
+        if let Some(refused) = judge(&self.db, keys, now).await? {
+            return Ok(refused);
+        }
         let txn = self.write().await?;
         let mut order: Vec<usize> = (0..keys.len()).collect();
         order.sort_by_key(|&i| keys[i].0);
@@ -41,11 +46,8 @@ impl Store {
                 .await
                 .map_err(classify)?;
         }
-        for (index, (key, limit)) in keys.iter().enumerate() {
-            let (failures, in_progress) = history(&txn, key, now.saturating_sub(limit.window_ms), now).await?;
-            if let Err(wait) = admit(*limit, now, &failures, in_progress) {
-                return Ok(Admission::Refused { key: index, wait });
-            }
+        if let Some(refused) = judge(&txn, keys, now).await? {
+            return Ok(refused);
         }
         let ids: Vec<String> = keys.iter().map(|_| new_id()).collect();
         let rows = keys.iter().zip(&ids).map(|((key, _), id)| login_attempt::ActiveModel {
@@ -94,37 +96,69 @@ impl Store {
             .exec(&self.db)
             .await
             .map_err(classify)?;
-        let keys = login_key::Entity::delete_many()
+        // One key per statement: a statement deleting several would lock them in its own order,
+        // and could deadlock with an attempt locking its two keys in theirs.
+        let stale: Vec<String> = login_key::Entity::find()
+            .select_only()
+            .column(login_key::Column::Key)
             .filter(login_key::Column::UsedAt.lt(before))
-            .exec(&self.db)
+            .into_tuple()
+            .all(&self.db)
             .await
             .map_err(classify)?;
-        Ok(attempts.rows_affected + keys.rows_affected)
+        let mut deleted = attempts.rows_affected;
+        for key in stale {
+            let result = login_key::Entity::delete_many()
+                .filter(login_key::Column::Key.eq(key))
+                .filter(login_key::Column::UsedAt.lt(before))
+                .exec(&self.db)
+                .await
+                .map_err(classify)?;
+            deleted += result.rows_affected;
+        }
+        Ok(deleted)
     }
 }
 
+/// The refusal of the first of `keys` whose limit is reached, if one is.
+async fn judge<C: ConnectionTrait>(conn: &C, keys: &[(&str, Limit)], now: i64) -> Result<Option<Admission>> {
+    for (index, (key, limit)) in keys.iter().enumerate() {
+        let (failures, in_progress) = history(conn, key, now.saturating_sub(limit.window_ms), now).await?;
+        if let Err(wait) = admit(*limit, now, &failures, in_progress) {
+            return Ok(Some(Admission::Refused { key: index, wait }));
+        }
+    }
+    Ok(None)
+}
+
 /// The attempts under `key` that count at `now`: the times of the failures after `failed_after`,
-/// and how many are in progress (begun less than [`IN_PROGRESS_EXPIRY_MS`] ago).
-async fn history(
-    txn: &sea_orm::DatabaseTransaction,
-    key: &str,
-    failed_after: i64,
-    now: i64,
-) -> Result<(Vec<i64>, u32)> {
+/// and how many are in progress. An attempt still without an outcome after
+/// [`IN_PROGRESS_EXPIRY_MS`] (its process died, or its outcome could not be written) counts as a
+/// failure at its start: the limits fail closed.
+async fn history<C: ConnectionTrait>(conn: &C, key: &str, failed_after: i64, now: i64) -> Result<(Vec<i64>, u32)> {
     let counting = Condition::any().add(login_attempt::Column::FailedAt.gt(failed_after)).add(
         Condition::all()
             .add(login_attempt::Column::FailedAt.is_null())
-            .add(login_attempt::Column::StartedAt.gt(now - IN_PROGRESS_EXPIRY_MS)),
+            .add(login_attempt::Column::StartedAt.gt(failed_after)),
     );
-    let rows: Vec<Option<i64>> = login_attempt::Entity::find()
+    let rows: Vec<(i64, Option<i64>)> = login_attempt::Entity::find()
         .select_only()
+        .column(login_attempt::Column::StartedAt)
         .column(login_attempt::Column::FailedAt)
         .filter(login_attempt::Column::Key.eq(key))
         .filter(counting)
         .into_tuple()
-        .all(txn)
+        .all(conn)
         .await
         .map_err(classify)?;
-    let in_progress = u32::try_from(rows.iter().filter(|at| at.is_none()).count()).unwrap_or(u32::MAX);
-    Ok((rows.into_iter().flatten().collect(), in_progress))
+    let mut failures = Vec::with_capacity(rows.len());
+    let mut in_progress = 0u32;
+    for (started_at, failed_at) in rows {
+        match failed_at {
+            Some(at) => failures.push(at),
+            None if started_at > now - IN_PROGRESS_EXPIRY_MS => in_progress = in_progress.saturating_add(1),
+            None => failures.push(started_at),
+        }
+    }
+    Ok((failures, in_progress))
 }

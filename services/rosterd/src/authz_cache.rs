@@ -134,9 +134,9 @@ impl AuthzCache {
     /// A member of the workspace. A user the held copy does not know — created on another process
     /// since it was read — is looked up in the database before the answer is "no such user".
     pub(crate) async fn member(&self, workspace_id: &str, user_id: &str) -> Result<Option<Member>, StoreError> {
-        let snapshot = self.snapshot(workspace_id).await?;
-        if let Some(member) = snapshot.directory.member(user_id) {
-            return Ok(Some(member.to_member()));
+        let held = self.snapshot(workspace_id).await?.directory.member(user_id).map(MemberRef::to_member);
+        if held.is_some() {
+            return Ok(held);
         }
         match self.store.user(workspace_id, user_id).await {
             Ok(_) => Ok(self.update(workspace_id).await?.directory.member(user_id).map(MemberRef::to_member)),

@@ -136,7 +136,10 @@ impl AuthorizationService for AuthorizationApi {
             .map_err(|e| e.into_status(""))?;
         // The common case answers from the held copy without cloning anything out of it.
         let snapshot = app.authz.snapshot(&workspace_id).await.map_err(error::store)?;
-        let decision = match decide_held(&snapshot.directory, &check) {
+        let held = decide_held(&snapshot.directory, &check);
+        // Let go of the copy before the cache may catch up, so that it can update it in place.
+        drop(snapshot);
+        let decision = match held {
             Some(decision) => decision,
             None => {
                 let member = app
@@ -164,7 +167,7 @@ impl AuthorizationService for AuthorizationApi {
         }
         // A person may ask only about themselves: items about others get SELF_ONLY each.
         app.authorize(&caller, Need::CheckPermissions, None).await?;
-        let snapshot = app.authz.snapshot(&workspace_id).await.map_err(error::store)?;
+        let mut snapshot = app.authz.snapshot(&workspace_id).await.map_err(error::store)?;
         let mut results = Vec::with_capacity(req.checks.len());
         for item in &req.checks {
             let check = match parse_check(&caller, &item.user_id, &item.permission, item.resource.as_ref()) {
@@ -177,7 +180,10 @@ impl AuthorizationService for AuthorizationApi {
             let decision = match decide_held(&snapshot.directory, &check) {
                 Some(decision) => Some(decision),
                 None => {
+                    // Let go of the copy while the cache catches up, so that it can update it in place.
+                    drop(snapshot);
                     let member = app.authz.member(&workspace_id, check.user_id).await.map_err(error::store)?;
+                    snapshot = app.authz.snapshot(&workspace_id).await.map_err(error::store)?;
                     member.map(|member| decide(borrowed(&member), &check))
                 }
             };
