@@ -22,14 +22,18 @@ fn main() {
     runtime.block_on(run());
 }
 
-/// The server's resident memory in KiB, from `/proc/<pid>/status`.
-fn rss_kib(pid: u32) -> u64 {
+/// The server's resident memory in KiB and its thread count, from `/proc/<pid>/status`. Each
+/// open SQLite connection runs on a thread of its own, so the threads show the pool's growth.
+fn vitals(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /proc/<pid>/status"))
+    };
+    (field("VmRSS:"), field("Threads:"))
 }
 
 struct Fixture {
@@ -176,7 +180,8 @@ async fn run() {
     for n in (0..u64::MAX).filter(|n| wanted(*n)).take(total as usize) {
         tick.tick().await;
         if started.elapsed() >= next_sample {
-            samples.push((started.elapsed().as_secs(), rss_kib(pid)));
+            let (kib, threads) = vitals(pid);
+            samples.push((started.elapsed().as_secs(), kib, threads));
             next_sample += Duration::from_secs(30);
         }
         let permit = in_flight.clone().acquire_owned().await.expect("semaphore");
@@ -194,14 +199,15 @@ async fn run() {
     }
     let _ = in_flight.acquire_many(256).await;
     let elapsed = started.elapsed();
-    samples.push((elapsed.as_secs(), rss_kib(pid)));
+    let (kib, threads) = vitals(pid);
+    samples.push((elapsed.as_secs(), kib, threads));
 
     let mut latencies = std::mem::take(&mut *latencies.lock().expect("lock"));
     latencies.sort();
     let p = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
     let errors = errors.lock().expect("lock").clone();
     let (first, last) = (samples[1.min(samples.len() - 1)].1, samples[samples.len() - 1].1);
-    let max = samples.iter().map(|(_, kib)| *kib).max().unwrap_or(0);
+    let max = samples.iter().map(|(_, kib, _)| *kib).max().unwrap_or(0);
     println!(
         "soak: {} calls in {:.0} s ({:.0}/s); errors {errors:?}; latency p50 {:?} p99 {:?} max {:?}",
         latencies.len(),
@@ -212,7 +218,7 @@ async fn run() {
         latencies.last().copied().unwrap_or_default()
     );
     println!(
-        "soak: RSS at {} s {} KiB, at the end {} KiB ({:+.1}%), highest {} KiB; samples (s, KiB) {samples:?}",
+        "soak: RSS at {} s {} KiB, at the end {} KiB ({:+.1}%), highest {} KiB; samples (s, KiB, threads) {samples:?}",
         samples[1.min(samples.len() - 1)].0,
         first,
         last,
