@@ -5,7 +5,11 @@ use std::process::ExitCode;
 
 /// Every call decodes and encodes a string per protobuf field, so the server allocates a lot of
 /// small, short-lived blocks; mimalloc serves them from per-thread free lists, where glibc's
-/// malloc spent an eighth of the server's CPU time under load (docs/BENCHMARKS.md).
+/// malloc spent an eighth of the server's CPU time under load (docs/BENCHMARKS.md). It is built
+/// without transparent huge pages (the `no_thp` feature): with them, each 2 MB region it touched
+/// became resident whole, and the resident memory doubled. It also serves C's `malloc` (the
+/// `override` feature), so SQLite's allocations share its heaps instead of a glibc arena per
+/// connection thread, whose freed memory stayed resident (docs/RELIABILITY.md, "Soak").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
