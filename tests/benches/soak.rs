@@ -22,9 +22,10 @@ fn main() {
     runtime.block_on(run());
 }
 
-/// The server's resident memory in KiB and its thread count, from `/proc/<pid>/status`. Each
-/// open SQLite connection runs on a thread of its own, so the threads show the pool's growth.
-fn vitals(pid: u32) -> (u64, u64) {
+/// A sample at `at` into the run: seconds, the server's resident memory in KiB and its thread
+/// count, from `/proc/<pid>/status`. Each open SQLite connection runs on a thread of its own, so
+/// the threads show the pool's growth.
+fn sample(pid: u32, at: Duration) -> (u64, u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
     let field = |name: &str| -> u64 {
         status
@@ -33,7 +34,7 @@ fn vitals(pid: u32) -> (u64, u64) {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or_else(|| panic!("{name} in /proc/<pid>/status"))
     };
-    (field("VmRSS:"), field("Threads:"))
+    (at.as_secs(), field("VmRSS:"), field("Threads:"))
 }
 
 struct Fixture {
@@ -180,8 +181,7 @@ async fn run() {
     for n in (0..u64::MAX).filter(|n| wanted(*n)).take(total as usize) {
         tick.tick().await;
         if started.elapsed() >= next_sample {
-            let (kib, threads) = vitals(pid);
-            samples.push((started.elapsed().as_secs(), kib, threads));
+            samples.push(sample(pid, started.elapsed()));
             next_sample += Duration::from_secs(30);
         }
         let permit = in_flight.clone().acquire_owned().await.expect("semaphore");
@@ -199,8 +199,7 @@ async fn run() {
     }
     let _ = in_flight.acquire_many(256).await;
     let elapsed = started.elapsed();
-    let (kib, threads) = vitals(pid);
-    samples.push((elapsed.as_secs(), kib, threads));
+    samples.push(sample(pid, elapsed));
 
     let mut latencies = std::mem::take(&mut *latencies.lock().expect("lock"));
     latencies.sort();
