@@ -22,10 +22,22 @@ fn main() {
     runtime.block_on(run());
 }
 
-/// A sample at `at` into the run: seconds, the server's resident memory in KiB and its thread
-/// count, from `/proc/<pid>/status`. Each open SQLite connection runs on a thread of its own, so
-/// the threads show the pool's growth.
-fn sample(pid: u32, at: Duration) -> (u64, u64, u64) {
+/// The server's state at one moment of the run.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    /// Seconds into the run.
+    at: u64,
+    /// Resident memory, KiB (`VmRSS`).
+    rss: u64,
+    /// Threads: each open SQLite connection runs on one of its own, so they show the pool's growth.
+    threads: u64,
+    /// SQLite's own memory, KiB, from the metrics; `None` on PostgreSQL.
+    sqlite: Option<u64>,
+}
+
+/// A sample at `at` into the run, from `/proc/<pid>/status` and the server's metrics.
+async fn sample(peer: &PeerProcess, at: Duration) -> Sample {
+    let pid = peer.pid().expect("running");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
     let field = |name: &str| -> u64 {
         status
@@ -34,7 +46,10 @@ fn sample(pid: u32, at: Duration) -> (u64, u64, u64) {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or_else(|| panic!("{name} in /proc/<pid>/status"))
     };
-    (at.as_secs(), field("VmRSS:"), field("Threads:"))
+    let scrape = metrics::scrape(peer.metrics_addr).await;
+    let sqlite =
+        scrape.has("roster_sqlite_memory_bytes").then(|| scrape.sum("roster_sqlite_memory_bytes", &[]) as u64 / 1024);
+    Sample { at: at.as_secs(), rss: field("VmRSS:"), threads: field("Threads:"), sqlite }
 }
 
 struct Fixture {
@@ -166,8 +181,7 @@ async fn run() {
     let backend = if app.db.is_postgres() { "PostgreSQL" } else { "SQLite" };
     let f = Arc::new(fixture(&app).await);
     let peer = app.spawn_peer_process().await;
-    let pid = peer.pid().expect("running");
-    println!("soak: {rate} calls/s for {seconds} s on {backend}, release rosterd pid {pid}");
+    println!("soak: {rate} calls/s for {seconds} s on {backend}, release rosterd pid {}", peer.pid().expect("running"));
 
     let errors: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
     let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
@@ -181,7 +195,7 @@ async fn run() {
     for n in (0..u64::MAX).filter(|n| wanted(*n)).take(total as usize) {
         tick.tick().await;
         if started.elapsed() >= next_sample {
-            samples.push(sample(pid, started.elapsed()));
+            samples.push(sample(&peer, started.elapsed()).await);
             next_sample += Duration::from_secs(30);
         }
         let permit = in_flight.clone().acquire_owned().await.expect("semaphore");
@@ -199,14 +213,15 @@ async fn run() {
     }
     let _ = in_flight.acquire_many(256).await;
     let elapsed = started.elapsed();
-    samples.push(sample(pid, elapsed));
+    samples.push(sample(&peer, elapsed).await);
 
     let mut latencies = std::mem::take(&mut *latencies.lock().expect("lock"));
     latencies.sort();
     let p = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
     let errors = errors.lock().expect("lock").clone();
-    let (first, last) = (samples[1.min(samples.len() - 1)].1, samples[samples.len() - 1].1);
-    let max = samples.iter().map(|(_, kib, _)| *kib).max().unwrap_or(0);
+    // From the sample at 30 s: the first one is taken before any load.
+    let (first, last) = (samples[1.min(samples.len() - 1)], samples[samples.len() - 1]);
+    let max = samples.iter().map(|s| s.rss).max().unwrap_or(0);
     println!(
         "soak: {} calls in {:.0} s ({:.0}/s); errors {errors:?}; latency p50 {:?} p99 {:?} max {:?}",
         latencies.len(),
@@ -217,11 +232,16 @@ async fn run() {
         latencies.last().copied().unwrap_or_default()
     );
     println!(
-        "soak: RSS at {} s {} KiB, at the end {} KiB ({:+.1}%), highest {} KiB; samples (s, KiB, threads) {samples:?}",
-        samples[1.min(samples.len() - 1)].0,
-        first,
-        last,
-        (last as f64 - first as f64) / first as f64 * 100.0,
+        "soak: RSS at {} s {} KiB, at the end {} KiB ({:+.1}%), highest {} KiB",
+        first.at,
+        first.rss,
+        last.rss,
+        (last.rss as f64 - first.rss as f64) / first.rss as f64 * 100.0,
         max
     );
+    println!("soak: samples (s, RSS KiB, threads, SQLite KiB):");
+    for s in &samples {
+        let sqlite = s.sqlite.map_or_else(|| "-".to_owned(), |kib| kib.to_string());
+        println!("  {:>5} {:>7} {:>3} {:>6}", s.at, s.rss, s.threads, sqlite);
+    }
 }

@@ -94,7 +94,7 @@ pub async fn serve(
     tracing::info!(backend = store.backend_name(), url = %redact_url(&config.database_url), "database ready");
 
     let keys = ServiceKeys::new(&config.service_keys);
-    let metrics = Arc::new(Metrics::new(config.db_max_connections));
+    let metrics = Arc::new(Metrics::new(config.db_max_connections, store.sqlite_memory().is_some()));
     let app = Arc::new(App {
         store: store.clone(),
         hasher: Hasher::new(cost, metrics.bcrypt_counters()),

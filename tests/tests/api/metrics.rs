@@ -1,5 +1,5 @@
 //! The Prometheus endpoint on its own port: calls per method and status code, bcrypt work,
-//! assignment outcomes, the outbox backlog and the database pool.
+//! assignment outcomes, the outbox backlog, the database pool and SQLite's memory.
 
 use crate::teams::team_of_agents;
 use roster_proto::v1 as pb;
@@ -79,4 +79,12 @@ async fn assignments_outbox_and_pool_are_reported() {
     assert!(scrape.has("roster_db_pool_connections"));
     let open = scrape.sum("roster_db_pool_connections", &[]);
     assert!(open >= 1.0 && open <= f64::from(app.config.db_max_connections), "{open}");
+    // SQLite's memory is the process's (this test binary's, shared by every test's database), and
+    // only reported where there is SQLite.
+    if app.db.is_postgres() {
+        assert!(!scrape.has("roster_sqlite_memory_bytes"));
+    } else {
+        let bytes = scrape.sum("roster_sqlite_memory_bytes", &[]);
+        assert!(bytes > 0.0, "SQLite holds its schema and page cache: {bytes}");
+    }
 }
