@@ -4,6 +4,8 @@
 //! building needs no system `protoc`. Other Rust services depend on this crate for the clients;
 //! `rosterd` uses the server traits and [`FILE_DESCRIPTOR_SET`] for server reflection.
 
+pub mod codec;
+
 /// The `roster.v1` package.
 pub mod v1 {
     #![allow(missing_docs, clippy::all, clippy::pedantic)]
