@@ -183,6 +183,7 @@ impl Store {
         let mut options = ConnectOptions::new(config.url.clone());
         let busy = config.acquire_timeout;
         let lock_timeout = format!("{}ms", busy.as_millis().max(1));
+        let max = config.max_connections;
         options
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
@@ -190,6 +191,11 @@ impl Store {
             .sqlx_logging(false)
             .map_sqlx_postgres_opts(move |opts| opts.options([("lock_timeout", lock_timeout.as_str())]))
             .map_sqlx_sqlite_before_acquire(|conn, _| Box::pin(sqlite_connection_is_clean(conn)))
+            // A SQLite connection is a file handle and a thread, cheap to keep: the pool opens all
+            // of them at start and keeps them, so its memory does not step up when a burst first
+            // needs more, nor churn as idle ones are closed and reopened with empty caches.
+            // PostgreSQL connections cost the server a process each, so that pool grows on demand.
+            .map_sqlx_sqlite_pool_opts(move |opts| opts.min_connections(max).idle_timeout(None).max_lifetime(None))
             .map_sqlx_sqlite_opts(move |opts| {
                 opts.create_if_missing(true)
                     .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
