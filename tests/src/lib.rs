@@ -156,7 +156,9 @@ pub async fn spawn_app_on(db: TestDatabase, configure: impl FnOnce(&mut Config, 
     }));
     let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy();
     // The server migrates before it accepts; wait until it answers health checks.
-    wait_until_serving(&channel, || !task.is_finished()).await;
+    if !wait_until_serving(&channel, || !task.is_finished()).await {
+        panic!("rosterd stopped while starting: {:?}", task.await);
+    }
     let store = Store::connect(&StoreConfig::new(db.url.clone())).await.expect("store");
     TestApp { addr, metrics_addr, channel, store, config, shutdown: Some(shutdown), task: Some(task), db }
 }
@@ -236,7 +238,7 @@ impl TestApp {
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
         let channel = Channel::from_shared(format!("http://127.0.0.1:{port}")).expect("uri").connect_lazy();
-        wait_until_serving(&channel, || true).await;
+        assert!(wait_until_serving(&channel, || true).await);
         let metrics_addr = SocketAddr::from(([127, 0, 0, 1], metrics_port));
         PeerProcess { channel, uri: format!("http://127.0.0.1:{port}"), metrics_addr, child }
     }
@@ -416,15 +418,18 @@ pub fn rosterd_binary() -> std::path::PathBuf {
 }
 
 /// Waits until the server on `channel` answers health checks; `alive` says whether it still runs.
-async fn wait_until_serving(channel: &Channel, alive: impl Fn() -> bool) {
+/// False when it stopped before it answered.
+async fn wait_until_serving(channel: &Channel, alive: impl Fn() -> bool) -> bool {
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let answer = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await;
         if answer.is_ok() {
-            return;
+            return true;
         }
-        assert!(alive(), "rosterd stopped while starting");
+        if !alive() {
+            return false;
+        }
         assert!(tokio::time::Instant::now() < deadline, "rosterd did not start: {answer:?}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

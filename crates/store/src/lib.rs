@@ -183,7 +183,6 @@ impl Store {
         let mut options = ConnectOptions::new(config.url.clone());
         let busy = config.acquire_timeout;
         let lock_timeout = format!("{}ms", busy.as_millis().max(1));
-        let max = config.max_connections;
         options
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
@@ -191,11 +190,11 @@ impl Store {
             .sqlx_logging(false)
             .map_sqlx_postgres_opts(move |opts| opts.options([("lock_timeout", lock_timeout.as_str())]))
             .map_sqlx_sqlite_before_acquire(|conn, _| Box::pin(sqlite_connection_is_clean(conn)))
-            // A SQLite connection is a file handle and a thread, cheap to keep: the pool opens all
-            // of them at start and keeps them, so its memory does not step up when a burst first
-            // needs more, nor churn as idle ones are closed and reopened with empty caches.
-            // PostgreSQL connections cost the server a process each, so that pool grows on demand.
-            .map_sqlx_sqlite_pool_opts(move |opts| opts.min_connections(max).idle_timeout(None).max_lifetime(None))
+            // A SQLite connection is a file handle and a thread, cheap to keep: once opened it is
+            // kept, instead of being closed after 10 idle minutes or 30 in all only to be reopened
+            // with empty caches. (Opening all of them at start made a server start fail once in
+            // CI, cause not found; the pool opens them as calls need them.)
+            .map_sqlx_sqlite_pool_opts(|opts| opts.idle_timeout(None).max_lifetime(None))
             .map_sqlx_sqlite_opts(move |opts| {
                 opts.create_if_missing(true)
                     .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
