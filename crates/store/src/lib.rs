@@ -183,19 +183,27 @@ impl Store {
         let mut options = ConnectOptions::new(config.url.clone());
         let busy = config.acquire_timeout;
         let lock_timeout = format!("{}ms", busy.as_millis().max(1));
+        let pool_size = config.max_connections;
         options
             .max_connections(config.max_connections)
+            // No connection is opened here: the migrations below open the first one. A pool that
+            // opens connections before it is returned must do so within the acquire timeout, and
+            // fails the start when it cannot.
+            .connect_lazy(true)
             .acquire_timeout(config.acquire_timeout)
             .connect_timeout(config.acquire_timeout)
             .sqlx_logging(false)
             .map_sqlx_postgres_opts(move |opts| opts.options([("lock_timeout", lock_timeout.as_str())]))
             .map_sqlx_sqlite_before_acquire(|conn, _| Box::pin(sqlite_connection_is_clean(conn)))
-            // A SQLite connection is a file handle and a thread, cheap to keep: once opened it is
-            // kept, instead of being closed after 10 idle minutes or 30 in all only to be reopened
-            // with empty caches. The pool still opens them as calls need them: opening all of them
-            // at start was taken back after a CI run in which a test server failed to start, cause
-            // not known (docs/RELIABILITY.md, "Soak").
-            .map_sqlx_sqlite_pool_opts(|opts| opts.idle_timeout(None).max_lifetime(None))
+            // A SQLite connection is a file handle and a thread, cheap to keep: the whole pool is
+            // opened by a background task of sqlx's, beside the migrations, so that a burst never
+            // steps the server's memory up, and kept, instead of being closed after 10 idle
+            // minutes or 30 in all only to be reopened with empty caches. A connection that
+            // cannot be opened now is opened when a call needs it. PostgreSQL's pool grows on
+            // demand: its connections cost the database a process each.
+            .map_sqlx_sqlite_pool_opts(move |opts| {
+                opts.min_connections(pool_size).idle_timeout(None).max_lifetime(None)
+            })
             .map_sqlx_sqlite_opts(move |opts| {
                 opts.create_if_missing(true)
                     .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)

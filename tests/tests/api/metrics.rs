@@ -86,5 +86,12 @@ async fn assignments_outbox_and_pool_are_reported() {
     } else {
         let bytes = scrape.sum("roster_sqlite_memory_bytes", &[]);
         assert!(bytes > 0.0, "SQLite holds its schema and page cache: {bytes}");
+        // The SQLite pool opens all its connections in the background after start, and keeps them.
+        let max = f64::from(app.config.db_max_connections);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while app.metrics().await.sum("roster_db_pool_connections", &[]) < max {
+            assert!(std::time::Instant::now() < deadline, "the SQLite pool did not open {max} connections");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 }
