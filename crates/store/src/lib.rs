@@ -180,40 +180,32 @@ impl fmt::Debug for Store {
 impl Store {
     /// Connects (creating a missing SQLite file) and brings the schema up to date.
     pub async fn connect(config: &StoreConfig) -> Result<Self> {
-        let mut options = ConnectOptions::new(config.url.clone());
-        let busy = config.acquire_timeout;
-        let lock_timeout = format!("{}ms", busy.as_millis().max(1));
+        // The schema first, on a connection of its own, closed after: nothing else touches the
+        // database meanwhile. On a new SQLite file the first connection also turns the file to
+        // WAL, which takes a write lock; the pool's connections opening beside the migrations
+        // once made them fail with "database is locked".
+        let schema = Database::connect(connect_options(config, 1)).await.map_err(classify)?;
+        let migrated = migration::Migrator::up(&schema, None).await;
+        let closed = schema.close().await;
+        migrated.map_err(classify)?;
+        closed.map_err(classify)?;
+
+        let mut options = connect_options(config, config.max_connections);
         let pool_size = config.max_connections;
         options
-            .max_connections(config.max_connections)
-            // No connection is opened here: the migrations below open the first one. A pool that
-            // opens connections before it is returned must do so within the acquire timeout, and
-            // fails the start when it cannot.
+            // Returns at once: a pool that opens connections before it is returned must do so
+            // within the acquire timeout, and fails the start when it cannot.
             .connect_lazy(true)
-            .acquire_timeout(config.acquire_timeout)
-            .connect_timeout(config.acquire_timeout)
-            .sqlx_logging(false)
-            .map_sqlx_postgres_opts(move |opts| opts.options([("lock_timeout", lock_timeout.as_str())]))
-            .map_sqlx_sqlite_before_acquire(|conn, _| Box::pin(sqlite_connection_is_clean(conn)))
             // A SQLite connection is a file handle and a thread, cheap to keep: the whole pool is
-            // opened by a background task of sqlx's, beside the migrations, so that a burst never
-            // steps the server's memory up, and kept, instead of being closed after 10 idle
-            // minutes or 30 in all only to be reopened with empty caches. A connection that
-            // cannot be opened now is opened when a call needs it. PostgreSQL's pool grows on
-            // demand: its connections cost the database a process each.
+            // opened by a background task of sqlx's, so that a burst never steps the server's
+            // memory up, and kept, instead of being closed after 10 idle minutes or 30 in all
+            // only to be reopened with empty caches. A connection that cannot be opened now is
+            // opened when a call needs it. PostgreSQL's pool grows on demand: its connections
+            // cost the database a process each.
             .map_sqlx_sqlite_pool_opts(move |opts| {
                 opts.min_connections(pool_size).idle_timeout(None).max_lifetime(None)
-            })
-            .map_sqlx_sqlite_opts(move |opts| {
-                opts.create_if_missing(true)
-                    .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
-                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
-                    .busy_timeout(busy)
-                    .foreign_keys(true)
-                    .pragma("soft_heap_limit", SQLITE_HEAP_LIMIT.to_string())
             });
         let db = Database::connect(options).await.map_err(classify)?;
-        migration::Migrator::up(&db, None).await.map_err(classify)?;
         Ok(Self { db })
     }
 
@@ -273,6 +265,29 @@ impl Store {
             .await
             .map_err(classify)
     }
+}
+
+/// The settings of every connection, for a pool of `max_connections`.
+fn connect_options(config: &StoreConfig, max_connections: u32) -> ConnectOptions {
+    let mut options = ConnectOptions::new(config.url.clone());
+    let busy = config.acquire_timeout;
+    let lock_timeout = format!("{}ms", busy.as_millis().max(1));
+    options
+        .max_connections(max_connections)
+        .acquire_timeout(config.acquire_timeout)
+        .connect_timeout(config.acquire_timeout)
+        .sqlx_logging(false)
+        .map_sqlx_postgres_opts(move |opts| opts.options([("lock_timeout", lock_timeout.as_str())]))
+        .map_sqlx_sqlite_before_acquire(|conn, _| Box::pin(sqlite_connection_is_clean(conn)))
+        .map_sqlx_sqlite_opts(move |opts| {
+            opts.create_if_missing(true)
+                .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                .busy_timeout(busy)
+                .foreign_keys(true)
+                .pragma("soft_heap_limit", SQLITE_HEAP_LIMIT.to_string())
+        });
+    options
 }
 
 /// Whether a pooled SQLite connection may be handed out: not when it still counts a transaction

@@ -185,3 +185,24 @@ async fn a_call_over_the_time_limit_is_deadline_exceeded_with_a_reason() {
     assert_status(&status, tonic::Code::DeadlineExceeded, "REQUEST_TIMEOUT");
     assert!(!app.store.has_workspaces().await.expect("store"), "a timed-out call writes nothing");
 }
+
+/// The store opens its pool's connections in the background after start. Opening them beside the
+/// migrations of a new SQLite file once made the migrations fail with "database is locked"; a
+/// start on a new database must succeed every time, and be at once ready for writes.
+#[tokio::test]
+async fn a_new_database_starts_every_time() {
+    for attempt in 0..25 {
+        let db = TestDatabase::fresh().await;
+        let store = match roster_store::Store::connect(&roster_store::StoreConfig::new(db.url.clone())).await {
+            Ok(store) => store,
+            Err(e) => panic!("start {attempt} on a new database failed: {e}"),
+        };
+        let limit = roster_identity::throttle::Limit { max_failures: 5, window_ms: 60_000 };
+        let written = store.begin_login_attempt(&[("account:test", limit)], 1_000).await;
+        assert!(
+            matches!(written, Ok(roster_store::Admission::Begun(_))),
+            "a write right after start {attempt}: {written:?}"
+        );
+        store.close().await.expect("close");
+    }
+}
