@@ -35,6 +35,17 @@ impl CpuClock {
     }
 }
 
+/// Restricts every thread of process `pid` (threads it starts later inherit it) to the CPUs in
+/// `cpus` (`taskset`'s list form, for example `"0"` or `"0,1"`); `false` when `taskset` could not.
+#[allow(dead_code, reason = "each benchmark compiles this module; only some pin processes")]
+pub fn pin(pid: u32, cpus: &str) -> bool {
+    std::process::Command::new("taskset")
+        .args(["--all-tasks", "--cpu-list", "--pid", cpus, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
 /// What a closed loop measured.
 pub struct Load {
     pub calls: u64,
