@@ -178,35 +178,45 @@ impl fmt::Debug for Store {
 }
 
 impl Store {
-    /// Connects (creating a missing SQLite file) and brings the schema up to date.
+    /// Connects (creating a missing SQLite file) and brings the schema up to date. The pool opens
+    /// further connections as calls need them; [`Store::open_pool`] opens the rest at once.
     pub async fn connect(config: &StoreConfig) -> Result<Self> {
-        // The schema first, on a connection of its own, closed after: nothing else touches the
-        // database meanwhile. On a new SQLite file the first connection also turns the file to
-        // WAL, which takes a write lock; the pool's connections opening beside the migrations
-        // once made them fail with "database is locked".
-        let schema = Database::connect(connect_options(config, 1)).await.map_err(classify)?;
-        let migrated = migration::Migrator::up(&schema, None).await;
-        let closed = schema.close().await;
-        migrated.map_err(classify)?;
-        closed.map_err(classify)?;
-
         let mut options = connect_options(config, config.max_connections);
-        let pool_size = config.max_connections;
-        options
-            // Returns at once: a pool that opens connections before it is returned must do so
-            // within the acquire timeout, and fails the start when it cannot.
-            .connect_lazy(true)
-            // A SQLite connection is a file handle and a thread, cheap to keep: the whole pool is
-            // opened by a background task of sqlx's, so that a burst never steps the server's
-            // memory up, and kept, instead of being closed after 10 idle minutes or 30 in all
-            // only to be reopened with empty caches. A connection that cannot be opened now is
-            // opened when a call needs it. PostgreSQL's pool grows on demand: its connections
-            // cost the database a process each.
-            .map_sqlx_sqlite_pool_opts(move |opts| {
-                opts.min_connections(pool_size).idle_timeout(None).max_lifetime(None)
-            });
+        // A SQLite connection is a file handle and a thread, cheap to keep: once opened it is
+        // kept, instead of being closed after 10 idle minutes or 30 in all only to be reopened
+        // with empty caches. PostgreSQL's pool keeps sqlx's defaults: its connections cost the
+        // database a process each.
+        options.map_sqlx_sqlite_pool_opts(|opts| opts.idle_timeout(None).max_lifetime(None));
         let db = Database::connect(options).await.map_err(classify)?;
+        migration::Migrator::up(&db, None).await.map_err(classify)?;
         Ok(Self { db })
+    }
+
+    /// On SQLite, opens the pool's remaining connections, so that a burst never steps the
+    /// server's memory up by opening one (about 1 MB each); meant to run in the background after
+    /// start. Each connection taken is held until the pool is full, so that the next take opens
+    /// another, and all are then lent back. A connection that cannot be opened now is opened when
+    /// a call needs it. Nothing on PostgreSQL, whose pool grows on demand.
+    ///
+    /// (sqlx's own `min_connections` was tried: opened inside `connect`, it must finish within the
+    /// acquire timeout or the start fails; opened by sqlx's background task, it ran beside the
+    /// migrations, and on a new file a migration failed with "database is locked".)
+    pub async fn open_pool(&self) {
+        if self.db.get_database_backend() != DbBackend::Sqlite {
+            return;
+        }
+        let pool = self.db.get_sqlite_connection_pool();
+        let size = pool.options().get_max_connections();
+        let mut held = Vec::new();
+        while pool.size() < size {
+            match pool.acquire().await {
+                Ok(connection) => held.push(connection),
+                Err(error) => {
+                    tracing::debug!(%error, "could not open the whole SQLite pool now");
+                    break;
+                }
+            }
+        }
     }
 
     /// How many pooled connections are open and how many of those are idle.
