@@ -186,9 +186,9 @@ async fn a_call_over_the_time_limit_is_deadline_exceeded_with_a_reason() {
     assert!(!app.store.has_workspaces().await.expect("store"), "a timed-out call writes nothing");
 }
 
-/// The store opens its pool's connections in the background after start. Opening them beside the
-/// migrations of a new SQLite file once made the migrations fail with "database is locked"; a
-/// start on a new database must succeed every time, and be at once ready for writes.
+/// A pool opening its connections beside the migrations of a new SQLite file once made the
+/// migrations fail with "database is locked" (docs/ARCHITECTURE.md): a start on a new database
+/// must succeed every time, and be at once ready for writes.
 #[tokio::test]
 async fn a_new_database_starts_every_time() {
     for attempt in 0..25 {
