@@ -181,7 +181,7 @@ impl Store {
     /// Connects (creating a missing SQLite file) and brings the schema up to date. The pool opens
     /// further connections as calls need them; [`Store::open_pool`] opens the rest at once.
     pub async fn connect(config: &StoreConfig) -> Result<Self> {
-        let mut options = connect_options(config, config.max_connections);
+        let mut options = connect_options(config);
         // A SQLite connection is a file handle and a thread, cheap to keep: once opened it is
         // kept, instead of being closed after 10 idle minutes or 30 in all only to be reopened
         // with empty caches. PostgreSQL's pool keeps sqlx's defaults: its connections cost the
@@ -277,13 +277,13 @@ impl Store {
     }
 }
 
-/// The settings of every connection, for a pool of `max_connections`.
-fn connect_options(config: &StoreConfig, max_connections: u32) -> ConnectOptions {
+/// The pool's and every connection's settings.
+fn connect_options(config: &StoreConfig) -> ConnectOptions {
     let mut options = ConnectOptions::new(config.url.clone());
     let busy = config.acquire_timeout;
     let lock_timeout = format!("{}ms", busy.as_millis().max(1));
     options
-        .max_connections(max_connections)
+        .max_connections(config.max_connections)
         .acquire_timeout(config.acquire_timeout)
         .connect_timeout(config.acquire_timeout)
         .sqlx_logging(false)

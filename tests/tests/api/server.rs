@@ -188,7 +188,8 @@ async fn a_call_over_the_time_limit_is_deadline_exceeded_with_a_reason() {
 
 /// A pool opening its connections beside the migrations of a new SQLite file once made the
 /// migrations fail with "database is locked" (docs/ARCHITECTURE.md): a start on a new database
-/// must succeed every time, and be at once ready for writes.
+/// must succeed every time, be at once ready for writes while the rest of the pool opens, and end
+/// with the SQLite pool full.
 #[tokio::test]
 async fn a_new_database_starts_every_time() {
     for attempt in 0..25 {
@@ -198,11 +199,16 @@ async fn a_new_database_starts_every_time() {
             Err(e) => panic!("start {attempt} on a new database failed: {e}"),
         };
         let limit = roster_identity::throttle::Limit { max_failures: 5, window_ms: 60_000 };
-        let written = store.begin_login_attempt(&[("account:test", limit)], 1_000).await;
+        let keys = [("account:test", limit)];
+        let (written, ()) = tokio::join!(store.begin_login_attempt(&keys, 1_000), store.open_pool());
         assert!(
             matches!(written, Ok(roster_store::Admission::Begun(_))),
             "a write right after start {attempt}: {written:?}"
         );
+        if !db.is_postgres() {
+            let open = store.pool_usage().open;
+            assert_eq!(open, roster_store::StoreConfig::new("").max_connections, "the pool after start {attempt}");
+        }
         store.close().await.expect("close");
     }
 }
