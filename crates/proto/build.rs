@@ -1,5 +1,7 @@
 //! Compiles `proto/roster/v1/*.proto` with protox (pure Rust, so no system `protoc`) and feeds the
 //! descriptors to tonic-prost-build. The descriptor set is also written out for server reflection.
+//! A second server for `roster.v1.AuthorizationService` is generated from a hand-written
+//! description, so that CheckPermissions can use the borrowing codec of `roster_proto::batch`.
 
 use std::path::PathBuf;
 
@@ -24,5 +26,44 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .codec_path("crate::codec::SliceCodec")
         .compile_fds(fds)?;
+
+    authorization_server();
     Ok(())
+}
+
+/// `roster.v1.AuthorizationService` as in the proto file, except that CheckPermissions decodes
+/// into `batch::CheckPermissionsRequestView` and answers an already encoded response. Routes, names
+/// and wire format are the same; only the server's Rust types differ. Clients keep the generated
+/// types.
+fn authorization_server() {
+    use tonic_prost_build::manual::{Builder, Method, Service};
+    let method = |name: &str, route: &str, input: &str, output: &str, codec: &str| {
+        Method::builder().name(name).route_name(route).input_type(input).output_type(output).codec_path(codec).build()
+    };
+    let service = Service::builder()
+        .name("AuthorizationService")
+        .package("roster.v1")
+        .method(method(
+            "check_permission",
+            "CheckPermission",
+            "crate::v1::CheckPermissionRequest",
+            "crate::v1::CheckPermissionResponse",
+            "crate::codec::SliceCodec",
+        ))
+        .method(method(
+            "check_permissions",
+            "CheckPermissions",
+            "crate::batch::CheckPermissionsRequestView",
+            "crate::batch::EncodedCheckPermissionsResponse",
+            "crate::batch::BatchCodec",
+        ))
+        .method(method(
+            "list_effective_permissions",
+            "ListEffectivePermissions",
+            "crate::v1::ListEffectivePermissionsRequest",
+            "crate::v1::ListEffectivePermissionsResponse",
+            "crate::codec::SliceCodec",
+        ))
+        .build();
+    Builder::new().build_client(false).compile(&[service]);
 }

@@ -43,7 +43,8 @@ pub enum Reason<'a> {
 
 impl Reason<'_> {
     /// The reason in words, as pieces to join: "role Agent grants contacts.read with scope ASSIGNED".
-    fn pieces(&self) -> [&str; 5] {
+    /// What [`Reason::explanation`] joins; an encoder can write them without joining them first.
+    pub fn pieces(&self) -> [&str; 5] {
         match *self {
             Reason::Granted { role, permission, scope } => [
                 "role ",

@@ -4,6 +4,7 @@
 //! building needs no system `protoc`. Other Rust services depend on this crate for the clients;
 //! `rosterd` uses the server traits and [`FILE_DESCRIPTOR_SET`] for server reflection.
 
+pub mod batch;
 pub mod codec;
 
 /// The `roster.v1` package.

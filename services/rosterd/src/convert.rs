@@ -4,6 +4,7 @@ use crate::error::Violations;
 use crate::error::invalid;
 use roster_assignment::Strategy;
 use roster_authz::{Decision, Grants, Permission, Reason, Scope};
+use roster_proto::batch::DecisionFields;
 use roster_proto::v1 as pb;
 use roster_store::{
     AuditEvent, Availability, Conversation, ConversationStatus, Plan, StoredRole, Team, TeamMember, User, UserStatus,
@@ -233,7 +234,9 @@ pub(crate) fn grants_from(v: &mut Violations, field: &str, items: &[pb::Grant]) 
     (v.len() == before).then(|| Grants::only(pairs))
 }
 
-pub(crate) fn decision(decision: &Decision, role_id: &str) -> pb::Decision {
+/// A decision's fields as the wire carries them; `pieces` are its reason's, from
+/// [`roster_authz::Reason::pieces`].
+pub(crate) fn decision_fields<'a>(decision: &Decision, pieces: &'a [&'a str], role_id: &'a str) -> DecisionFields<'a> {
     let (reason, granted) = match &decision.reason {
         Reason::Granted { scope, .. } => (pb::DecisionReason::Granted, Some(*scope)),
         Reason::Deactivated => (pb::DecisionReason::UserDeactivated, None),
@@ -241,13 +244,18 @@ pub(crate) fn decision(decision: &Decision, role_id: &str) -> pb::Decision {
         Reason::NotAssigned { .. } => (pb::DecisionReason::NotAssigned, Some(Scope::Assigned)),
         Reason::ResourceRequired { .. } => (pb::DecisionReason::ResourceRequired, Some(Scope::Assigned)),
     };
-    pb::Decision {
+    DecisionFields {
         allowed: decision.allowed,
-        reason: reason as i32,
-        explanation: decision.reason.explanation(),
-        role_id: role_id.to_owned(),
-        scope: granted.map_or(pb::Scope::Unspecified, scope) as i32,
+        reason,
+        explanation: pieces,
+        role_id,
+        scope: granted.map_or(pb::Scope::Unspecified, scope),
     }
+}
+
+pub(crate) fn decision(decision: &Decision, role_id: &str) -> pb::Decision {
+    let pieces = decision.reason.pieces();
+    decision_fields(decision, &pieces, role_id).to_decision()
 }
 
 pub(crate) fn strategy(strategy: Strategy) -> pb::Strategy {

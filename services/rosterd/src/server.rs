@@ -12,12 +12,12 @@ use crate::metrics::Metrics;
 use crate::outbox::{self, Mailer};
 use crate::throttle::LoginThrottle;
 use roster_identity::{BcryptCost, BuiltinRole, Email, FullName, Password, Slug, WorkspaceName};
+use roster_proto::batch::authorization_service_server::AuthorizationServiceServer;
 use roster_proto::v1::{
     assignment_service_server::AssignmentServiceServer, audit_service_server::AuditServiceServer,
-    auth_service_server::AuthServiceServer, authorization_service_server::AuthorizationServiceServer,
-    billing_service_server::BillingServiceServer, role_service_server::RoleServiceServer,
-    team_service_server::TeamServiceServer, user_service_server::UserServiceServer,
-    workspace_service_server::WorkspaceServiceServer,
+    auth_service_server::AuthServiceServer, billing_service_server::BillingServiceServer,
+    role_service_server::RoleServiceServer, team_service_server::TeamServiceServer,
+    user_service_server::UserServiceServer, workspace_service_server::WorkspaceServiceServer,
 };
 use roster_store::{Actor, Context, NewUser, NewWorkspace, Store, StoreConfig, StoreError};
 use std::future::Future;

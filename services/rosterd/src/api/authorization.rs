@@ -3,8 +3,12 @@ use crate::auth::Caller;
 use crate::convert;
 use crate::error::{self, invalid, status_with};
 use crate::policy::Need;
-use roster_authz::{Directory, Grants, Member, MemberRef, Permission, Resource};
-use roster_proto::v1::{self as pb, authorization_service_server::AuthorizationService};
+use roster_authz::{Decision, Directory, Grants, Member, Permission, Resource};
+use roster_proto::batch::{
+    CheckPermissionsRequestView, CheckPermissionsResponseWriter, EncodedCheckPermissionsResponse,
+    authorization_service_server::AuthorizationService,
+};
+use roster_proto::v1 as pb;
 use std::sync::Arc;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::ErrorDetails;
@@ -41,15 +45,14 @@ impl ItemError {
         }
     }
 
-    fn into_result(self) -> pb::CheckResult {
-        pb::CheckResult {
-            result: Some(pb::check_result::Result::Error(pb::CheckError {
-                code: self.code as i32,
-                reason: self.reason.to_owned(),
-                message: self.message,
-                field: self.field.to_owned(),
-            })),
-        }
+    /// Answers the item of a batch with it.
+    fn write(self, out: &mut CheckPermissionsResponseWriter) {
+        out.error(&pb::CheckError {
+            code: self.code as i32,
+            reason: self.reason.to_owned(),
+            message: self.message,
+            field: self.field.to_owned(),
+        });
     }
 }
 
@@ -76,20 +79,21 @@ struct Check<'a> {
     assignee: Option<Option<&'a str>>,
 }
 
+/// `resource_assignee` is the resource's `assignee_user_id` when the check names a resource.
 fn parse_check<'a>(
     caller: &'a Caller,
     user_id: &'a str,
     permission: &str,
-    resource: Option<&'a pb::Resource>,
+    resource_assignee: Option<&'a str>,
 ) -> Result<Check<'a>, ItemError> {
     let user_id = subject(caller, user_id)?;
     let permission = Permission::parse(permission).map_err(|_| {
         ItemError::invalid("permission", format!("unknown permission {permission:?}; see RoleService.ListPermissions"))
     })?;
-    let assignee = match resource {
+    let assignee = match resource_assignee {
         None => None,
-        Some(r) if r.assignee_user_id.is_empty() => Some(None),
-        Some(r) if super::is_record_id(&r.assignee_user_id) => Some(Some(r.assignee_user_id.as_str())),
+        Some("") => Some(None),
+        Some(id) if super::is_record_id(id) => Some(Some(id)),
         Some(_) => return Err(ItemError::invalid("resource.assignee_user_id", "not an id this server issued")),
     };
     Ok(Check { user_id, permission, assignee })
@@ -99,26 +103,26 @@ fn unknown_user() -> ItemError {
     ItemError { code: Code::NotFound, reason: "USER_NOT_FOUND", message: "user not found".into(), field: "user_id" }
 }
 
-/// The decision from the held directory, which reads the member's entry and not their role; `None`
-/// for a user it does not hold.
-fn decide_held(directory: &Directory, check: &Check) -> Option<pb::Decision> {
+/// The decision from the held directory, which reads the member's entry and not their role, with
+/// the member's role id; `None` for a user it does not hold.
+fn decide_held<'d>(directory: &'d Directory, check: &Check) -> Option<(Decision<'d>, &'d str)> {
     let resource = check.assignee.map(|assignee| Resource { assignee });
-    let (decision, role_id) = directory.check_with_role(check.user_id, check.permission, resource.as_ref()).ok()?;
-    Some(convert::decision(&decision, role_id))
+    directory.check_with_role(check.user_id, check.permission, resource.as_ref()).ok()
 }
 
-fn decide(member: MemberRef<'_>, check: &Check) -> pb::Decision {
+/// The decision for a member read on its own, for one the held directory did not have yet.
+fn decide<'m>(member: &'m Member, check: &Check) -> Decision<'m> {
     let resource = check.assignee.map(|assignee| Resource { assignee });
-    let decision = roster_authz::decide(
-        &roster_authz::Subject { user_id: check.user_id, active: member.active, role: member.role },
+    roster_authz::decide(
+        &roster_authz::Subject { user_id: check.user_id, active: member.active, role: &member.role },
         check.permission,
         resource.as_ref(),
-    );
-    convert::decision(&decision, &member.role.id)
+    )
 }
 
-fn borrowed(member: &Member) -> MemberRef<'_> {
-    MemberRef { role: &member.role, active: member.active }
+fn write_decision(out: &mut CheckPermissionsResponseWriter, decision: &Decision, role_id: &str) {
+    let pieces = decision.reason.pieces();
+    out.decision(&convert::decision_fields(decision, &pieces, role_id));
 }
 
 #[tonic::async_trait]
@@ -132,11 +136,12 @@ impl AuthorizationService for AuthorizationApi {
         let req = request.get_ref();
         let workspace_id = caller.workspace(&req.workspace_id)?;
         app.authorize(&caller, Need::CheckPermissions, Some(&req.user_id)).await?;
-        let check = parse_check(&caller, &req.user_id, &req.permission, req.resource.as_ref())
-            .map_err(|e| e.into_status(""))?;
+        let assignee = req.resource.as_ref().map(|r| r.assignee_user_id.as_str());
+        let check = parse_check(&caller, &req.user_id, &req.permission, assignee).map_err(|e| e.into_status(""))?;
         // The common case answers from the held copy without cloning anything out of it.
         let snapshot = app.authz.snapshot(&workspace_id).await.map_err(error::store)?;
-        let held = decide_held(&snapshot.directory, &check);
+        let held =
+            decide_held(&snapshot.directory, &check).map(|(decision, role_id)| convert::decision(&decision, role_id));
         // Let go of the copy before the cache may catch up, so that it can update it in place.
         drop(snapshot);
         let decision = match held {
@@ -148,7 +153,7 @@ impl AuthorizationService for AuthorizationApi {
                     .await
                     .map_err(error::store)?
                     .ok_or_else(|| unknown_user().into_status(""))?;
-                decide(borrowed(&member), &check)
+                convert::decision(&decide(&member, &check), &member.role.id)
             }
         };
         Ok(Response::new(pb::CheckPermissionResponse { decision: Some(decision) }))
@@ -156,43 +161,42 @@ impl AuthorizationService for AuthorizationApi {
 
     async fn check_permissions(
         &self,
-        request: Request<pb::CheckPermissionsRequest>,
-    ) -> Result<Response<pb::CheckPermissionsResponse>, Status> {
+        request: Request<CheckPermissionsRequestView>,
+    ) -> Result<Response<EncodedCheckPermissionsResponse>, Status> {
         let app = &self.0;
         let caller = app.caller(&request).await?;
         let req = request.get_ref();
-        let workspace_id = caller.workspace(&req.workspace_id)?;
-        if req.checks.is_empty() || req.checks.len() > MAX_BATCH {
-            return Err(invalid("checks", format!("1..{MAX_BATCH} checks, got {}", req.checks.len())));
+        let workspace_id = caller.workspace(req.workspace_id())?;
+        if req.is_empty() || req.len() > MAX_BATCH {
+            return Err(invalid("checks", format!("1..{MAX_BATCH} checks, got {}", req.len())));
         }
         // A person may ask only about themselves: items about others get SELF_ONLY each.
         app.authorize(&caller, Need::CheckPermissions, None).await?;
         let mut snapshot = app.authz.snapshot(&workspace_id).await.map_err(error::store)?;
-        let mut results = Vec::with_capacity(req.checks.len());
-        for item in &req.checks {
-            let check = match parse_check(&caller, &item.user_id, &item.permission, item.resource.as_ref()) {
+        // The answer is encoded as it is decided: no item allocates.
+        let mut out = CheckPermissionsResponseWriter::with_capacity(req.len());
+        for item in req.checks() {
+            let check = match parse_check(&caller, item.user_id, item.permission, item.resource_assignee) {
                 Ok(check) => check,
                 Err(e) => {
-                    results.push(e.into_result());
+                    e.write(&mut out);
                     continue;
                 }
             };
-            let decision = match decide_held(&snapshot.directory, &check) {
-                Some(decision) => Some(decision),
-                None => {
-                    // Let go of the copy while the cache catches up, so that it can update it in place.
-                    drop(snapshot);
-                    let member = app.authz.member(&workspace_id, check.user_id).await.map_err(error::store)?;
-                    snapshot = app.authz.snapshot(&workspace_id).await.map_err(error::store)?;
-                    member.map(|member| decide(borrowed(&member), &check))
-                }
-            };
-            results.push(match decision {
-                Some(decision) => pb::CheckResult { result: Some(pb::check_result::Result::Decision(decision)) },
-                None => unknown_user().into_result(),
-            });
+            if let Some((decision, role_id)) = decide_held(&snapshot.directory, &check) {
+                write_decision(&mut out, &decision, role_id);
+                continue;
+            }
+            // Let go of the copy while the cache catches up, so that it can update it in place.
+            drop(snapshot);
+            let member = app.authz.member(&workspace_id, check.user_id).await.map_err(error::store)?;
+            snapshot = app.authz.snapshot(&workspace_id).await.map_err(error::store)?;
+            match member {
+                Some(member) => write_decision(&mut out, &decide(&member, &check), &member.role.id),
+                None => unknown_user().write(&mut out),
+            }
         }
-        Ok(Response::new(pb::CheckPermissionsResponse { results }))
+        Ok(Response::new(out.finish()))
     }
 
     async fn list_effective_permissions(
