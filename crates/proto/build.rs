@@ -25,45 +25,67 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .codec_path("crate::codec::SliceCodec")
-        .compile_fds(fds)?;
+        .compile_fds(fds.clone())?;
 
-    authorization_server();
+    authorization_server(&fds)?;
     Ok(())
 }
 
-/// `roster.v1.AuthorizationService` as in the proto file, except that CheckPermissions decodes
-/// into `batch::CheckPermissionsRequestView` and answers an already encoded response. Routes, names
-/// and wire format are the same; only the server's Rust types differ. Clients keep the generated
-/// types.
-fn authorization_server() {
+/// `roster.v1.AuthorizationService` as the proto file declares it (its methods are read from the
+/// descriptors, so a method added there is served here too), except that CheckPermissions decodes
+/// into `batch::CheckPermissionsRequestView` and answers an already encoded response. Routes,
+/// names and wire format are the same; only the server's Rust types differ. Clients keep the
+/// generated types.
+fn authorization_server(fds: &tonic_prost_build::FileDescriptorSet) -> Result<(), Box<dyn std::error::Error>> {
     use tonic_prost_build::manual::{Builder, Method, Service};
-    let method = |name: &str, route: &str, input: &str, output: &str, codec: &str| {
-        Method::builder().name(name).route_name(route).input_type(input).output_type(output).codec_path(codec).build()
+    let service = fds
+        .file
+        .iter()
+        .filter(|file| file.package() == "roster.v1")
+        .flat_map(|file| &file.service)
+        .find(|service| service.name() == "AuthorizationService")
+        .ok_or("roster.v1.AuthorizationService is not in proto/roster/v1")?;
+    let rust_type = |proto: &str| -> Result<String, String> {
+        let name = proto.strip_prefix(".roster.v1.").ok_or_else(|| format!("{proto} is not a roster.v1 message"))?;
+        Ok(format!("crate::v1::{name}"))
     };
-    let service = Service::builder()
-        .name("AuthorizationService")
-        .package("roster.v1")
-        .method(method(
-            "check_permission",
-            "CheckPermission",
-            "crate::v1::CheckPermissionRequest",
-            "crate::v1::CheckPermissionResponse",
-            "crate::codec::SliceCodec",
-        ))
-        .method(method(
-            "check_permissions",
-            "CheckPermissions",
-            "crate::batch::CheckPermissionsRequestView",
-            "crate::batch::EncodedCheckPermissionsResponse",
-            "crate::batch::BatchCodec",
-        ))
-        .method(method(
-            "list_effective_permissions",
-            "ListEffectivePermissions",
-            "crate::v1::ListEffectivePermissionsRequest",
-            "crate::v1::ListEffectivePermissionsResponse",
-            "crate::codec::SliceCodec",
-        ))
-        .build();
-    Builder::new().build_client(false).compile(&[service]);
+    let mut builder = Service::builder().name("AuthorizationService").package("roster.v1");
+    for method in &service.method {
+        let (input, output, codec) = if method.name() == "CheckPermissions" {
+            (
+                "crate::batch::CheckPermissionsRequestView".to_owned(),
+                "crate::batch::EncodedCheckPermissionsResponse".to_owned(),
+                "crate::batch::BatchCodec",
+            )
+        } else {
+            (rust_type(method.input_type())?, rust_type(method.output_type())?, "crate::codec::SliceCodec")
+        };
+        let mut m = Method::builder()
+            .name(snake_case(method.name()))
+            .route_name(method.name())
+            .input_type(input)
+            .output_type(output)
+            .codec_path(codec);
+        if method.client_streaming() {
+            m = m.client_streaming();
+        }
+        if method.server_streaming() {
+            m = m.server_streaming();
+        }
+        builder = builder.method(m.build());
+    }
+    Builder::new().build_client(false).compile(&[builder.build()]);
+    Ok(())
+}
+
+/// `CheckPermissions` → `check_permissions`.
+fn snake_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
 }

@@ -211,6 +211,51 @@ async fn a_batch_answers_each_item_in_order_with_per_item_errors() {
 }
 
 /// Polls `peer` until `permission` is no longer allowed for `user_id`; how long that took.
+/// CheckPermissions has a decoder of its own on the server (`roster_proto::batch`): the bytes a
+/// client sends decode as prost would decode them, and a body that is not a
+/// CheckPermissionsRequest is refused as on every other method.
+#[tokio::test]
+async fn a_batch_is_read_from_its_bytes_and_a_body_that_does_not_decode_is_malformed_request() {
+    use prost::Message;
+    const PATH: &str = "/roster.v1.AuthorizationService/CheckPermissions";
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let check = pb::PermissionCheck {
+        user_id: acme.admin.id.clone(),
+        permission: "billing.manage".into(),
+        resource: Some(pb::Resource { assignee_user_id: String::new() }),
+    };
+    let mut item = check.encode_to_vec();
+    let valid = pb::CheckPermissionsRequest { workspace_id: acme.id.clone(), checks: vec![check] }.encode_to_vec();
+
+    // A second item: the first's fields, then its permission again as "x.y", which replaces it
+    // (the wire format's merge); then a field the message does not have.
+    item.extend([0x12, 0x03, b'x', b'.', b'y']);
+    let mut merged = valid.clone();
+    merged.push(0x12);
+    merged.push(u8::try_from(item.len()).expect("a short item"));
+    merged.extend(item);
+    merged.extend([0x48, 0x01]);
+    let answer = raw::unary(&app.channel, PATH, service(merged)).await.expect("a valid body");
+    let results = pb::CheckPermissionsResponse::decode(&answer[..]).expect("a response").results;
+    assert_eq!(results.len(), 2);
+    let Some(pb::check_result::Result::Decision(d)) = &results[0].result else { panic!("{results:?}") };
+    assert!(d.allowed && d.explanation.contains("billing.manage"), "{d:?}");
+    let Some(pb::check_result::Result::Error(e)) = &results[1].result else { panic!("{results:?}") };
+    assert_eq!((e.reason.as_str(), e.field.as_str()), ("INVALID_FIELD", "permission"), "{e:?}");
+
+    // An item whose permission is not UTF-8.
+    let mut bad = valid.clone();
+    bad.extend([0x12, 0x04, 0x12, 0x02, 0xff, 0xfe]);
+    let status = raw::unary(&app.channel, PATH, service(bad)).await.expect_err("not UTF-8");
+    assert_status(&status, Code::InvalidArgument, "MALFORMED_REQUEST");
+    // A length past the end of the body.
+    let mut short = valid;
+    short.extend([0x12, 0x40, 0x0a]);
+    let status = raw::unary(&app.channel, PATH, service(short)).await.expect_err("truncated");
+    assert_status(&status, Code::InvalidArgument, "MALFORMED_REQUEST");
+}
+
 async fn until_denied(peer: &PeerProcess, workspace_id: &str, user_id: &str, permission: &str) -> Duration {
     let started = Instant::now();
     loop {

@@ -47,12 +47,7 @@ impl ItemError {
 
     /// Answers the item of a batch with it.
     fn write(self, out: &mut CheckPermissionsResponseWriter) {
-        out.error(&pb::CheckError {
-            code: self.code as i32,
-            reason: self.reason.to_owned(),
-            message: self.message,
-            field: self.field.to_owned(),
-        });
+        out.error(self.code as i32, self.reason, &self.message, self.field);
     }
 }
 
@@ -173,7 +168,7 @@ impl AuthorizationService for AuthorizationApi {
         // A person may ask only about themselves: items about others get SELF_ONLY each.
         app.authorize(&caller, Need::CheckPermissions, None).await?;
         let mut snapshot = app.authz.snapshot(&workspace_id).await.map_err(error::store)?;
-        // The answer is encoded as it is decided: no item allocates.
+        // The answer is encoded as it is decided: no decision allocates.
         let mut out = CheckPermissionsResponseWriter::with_capacity(req.len());
         for item in req.checks() {
             let check = match parse_check(&caller, item.user_id, item.permission, item.resource_assignee) {
