@@ -1,7 +1,7 @@
 //! Compiles `proto/roster/v1/*.proto` with protox (pure Rust, so no system `protoc`) and feeds the
 //! descriptors to tonic-prost-build. The descriptor set is also written out for server reflection.
-//! A second server for `roster.v1.AuthorizationService` is generated from a hand-written
-//! description, so that CheckPermissions can use the borrowing codec of `roster_proto::batch`.
+//! A second server for `roster.v1.AuthorizationService` is generated from the same descriptors by
+//! tonic-build's manual builder, so that CheckPermissions can run on `roster_proto::batch`'s types.
 
 use std::path::PathBuf;
 

@@ -354,48 +354,34 @@ async fn over_grpc() {
     );
     // At saturation the load generator shares the two cores with the server, so calls per second
     // also count the client decoding 100 answers; the server's own CPU time per call does not.
-    let before = cpu.seconds();
-    let one_par = closed_loop(&channels, concurrency, seconds, check.clone()).await;
-    let one_cpu = (cpu.seconds() - before) / one_par.calls as f64;
-    let before = cpu.seconds();
-    let batch_par = closed_loop(&channels, concurrency, seconds, batch.clone()).await;
-    let batch_cpu = (cpu.seconds() - before) / batch_par.calls as f64;
-    println!(
-        "grpc batch ({concurrency} clients): CheckPermission {:.0} calls/s, CheckPermissions x100 {:.0} calls/s, cost ratio {:.2}; \
-         server CPU per call {:.1} µs and {:.1} µs, ratio {:.2} (target <= 3)",
-        one_par.rate(),
-        batch_par.rate(),
-        one_par.rate() / batch_par.rate(),
-        one_cpu * 1e6,
-        batch_cpu * 1e6,
-        batch_cpu / one_cpu
-    );
-    // The same with the server on one core and the load generator on the other, so neither's
-    // work (the generator encodes 100 items and decodes 100 answers per batch) lands in the
-    // other's caches or time slices.
-    let server = peer.pid().expect("the server runs");
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2
-        && pin(server, "1")
-        && pin(std::process::id(), "0")
-    {
+    let saturated = async |setup: &str| {
         let before = cpu.seconds();
-        let one_pinned = closed_loop(&channels, concurrency, seconds, check.clone()).await;
-        let one_cpu = (cpu.seconds() - before) / one_pinned.calls as f64;
+        let one = closed_loop(&channels, concurrency, seconds, check.clone()).await;
+        let one_cpu = (cpu.seconds() - before) / one.calls as f64;
         let before = cpu.seconds();
-        let batch_pinned = closed_loop(&channels, concurrency, seconds, batch).await;
-        let batch_cpu = (cpu.seconds() - before) / batch_pinned.calls as f64;
-        let all = format!("0-{}", std::thread::available_parallelism().map_or(1, |n| n.get()) - 1);
-        assert!(pin(server, &all) && pin(std::process::id(), &all), "unpin");
+        let hundred = closed_loop(&channels, concurrency, seconds, batch.clone()).await;
+        let batch_cpu = (cpu.seconds() - before) / hundred.calls as f64;
         println!(
-            "grpc batch ({concurrency} clients, server pinned to CPU 1, generator to CPU 0): CheckPermission {:.0} calls/s, \
-             CheckPermissions x100 {:.0} calls/s, cost ratio {:.2}; server CPU per call {:.1} µs and {:.1} µs, ratio {:.2} (target <= 3)",
-            one_pinned.rate(),
-            batch_pinned.rate(),
-            one_pinned.rate() / batch_pinned.rate(),
+            "grpc batch ({concurrency} clients{setup}): CheckPermission {:.0} calls/s, CheckPermissions x100 {:.0} calls/s, \
+             cost ratio {:.2}; server CPU per call {:.1} µs and {:.1} µs, ratio {:.2} (target <= 3)",
+            one.rate(),
+            hundred.rate(),
+            one.rate() / hundred.rate(),
             one_cpu * 1e6,
             batch_cpu * 1e6,
             batch_cpu / one_cpu
         );
+    };
+    saturated("").await;
+    // The same with the server on one core and the load generator on the other, so neither's
+    // work (the generator encodes 100 items and decodes 100 answers per batch) lands in the
+    // other's caches or time slices.
+    let server = peer.pid().expect("the server runs");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus >= 2 && pin(server, "1") && pin(std::process::id(), "0") {
+        saturated(", server pinned to CPU 1, generator to CPU 0").await;
+        let all = format!("0-{}", cpus - 1);
+        assert!(pin(server, &all) && pin(std::process::id(), &all), "unpin");
     } else {
         println!("grpc batch, pinned: skipped (needs two CPUs and taskset)");
     }

@@ -43,7 +43,7 @@ pub enum Reason<'a> {
 
 impl Reason<'_> {
     /// The reason in words, as pieces to join: "role Agent grants contacts.read with scope ASSIGNED".
-    /// What [`Reason::explanation`] joins; an encoder can write them without joining them first.
+    /// An encoder writes them without joining them first; `Display` writes them in turn.
     pub fn pieces(&self) -> [&str; 5] {
         match *self {
             Reason::Granted { role, permission, scope } => [
@@ -70,17 +70,6 @@ impl Reason<'_> {
                 " only for resources assigned to the user; name the resource's assignee",
             ],
         }
-    }
-
-    /// The reason in words, in one allocation of the exact size: what every decision Roster
-    /// answers carries, so it is built without the formatting machinery.
-    pub fn explanation(&self) -> String {
-        let pieces = self.pieces();
-        let mut text = String::with_capacity(pieces.iter().map(|p| p.len()).sum());
-        for piece in pieces {
-            text.push_str(piece);
-        }
-        text
     }
 }
 
