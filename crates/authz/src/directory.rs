@@ -2,6 +2,7 @@
 
 use crate::catalog::{Permission, Scope};
 use crate::decide::{Decision, Resource, decide_with};
+use crate::huge::HugePages;
 use crate::role::{Grants, Role, RoleKind};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
@@ -36,6 +37,9 @@ impl MemberRef<'_> {
 /// chosen by a caller), a multiply-and-fold of the bytes is a good enough hash. Other ids (only in
 /// tests) go to an ordinary map.
 ///
+/// The table of those keys comes from `HugePages` (huge.rs): from 2 MB on (about 15,000 members)
+/// it lies on transparent huge pages, so that a check in a big workspace does not also miss the TLB.
+///
 /// Each member's entry also holds a copy of their role's grants and the index of the role's name,
 /// so a check reads the entry (one cache line) and a small array of names, never the role itself:
 /// with 100,000 users and 10,000 roles, the roles no longer fit in a core's cache, and reading one
@@ -49,7 +53,7 @@ pub struct Directory {
     names: Vec<Box<str>>,
     /// The index of each role in `held`, by its id.
     index: HashMap<String, u32>,
-    members: HashMap<IdKey, Entry, BuildHasherDefault<IdHasher>>,
+    members: hashbrown::HashMap<IdKey, Entry, BuildHasherDefault<IdHasher>, HugePages>,
     other_members: HashMap<String, Entry>,
 }
 

@@ -12,6 +12,7 @@
 mod catalog;
 mod decide;
 mod directory;
+mod huge;
 mod role;
 mod rules;
 
