@@ -49,51 +49,61 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let small = runtime.block_on(InProcess::prepare(10_000, 1_000));
     let large = runtime.block_on(InProcess::prepare(100_000, 10_000));
-    // This virtual machine's timings wander between repetitions, by up to half for the same code
-    // (its host runs other machines): roster and the floor are timed in many short repetitions,
-    // alternating sizes, and both the fastest repetition (the one least disturbed) and the median
-    // are reported. casbin is a hundred thousand times slower; one timing of it is plenty.
+    // This virtual machine's timings wander, by up to half for the same code and for seconds at
+    // a time (its host runs other machines). So roster and the floor are timed in many short
+    // repetitions, the two sizes back to back in each (in turns, first one then the other), and
+    // growth is the median of each repetition's ratio: a slow spell lifts both sides of a ratio
+    // alike. The fastest and the median timing of each size are printed too. casbin is a hundred
+    // thousand times slower; one timing of it is plenty.
     let (mut roster, mut floor) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
-    for _ in 0..REPETITIONS {
-        for (i, case) in [&small, &large].into_iter().enumerate() {
+    for repetition in 0..REPETITIONS {
+        let order = if repetition % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let case = [&small, &large][i];
             roster[i].push(case.time_roster());
             floor[i].push(case.time_floor());
         }
     }
+    let paired = |[small, large]: &[Vec<f64>; 2]| {
+        Spread::of(small.iter().zip(large).map(|(small, large)| large / small).collect()).median
+    };
+    let (roster_growth, floor_growth) = (paired(&roster), paired(&floor));
     let [roster_small, roster_large] = roster.map(Spread::of);
     let [floor_small, floor_large] = floor.map(Spread::of);
     for (name, case, roster, floor) in
         [("10k/1k", &small, &roster_small, &floor_small), ("100k/10k", &large, &roster_large, &floor_large)]
     {
         println!(
-            "in-process {name} ({} casbin policies): roster {:.1} ns/check fastest, {:.1} median of {REPETITIONS}; \
+            "in-process {name} ({} casbin policies): roster {:.1} ns/check median of {REPETITIONS}, {:.1} fastest; \
              casbin {:.0} ns/check; ratio {:.1e} (target <= 0.05); a plain HashMap<u128, u32> lookup of that size \
-             {:.1} ns fastest, {:.1} median",
+             {:.1} ns median, {:.1} fastest",
             case.policies,
-            roster.fastest,
             roster.median,
+            roster.fastest,
             case.casbin,
             roster.median / case.casbin,
-            floor.fastest,
             floor.median,
+            floor.fastest,
         );
     }
     println!(
-        "in-process: growth from 10k/1k to 100k/10k: roster {:.2}x fastest, {:.2}x median (target <= 1.5x); \
-         casbin {:.2}x; plain HashMap lookup {:.2}x fastest, {:.2}x median",
-        roster_large.fastest / roster_small.fastest,
+        "in-process: growth from 10k/1k to 100k/10k: roster {roster_growth:.2}x, the median of {REPETITIONS} paired \
+         ratios (target <= 1.5x; of the medians {:.2}x, of the fastest {:.2}x); casbin {:.1}x (one timing each); \
+         plain HashMap lookup {floor_growth:.2}x",
         roster_large.median / roster_small.median,
+        roster_large.fastest / roster_small.fastest,
         large.casbin / small.casbin,
-        floor_large.fastest / floor_small.fastest,
-        floor_large.median / floor_small.median,
     );
     if setting("BENCH_GRPC", 1) != 0 {
         runtime.block_on(over_grpc());
     }
 }
 
-/// How many times roster's checks and the floor are timed at each size, a million calls each.
-const REPETITIONS: usize = 31;
+/// How many times roster's checks and the floor are timed at each size.
+const REPETITIONS: usize = 201;
+
+/// Calls per timing: a few milliseconds, shorter than the machine's slow spells.
+const CALLS: usize = 200_000;
 
 /// The fastest and the median of repeated timings.
 struct Spread {
@@ -115,7 +125,8 @@ struct InProcess {
     requests: Vec<(String, Permission)>,
     policies: usize,
     casbin: f64,
-    /// The floor: a plain std HashMap of the same size, and random keys of it.
+    /// The floor: a plain std HashMap of the same size, and random keys of it. It is on ordinary
+    /// pages, where the directory's table of 100k members is on huge pages.
     plain: std::collections::HashMap<u128, u32>,
     keys: Vec<u128>,
 }
@@ -181,7 +192,7 @@ impl InProcess {
         });
         assert!(agree, "roster and casbin disagree on the equivalent model");
         let casbin_calls = (2_000_000 / policy_count.max(1)).clamp(50, 100_000);
-        let casbin = time_per_call(&requests, casbin_calls, |(user, p)| {
+        let casbin = time_per_call(&requests, 1000, casbin_calls, |(user, p)| {
             black_box(enforcer.enforce((user.as_str(), p.feature().as_str(), p.action())).expect("enforce"));
         });
 
@@ -192,14 +203,14 @@ impl InProcess {
 
     /// Nanoseconds per check by roster's directory.
     fn time_roster(&self) -> f64 {
-        time_per_call(&self.requests, 1_000_000, |(user, p)| {
+        time_per_call(&self.requests, self.requests.len(), CALLS, |(user, p)| {
             black_box(self.directory.check(user, *p, None).expect("member").allowed);
         })
     }
 
     /// Nanoseconds per lookup of a random key in the plain map.
     fn time_floor(&self) -> f64 {
-        time_per_call(&self.keys, 1_000_000, |key| {
+        time_per_call(&self.keys, self.keys.len(), CALLS, |key| {
             black_box(self.plain.get(key));
         })
     }
@@ -210,8 +221,9 @@ fn user_id(n: usize) -> String {
     format!("{:032x}", (n as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835))
 }
 
-fn time_per_call<T>(requests: &[T], calls: usize, mut f: impl FnMut(&T)) -> f64 {
-    for request in requests.iter().take(1000) {
+/// Nanoseconds per call of `f` over `calls` requests in turn, after a warm-up on the first `warm`.
+fn time_per_call<T>(requests: &[T], warm: usize, calls: usize, mut f: impl FnMut(&T)) -> f64 {
+    for request in requests.iter().take(warm) {
         f(request);
     }
     let started = Instant::now();

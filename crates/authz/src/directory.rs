@@ -37,8 +37,9 @@ impl MemberRef<'_> {
 /// chosen by a caller), a multiply-and-fold of the bytes is a good enough hash. Other ids (only in
 /// tests) go to an ordinary map.
 ///
-/// The table of those keys comes from `HugePages` (huge.rs): from 2 MB on (about 15,000 members)
-/// it lies on transparent huge pages, so that a check in a big workspace does not also miss the TLB.
+/// The table of those keys comes from `HugePages` (huge.rs): from 2 MB on (about 14,300 members)
+/// its entries lie on transparent huge pages, so that checks in a big workspace do not also miss
+/// the TLB.
 ///
 /// Each member's entry also holds a copy of their role's grants and the index of the role's name,
 /// so a check reads the entry (one cache line) and a small array of names, never the role itself:
@@ -278,6 +279,31 @@ mod tests {
         assert!(dir.check("0123456789abcdef0123456789abcdeX", Permission::TemplatesRead, None).is_err());
         assert_eq!(dir.check(&MARIA.to_uppercase(), Permission::TemplatesRead, None), Err(UnknownUser));
         assert_eq!(dir.check(&MARIA[1..], Permission::TemplatesRead, None), Err(UnknownUser));
+    }
+
+    /// Past about 14,300 members the table is mapped on huge pages of its own (huge.rs): it grows
+    /// into them, is copied (as the server copies a directory a check still reads) and dropped.
+    #[test]
+    fn a_directory_grown_onto_huge_pages_keeps_every_member_and_copies_whole() {
+        let mut dir = directory();
+        let id = |n: u32| format!("{n:032x}");
+        for n in 0..20_000 {
+            dir.set_member(&id(n), if n % 2 == 0 { "r1" } else { "agent" }, n % 3 != 0);
+        }
+        let mut copy = dir.clone();
+        copy.set_member(&id(7), "admin", true);
+        assert_eq!(dir.len().0, 20_005);
+        for n in (0..20_000).step_by(997) {
+            let billing = dir.check(&id(n), Permission::BillingManage, None).unwrap();
+            assert_eq!(billing.allowed, n % 2 == 0 && n % 3 != 0, "{n}");
+            assert_eq!(copy.check(&id(n), Permission::BillingManage, None).unwrap().allowed, billing.allowed);
+        }
+        assert!(!dir.check(&id(7), Permission::AuditRead, None).unwrap().allowed);
+        assert!(copy.check(&id(7), Permission::AuditRead, None).unwrap().allowed);
+        drop(dir);
+        assert!(
+            copy.check(MARIA, Permission::ContactsRead, Some(&Resource { assignee: Some(MARIA) })).unwrap().allowed
+        );
     }
 
     /// The directory's copy of each role's grants answers exactly as the role does.
