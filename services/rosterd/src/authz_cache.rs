@@ -31,6 +31,16 @@ pub(crate) struct Snapshot {
     pub(crate) directory: Directory,
 }
 
+impl Snapshot {
+    /// Sets the members of `changes`, and their version.
+    fn apply(&mut self, changes: &AuthzChanges) {
+        for member in &changes.members {
+            self.directory.set_member(&member.user_id, &member.role_id, member.active);
+        }
+        self.version = changes.version;
+    }
+}
+
 /// The cache of every workspace this process has checked.
 pub(crate) struct AuthzCache {
     store: Store,
@@ -104,18 +114,35 @@ impl AuthzCache {
 
     /// Sets the members of `changes` in the held copy, if it is older than them; `None` when the
     /// copy was dropped in between.
+    ///
+    /// In place when no check reads the copy. Otherwise the copy is copied and changed outside the
+    /// lock, which every check of every workspace takes (a big workspace's copy is megabytes),
+    /// and then put in its place, unless another update replaced it meanwhile: then it starts
+    /// over from the one held now.
     fn apply(&self, workspace_id: &str, changes: &AuthzChanges) -> Option<Arc<Snapshot>> {
-        let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
-        let entry = held.get_mut(workspace_id)?;
-        if entry.version < changes.version {
-            // In place, unless a check still reads this copy: then it gets a copy of its own.
-            let snapshot = Arc::make_mut(entry);
-            for member in &changes.members {
-                snapshot.directory.set_member(&member.user_id, &member.role_id, member.active);
+        loop {
+            let read = {
+                let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
+                let entry = held.get_mut(workspace_id)?;
+                if entry.version >= changes.version {
+                    return Some(entry.clone());
+                }
+                if let Some(snapshot) = Arc::get_mut(entry) {
+                    snapshot.apply(changes);
+                    return Some(entry.clone());
+                }
+                entry.clone()
+            };
+            let mut copy = Snapshot::clone(&read);
+            copy.apply(changes);
+            let copy = Arc::new(copy);
+            let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
+            let entry = held.get_mut(workspace_id)?;
+            if Arc::ptr_eq(entry, &read) {
+                *entry = copy.clone();
+                return Some(copy);
             }
-            snapshot.version = changes.version;
         }
-        Some(entry.clone())
     }
 
     /// Re-reads a workspace after this process changed it, so that every later check here sees

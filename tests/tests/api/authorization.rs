@@ -210,6 +210,55 @@ async fn a_batch_answers_each_item_in_order_with_per_item_errors() {
     }
 }
 
+/// While batches on other threads read the cache's copy of the workspace, every change made
+/// through the API is in force for the very next check: a copy a check still reads is copied,
+/// changed and put in its place, and no change is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changes_are_in_force_at_once_while_batches_read_the_same_copy() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let maria = app.create_user(&acme.admin_token, "maria@acme.example", "agent").await.expect("maria");
+    let sam = app.create_user(&acme.admin_token, "sam@acme.example", "agent").await.expect("sam");
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (mut client, running) = (app.authz(), running.clone());
+            let check = pb::PermissionCheck { user_id: sam.id.clone(), permission: "templates.read".into(), resource: None };
+            let request = pb::CheckPermissionsRequest { workspace_id: acme.id.clone(), checks: vec![check; 1000] };
+            tokio::spawn(async move {
+                let mut batches = 0;
+                while running.load(std::sync::atomic::Ordering::Relaxed) {
+                    let results = client.check_permissions(service(request.clone())).await.expect("batch").into_inner();
+                    let allowed = |r: &pb::CheckResult| {
+                        matches!(&r.result, Some(pb::check_result::Result::Decision(d)) if d.allowed)
+                    };
+                    assert!(results.results.iter().all(allowed), "sam's checks");
+                    batches += 1;
+                }
+                batches
+            })
+        })
+        .collect();
+    let request = || check(&acme.id, &maria.id, "templates.read", None);
+    for round in 0..10 {
+        let off = pb::DeactivateUserRequest { workspace_id: String::new(), user_id: maria.id.clone() };
+        app.users().deactivate_user(bearer(&acme.admin_token, off)).await.expect("deactivate");
+        let denied = decide(&app, request()).await.expect("deactivated");
+        assert_eq!((denied.allowed, denied.reason()), (false, pb::DecisionReason::UserDeactivated), "round {round}");
+        let on = pb::ReactivateUserRequest {
+            workspace_id: String::new(),
+            user_id: maria.id.clone(),
+            request_id: String::new(),
+        };
+        app.users().reactivate_user(bearer(&acme.admin_token, on)).await.expect("reactivate");
+        assert!(decide(&app, request()).await.expect("reactivated").allowed, "round {round}");
+    }
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        assert!(reader.await.expect("reader") > 0);
+    }
+}
+
 /// Polls `peer` until `permission` is no longer allowed for `user_id`; how long that took.
 /// CheckPermissions has a decoder of its own on the server (`roster_proto::batch`): the bytes a
 /// client sends decode as prost would decode them, and a body that is not a
