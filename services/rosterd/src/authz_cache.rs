@@ -41,10 +41,56 @@ impl Snapshot {
     }
 }
 
+/// The copy held of each workspace.
+type Held = RwLock<HashMap<String, Arc<Snapshot>>>;
+
+/// Sets the members of `changes` (read since version `since`) in the held copy of the workspace,
+/// if it is older than them. `None` when the copy was dropped in between, or replaced by one
+/// older than `since` (a load that read before a drop): the caller reads the workspace anew.
+///
+/// In place when no check reads the copy. Otherwise the copy is copied and changed outside the
+/// lock, which every check of every workspace takes (a big workspace's copy is megabytes), and
+/// put in its place unless another update replaced it meanwhile; then it starts over from the
+/// one held now, and after two such misses copies under the lock, as it did before.
+fn apply(held: &Held, workspace_id: &str, since: i64, changes: &AuthzChanges) -> Option<Arc<Snapshot>> {
+    let mut attempt = 0;
+    loop {
+        let read = {
+            let mut held = held.write().unwrap_or_else(|e| e.into_inner());
+            let entry = held.get_mut(workspace_id)?;
+            if entry.version < since {
+                return None;
+            }
+            if entry.version >= changes.version {
+                return Some(entry.clone());
+            }
+            if attempt == 2 {
+                Arc::make_mut(entry).apply(changes);
+                return Some(entry.clone());
+            }
+            if let Some(snapshot) = Arc::get_mut(entry) {
+                snapshot.apply(changes);
+                return Some(entry.clone());
+            }
+            entry.clone()
+        };
+        let mut copy = Snapshot::clone(&read);
+        copy.apply(changes);
+        let copy = Arc::new(copy);
+        let mut held = held.write().unwrap_or_else(|e| e.into_inner());
+        let entry = held.get_mut(workspace_id)?;
+        if Arc::ptr_eq(entry, &read) {
+            *entry = copy.clone();
+            return Some(copy);
+        }
+        attempt += 1;
+    }
+}
+
 /// The cache of every workspace this process has checked.
 pub(crate) struct AuthzCache {
     store: Store,
-    held: RwLock<HashMap<String, Arc<Snapshot>>>,
+    held: Held,
     /// One load at a time per workspace, so a burst of first checks reads the database once.
     loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -106,42 +152,9 @@ impl AuthzCache {
         if changes.roles.is_some() {
             return self.load(workspace_id).await;
         }
-        match self.apply(workspace_id, &changes) {
+        match apply(&self.held, workspace_id, since, &changes) {
             Some(snapshot) => Ok(snapshot),
             None => self.load(workspace_id).await,
-        }
-    }
-
-    /// Sets the members of `changes` in the held copy, if it is older than them; `None` when the
-    /// copy was dropped in between.
-    ///
-    /// In place when no check reads the copy. Otherwise the copy is copied and changed outside the
-    /// lock, which every check of every workspace takes (a big workspace's copy is megabytes),
-    /// and then put in its place, unless another update replaced it meanwhile: then it starts
-    /// over from the one held now.
-    fn apply(&self, workspace_id: &str, changes: &AuthzChanges) -> Option<Arc<Snapshot>> {
-        loop {
-            let read = {
-                let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
-                let entry = held.get_mut(workspace_id)?;
-                if entry.version >= changes.version {
-                    return Some(entry.clone());
-                }
-                if let Some(snapshot) = Arc::get_mut(entry) {
-                    snapshot.apply(changes);
-                    return Some(entry.clone());
-                }
-                entry.clone()
-            };
-            let mut copy = Snapshot::clone(&read);
-            copy.apply(changes);
-            let copy = Arc::new(copy);
-            let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
-            let entry = held.get_mut(workspace_id)?;
-            if Arc::ptr_eq(entry, &read) {
-                *entry = copy.clone();
-                return Some(copy);
-            }
         }
     }
 
@@ -233,5 +246,60 @@ impl AuthzCache {
                 Err(_) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roster_identity::BuiltinRole;
+    use roster_store::Member as Changed;
+
+    const ADA: &str = "0123456789abcdef0123456789abcdef";
+
+    fn held(version: i64) -> Held {
+        let directory = Directory::new(
+            vec![Role::builtin(BuiltinRole::Admin), Role::builtin(BuiltinRole::Agent)],
+            [(ADA.to_owned(), "agent", true)],
+        );
+        RwLock::new(HashMap::from([("w".to_owned(), Arc::new(Snapshot { version, directory }))]))
+    }
+
+    fn deactivation(version: i64) -> AuthzChanges {
+        let ada = Changed { user_id: ADA.into(), role_id: "agent".into(), active: false };
+        AuthzChanges { version, roles: None, members: vec![ada] }
+    }
+
+    fn active(snapshot: &Snapshot) -> bool {
+        snapshot.directory.member(ADA).expect("ada").active
+    }
+
+    #[test]
+    fn a_copy_no_check_reads_is_changed_in_place() {
+        let held = held(5);
+        let before = Arc::as_ptr(&held.read().unwrap()["w"]);
+        let after = apply(&held, "w", 5, &deactivation(6)).expect("held");
+        assert!(std::ptr::eq(before, Arc::as_ptr(&after)));
+        assert_eq!((after.version, active(&after)), (6, false));
+    }
+
+    #[test]
+    fn a_copy_a_check_reads_is_replaced_by_a_changed_copy_and_left_as_it_was() {
+        let held = held(5);
+        let reading = held.read().unwrap()["w"].clone();
+        let after = apply(&held, "w", 5, &deactivation(6)).expect("held");
+        assert!(!Arc::ptr_eq(&reading, &after));
+        assert!(Arc::ptr_eq(&held.read().unwrap()["w"], &after));
+        assert_eq!((after.version, active(&after)), (6, false));
+        assert_eq!((reading.version, active(&reading)), (5, true));
+    }
+
+    #[test]
+    fn changes_apply_only_to_an_older_copy_not_older_than_their_start() {
+        let held = held(7);
+        let kept = apply(&held, "w", 5, &deactivation(6)).expect("held");
+        assert_eq!((kept.version, active(&kept)), (7, true));
+        assert!(apply(&held, "w", 8, &deactivation(9)).is_none(), "a copy older than the read");
+        assert!(apply(&held, "gone", 5, &deactivation(6)).is_none(), "a workspace not held");
     }
 }
