@@ -21,7 +21,7 @@ use tonic::transport::Channel;
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{Load, closed_loop, setting};
+use common::{Load, closed_loop, median, setting};
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// The clients on both sides, as the issue sets it; `BENCH_CLIENTS` changes it for exploring.
@@ -38,11 +38,6 @@ fn main() {
     println!("machine: {cores} cores");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(run());
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// Creates `k` agents in a new load-balanced team; their ids.

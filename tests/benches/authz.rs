@@ -28,7 +28,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{CpuClock, closed_loop, pin, setting};
+use common::{CpuClock, closed_loop, median, pin, setting};
 
 /// A small deterministic generator, so both sides see the same data and requests.
 struct Lcg(u64);
@@ -65,9 +65,8 @@ fn main() {
             floor[i].push(case.time_floor());
         }
     }
-    let paired = |[small, large]: &[Vec<f64>; 2]| {
-        Spread::of(small.iter().zip(large).map(|(small, large)| large / small).collect()).median
-    };
+    let paired =
+        |[small, large]: &[Vec<f64>; 2]| median(small.iter().zip(large).map(|(small, large)| large / small).collect());
     let (roster_growth, floor_growth) = (paired(&roster), paired(&floor));
     let [roster_small, roster_large] = roster.map(Spread::of);
     let [floor_small, floor_large] = floor.map(Spread::of);
@@ -113,15 +112,9 @@ struct Spread {
 }
 
 impl Spread {
-    fn of(mut timings: Vec<f64>) -> Self {
-        timings.sort_by(f64::total_cmp);
-        let middle = timings.len() / 2;
-        let median = if timings.len().is_multiple_of(2) {
-            (timings[middle - 1] + timings[middle]) / 2.0
-        } else {
-            timings[middle]
-        };
-        Self { fastest: timings[0], median }
+    fn of(timings: Vec<f64>) -> Self {
+        let fastest = timings.iter().copied().fold(f64::INFINITY, f64::min);
+        Self { fastest, median: median(timings) }
     }
 }
 
@@ -472,7 +465,7 @@ async fn over_grpc() {
             one.cpu_per_call() * 1e6,
             hundred.cpu_per_call() * 1e6,
             hundred.cpu_per_call() / one.cpu_per_call(),
-            Spread::of(ratios).median,
+            median(ratios),
         );
     };
     saturated("").await;

@@ -9,6 +9,14 @@ pub fn setting(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// The median of `values` (the mean of the middle two when there is an even number of them).
+#[allow(dead_code, reason = "each benchmark compiles this module; only some take medians")]
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    if values.len().is_multiple_of(2) { (values[middle - 1] + values[middle]) / 2.0 } else { values[middle] }
+}
+
 /// The CPU time a process has used (user and system), from `/proc/<pid>/stat`: what a call costs
 /// the server, apart from the load generator sharing its cores.
 #[allow(dead_code, reason = "each benchmark compiles this module; only some measure CPU time")]
