@@ -1,19 +1,19 @@
-//! The Authorization figures, each measured side by side in one run (see docs/BENCHMARKS.md):
+//! The Authorization figures of docs/BENCHMARKS.md, each measured side by side in one run:
 //!
 //! 1. In-process decision: `roster_authz::Directory::check` against casbin-rs's `Enforcer` on an
-//!    equivalent RBAC model (user → role → (feature, action)), with 10k users / 1k roles and with
-//!    100k users / 10k roles.
-//! 2. CheckPermission throughput over gRPC against `grpc.health.v1.Health/Check` on the same
-//!    server (the release `rosterd` binary in its own process), with the same load generator,
-//!    connections and concurrency.
-//! 3. CheckPermissions with 100 items against one CheckPermission: time per call.
+//!    equivalent RBAC model (user → role → (feature, action)), at 10k users / 1k roles and at
+//!    100k users / 10k roles, and roster's growth between the two.
+//! 2. CheckPermission throughput against `grpc.health.v1.Health/Check` on the same server (the
+//!    release `rosterd` binary in its own process), both driven by h2load with the same
+//!    connections, streams and headers.
+//! 3. CheckPermissions with 100 items against one CheckPermission: the server's CPU time per call
+//!    under the same h2load load, read from `/proc` (h2load shares the two cores with the server).
 //! 4. p99 latency of CheckPermission while a role changes once per second, against without.
 //!
-//! Run: `cargo bench -p roster-tests --bench authz --features casbin`.
-//! Settings: `BENCH_SECONDS` (per gRPC phase, default 10; the saturated batch phases run that many
-//! pairs of 1 s phases), `BENCH_CONCURRENCY` (default 32),
-//! `BENCH_CONNECTIONS` (default 4), `BENCH_USERS` (users of the gRPC workspace, default 2000),
-//! `BENCH_GRPC=0` (the in-process comparison only).
+//! Run: `cargo bench -p roster-tests --bench authz --features casbin` (h2load from Debian's
+//! `nghttp2-client` for 2 and 3). Settings: `BENCH_SECONDS` (per gRPC phase, default 10),
+//! `BENCH_USERS` (users of the gRPC workspace, default 2000), `BENCH_GRPC=0` (1 only),
+//! `BENCH_IN_PROCESS=0` (2 to 4 only).
 
 use casbin::prelude::*;
 use roster_authz::{Directory, Grants, Permission, Role, RoleKind, Scope};
@@ -24,11 +24,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{CpuClock, closed_loop, median, pin, setting};
+use common::{CpuClock, closed_loop, median, setting};
 
 /// A small deterministic generator, so both sides see the same data and requests.
 struct Lcg(u64);
@@ -44,78 +43,48 @@ impl Lcg {
     }
 }
 
+/// How many times each size is timed; the sizes take turns, and each figure is the median.
+const REPETITIONS: usize = 21;
+
+/// Checks per timing.
+const CALLS: usize = 1_000_000;
+
 fn main() {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     println!("machine: {cores} cores");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    let small = runtime.block_on(InProcess::prepare(10_000, 1_000));
-    let large = runtime.block_on(InProcess::prepare(100_000, 10_000));
-    // This virtual machine's timings wander, by up to half for the same code and for seconds at
-    // a time (its host runs other machines). So roster and the floor are timed in many short
-    // repetitions, the two sizes back to back in each (in turns, first one then the other), and
-    // growth is the median of each repetition's ratio: a slow spell lifts both sides of a ratio
-    // alike. The fastest and the median timing of each size are printed too. casbin is a hundred
-    // thousand times slower; one timing of it is plenty.
-    let (mut roster, mut floor) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
-    for repetition in 0..REPETITIONS {
-        let order = if repetition % 2 == 0 { [0, 1] } else { [1, 0] };
-        for i in order {
-            let case = [&small, &large][i];
-            roster[i].push(case.time_roster());
-            floor[i].push(case.time_floor());
-        }
+    if setting("BENCH_IN_PROCESS", 1) != 0 {
+        in_process(&runtime);
     }
-    let paired =
-        |[small, large]: &[Vec<f64>; 2]| median(small.iter().zip(large).map(|(small, large)| large / small).collect());
-    let (roster_growth, floor_growth) = (paired(&roster), paired(&floor));
-    let [roster_small, roster_large] = roster.map(Spread::of);
-    let [floor_small, floor_large] = floor.map(Spread::of);
-    for (name, case, roster, floor) in
-        [("10k/1k", &small, &roster_small, &floor_small), ("100k/10k", &large, &roster_large, &floor_large)]
-    {
-        println!(
-            "in-process {name} ({} casbin policies): roster {:.1} ns/check median of {REPETITIONS}, {:.1} fastest; \
-             casbin {:.0} ns/check; ratio {:.1e} (target <= 0.05); a plain HashMap<u128, u32> lookup of that size \
-             {:.1} ns median, {:.1} fastest",
-            case.policies,
-            roster.median,
-            roster.fastest,
-            case.casbin,
-            roster.median / case.casbin,
-            floor.median,
-            floor.fastest,
-        );
-    }
-    println!(
-        "in-process: growth from 10k/1k to 100k/10k: roster {roster_growth:.2}x, the median of {REPETITIONS} paired \
-         ratios (target <= 1.5x; of the medians {:.2}x, of the fastest {:.2}x); casbin {:.1}x (one timing each); \
-         plain HashMap lookup {floor_growth:.2}x",
-        roster_large.median / roster_small.median,
-        roster_large.fastest / roster_small.fastest,
-        large.casbin / small.casbin,
-    );
     if setting("BENCH_GRPC", 1) != 0 {
         runtime.block_on(over_grpc());
     }
 }
 
-/// How many times roster's checks and the floor are timed at each size.
-const REPETITIONS: usize = 201;
-
-/// Calls per timing: a few milliseconds, shorter than the machine's slow spells.
-const CALLS: usize = 200_000;
-
-/// The fastest and the median of repeated timings.
-struct Spread {
-    fastest: f64,
-    median: f64,
-}
-
-impl Spread {
-    fn of(timings: Vec<f64>) -> Self {
-        let fastest = timings.iter().copied().fold(f64::INFINITY, f64::min);
-        Self { fastest, median: median(timings) }
+/// 1: roster's directory and casbin's enforcer, at both sizes.
+fn in_process(runtime: &tokio::runtime::Runtime) {
+    let small = runtime.block_on(InProcess::prepare(10_000, 1_000));
+    let large = runtime.block_on(InProcess::prepare(100_000, 10_000));
+    let mut timings = [Vec::new(), Vec::new()];
+    for _ in 0..REPETITIONS {
+        timings[0].push(small.time_roster());
+        timings[1].push(large.time_roster());
     }
+    let [small_ns, large_ns] = timings.map(median);
+    for (name, case, roster) in [("10k/1k", &small, small_ns), ("100k/10k", &large, large_ns)] {
+        println!(
+            "in-process {name} ({} casbin policies): roster {roster:.1} ns/check (median of {REPETITIONS}), casbin {:.0} \
+             ns/check, ratio {:.1e} (target <= 0.05)",
+            case.policies,
+            case.casbin,
+            roster / case.casbin,
+        );
+    }
+    println!(
+        "in-process growth from 10k/1k to 100k/10k: roster {:.2}x (target <= 1.5x), casbin {:.1}x",
+        large_ns / small_ns,
+        large.casbin / small.casbin,
+    );
 }
 
 /// One size of the in-process comparison: roster's directory and casbin's enforcer on the same
@@ -125,16 +94,12 @@ struct InProcess {
     requests: Vec<(String, Permission)>,
     policies: usize,
     casbin: f64,
-    /// The floor: a plain std HashMap of the same size, and random keys of it. It is on ordinary
-    /// pages, where the directory's table of 100k members is on huge pages.
-    plain: std::collections::HashMap<u128, u32>,
-    keys: Vec<u128>,
 }
 
 impl InProcess {
     async fn prepare(users: usize, roles: usize) -> Self {
         let mut rng = Lcg(42);
-        // Each role grants 3..=8 random unscoped-or-ALL permissions, as an admin screen would.
+        // Each role grants 3..=8 random permissions, as an admin screen would.
         let role_grants: Vec<Vec<Permission>> = (0..roles)
             .map(|_| (0..3 + rng.below(6)).map(|_| Permission::ALL[rng.below(Permission::ALL.len())]).collect())
             .collect();
@@ -192,62 +157,17 @@ impl InProcess {
         });
         assert!(agree, "roster and casbin disagree on the equivalent model");
         let casbin_calls = (2_000_000 / policy_count.max(1)).clamp(50, 100_000);
-        let casbin = time_per_call(&requests, 1000, casbin_calls, |(user, p)| {
+        let casbin = time_per_call(&requests, casbin_calls, |(user, p)| {
             black_box(enforcer.enforce((user.as_str(), p.feature().as_str(), p.action())).expect("enforce"));
         });
-
-        let plain = (0..users).map(|u| (u as u128 * 7919, u as u32)).collect();
-        let keys = (0..10_000).map(|_| rng.below(users) as u128 * 7919).collect();
-        Self { directory, requests, policies: policy_count, casbin, plain, keys }
+        Self { directory, requests, policies: policy_count, casbin }
     }
 
     /// Nanoseconds per check by roster's directory.
     fn time_roster(&self) -> f64 {
-        time_per_call(&self.requests, self.requests.len(), CALLS, |(user, p)| {
+        time_per_call(&self.requests, CALLS, |(user, p)| {
             black_box(self.directory.check(user, *p, None).expect("member").allowed);
         })
-    }
-
-    /// Nanoseconds per lookup of a random key in the plain map.
-    fn time_floor(&self) -> f64 {
-        time_per_call(&self.keys, self.keys.len(), CALLS, |key| {
-            black_box(self.plain.get(key));
-        })
-    }
-}
-
-/// Calls answered, wall time and the server's CPU time over a closed loop, or a sum of them.
-#[derive(Default)]
-struct Second {
-    calls: u64,
-    elapsed: f64,
-    cpu: f64,
-}
-
-impl Second {
-    /// One second of `call` from `concurrency` clients.
-    async fn of<F, Fut>(channels: &[Channel], concurrency: usize, cpu: &CpuClock, call: F) -> Self
-    where
-        F: Fn(Channel, usize) -> Fut + Send + Sync + 'static,
-        Fut: std::future::Future<Output = ()> + Send,
-    {
-        let before = cpu.seconds();
-        let load = closed_loop(channels, concurrency, 1, call).await;
-        Self { calls: load.calls, elapsed: load.elapsed.as_secs_f64(), cpu: cpu.seconds() - before }
-    }
-
-    fn add(&mut self, other: &Second) {
-        self.calls += other.calls;
-        self.elapsed += other.elapsed;
-        self.cpu += other.cpu;
-    }
-
-    fn rate(&self) -> f64 {
-        self.calls as f64 / self.elapsed
-    }
-
-    fn cpu_per_call(&self) -> f64 {
-        self.cpu / self.calls as f64
     }
 }
 
@@ -256,11 +176,9 @@ fn user_id(n: usize) -> String {
     format!("{:032x}", (n as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835))
 }
 
-/// Nanoseconds per call of `f` over `calls` requests in turn, after a warm-up on the first `warm`.
-fn time_per_call<T>(requests: &[T], warm: usize, calls: usize, mut f: impl FnMut(&T)) -> f64 {
-    for request in requests.iter().take(warm) {
-        f(request);
-    }
+/// Nanoseconds per call of `f` over `calls` requests in turn, after one warm-up call per request.
+fn time_per_call<T>(requests: &[T], calls: usize, mut f: impl FnMut(&T)) -> f64 {
+    requests.iter().for_each(&mut f);
     let started = Instant::now();
     for i in 0..calls {
         f(&requests[i % requests.len()]);
@@ -270,8 +188,6 @@ fn time_per_call<T>(requests: &[T], warm: usize, calls: usize, mut f: impl FnMut
 
 async fn over_grpc() {
     let seconds = setting("BENCH_SECONDS", 10);
-    let concurrency = setting("BENCH_CONCURRENCY", 32) as usize;
-    let connections = setting("BENCH_CONNECTIONS", 4) as usize;
     let users = setting("BENCH_USERS", 2000) as usize;
 
     // The in-process server only prepares the data; the load goes to a separate release process.
@@ -282,10 +198,7 @@ async fn over_grpc() {
         let request = pb::CreateRoleRequest {
             workspace_id: acme.id.clone(),
             name: format!("Role {i}"),
-            grants: vec![
-                pb::Grant { permission: "contacts.read".into(), scope: pb::Scope::All as i32 },
-                pb::Grant { permission: "templates.read".into(), scope: pb::Scope::Unspecified as i32 },
-            ],
+            grants: grants(false),
             ..Default::default()
         };
         role_ids.push(app.roles().create_role(service(request)).await.expect("role").into_inner().role.expect("r").id);
@@ -318,13 +231,63 @@ async fn over_grpc() {
 
     let peer = app.spawn_peer_process().await;
     let cpu = CpuClock::of(peer.pid().expect("the server runs"));
-    let channels: Vec<Channel> =
-        (0..connections).map(|_| Channel::from_shared(peer.uri.clone()).expect("uri").connect_lazy()).collect();
-    let workspace_id = Arc::new(acme.id.clone());
-    let user_ids = Arc::new(user_ids);
+    let workspace_id = acme.id.clone();
 
-    let check = {
-        let (workspace_id, user_ids) = (workspace_id.clone(), user_ids.clone());
+    // 2 and 3 with h2load, a load tool in C whose own cost per call is small and the same for
+    // every body: pre-encoded requests, the same headers, connections and streams.
+    match H2load::find() {
+        Some(h2) => {
+            let uri = &peer.uri;
+            let check = |i: usize| pb::PermissionCheck {
+                user_id: user_ids[i % user_ids.len()].clone(),
+                permission: "contacts.read".into(),
+                resource: None,
+            };
+            let one = pb::CheckPermissionRequest {
+                workspace_id: workspace_id.clone(),
+                user_id: user_ids[0].clone(),
+                permission: "contacts.read".into(),
+                resource: None,
+            };
+            let hundred = pb::CheckPermissionsRequest {
+                workspace_id: workspace_id.clone(),
+                checks: (0..100).map(check).collect(),
+            };
+            let health = tonic_health::pb::HealthCheckRequest::default();
+            // Warm up the connection paths and the server's copy of the workspace.
+            h2.rate(uri, "/grpc.health.v1.Health/Check", &health, 1);
+            h2.rate(uri, "/roster.v1.AuthorizationService/CheckPermission", &one, 1);
+            let health_rate = h2.rate(uri, "/grpc.health.v1.Health/Check", &health, seconds);
+            let before = cpu.seconds();
+            let check_rate = h2.rate(uri, "/roster.v1.AuthorizationService/CheckPermission", &one, seconds);
+            let check_cpu = (cpu.seconds() - before) / (check_rate * seconds as f64);
+            let before = cpu.seconds();
+            let batch_rate = h2.rate(uri, "/roster.v1.AuthorizationService/CheckPermissions", &hundred, seconds);
+            let batch_cpu = (cpu.seconds() - before) / (batch_rate * seconds as f64);
+            println!(
+                "h2load throughput ({} connections x {} streams, {seconds} s each): Health/Check {health_rate:.0}/s, \
+                 CheckPermission {check_rate:.0}/s, ratio {:.2} (target >= 0.8)",
+                H2load::CONNECTIONS,
+                H2load::STREAMS,
+                check_rate / health_rate
+            );
+            println!(
+                "h2load batch: server CPU per call: CheckPermission {:.1} µs, CheckPermissions x100 {:.1} µs, ratio \
+                 {:.2} (target <= 3); calls/s {check_rate:.0} and {batch_rate:.0}",
+                check_cpu * 1e6,
+                batch_cpu * 1e6,
+                batch_cpu / check_cpu
+            );
+        }
+        None => println!("h2load: not installed (apt-get install nghttp2-client); throughput and batch skipped"),
+    }
+
+    // 4. p99 with and without a role change every second, at a concurrency below saturation so
+    // that queueing does not dominate it.
+    let channels: Vec<Channel> =
+        (0..4).map(|_| Channel::from_shared(peer.uri.clone()).expect("uri").connect_lazy()).collect();
+    let call = {
+        let (workspace_id, user_ids) = (Arc::new(workspace_id.clone()), Arc::new(user_ids));
         move |channel: Channel, n: usize| {
             let request = service(pb::CheckPermissionRequest {
                 workspace_id: workspace_id.to_string(),
@@ -339,176 +302,26 @@ async fn over_grpc() {
             }
         }
     };
-    // The same client configuration for both: the service key's header goes with every call.
-    let health = |channel: Channel, _n: usize| async move {
-        let request = service(HealthCheckRequest { service: String::new() });
-        HealthClient::new(channel).check(request).await.expect("health");
-    };
-
-    // Warm up both paths (connections, the peer's cache).
-    closed_loop(&channels, concurrency, 1, check.clone()).await;
-    closed_loop(&channels, concurrency, 1, health).await;
-
-    let health_load = closed_loop(&channels, concurrency, seconds, health).await;
-    let check_load = closed_loop(&channels, concurrency, seconds, check.clone()).await;
-    println!(
-        "grpc throughput ({concurrency} clients, {connections} connections, {seconds} s each): Health/Check {:.0}/s, \
-         CheckPermission {:.0}/s, ratio {:.2} (target >= 0.8)",
-        health_load.rate(),
-        check_load.rate(),
-        check_load.rate() / health_load.rate()
-    );
-
-    // 2 and 3 again with h2load, a load tool in C whose own cost per call is small and the same
-    // for every body: pre-encoded requests, the same header set, connections and streams.
-    if let Some(h2) = H2load::find() {
-        let uri = &peer.uri;
-        let one = pb::CheckPermissionRequest {
-            workspace_id: workspace_id.to_string(),
-            user_id: user_ids[0].clone(),
-            permission: "contacts.read".into(),
-            resource: None,
-        };
-        let hundred = pb::CheckPermissionsRequest {
-            workspace_id: workspace_id.to_string(),
-            checks: (0..100)
-                .map(|i| pb::PermissionCheck {
-                    user_id: user_ids[i % user_ids.len()].clone(),
-                    permission: "contacts.read".into(),
-                    resource: None,
-                })
-                .collect(),
-        };
-        let health_rate = h2.rate(uri, "/grpc.health.v1.Health/Check", &HealthCheckRequest::default(), seconds);
-        let before = cpu.seconds();
-        let check_rate = h2.rate(uri, "/roster.v1.AuthorizationService/CheckPermission", &one, seconds);
-        let check_cpu = (cpu.seconds() - before) / (check_rate * seconds as f64);
-        let before = cpu.seconds();
-        let batch_rate = h2.rate(uri, "/roster.v1.AuthorizationService/CheckPermissions", &hundred, seconds);
-        let batch_cpu = (cpu.seconds() - before) / (batch_rate * seconds as f64);
-        println!(
-            "h2load ({} connections x {} streams, {seconds} s each): Health/Check {health_rate:.0}/s, CheckPermission \
-             {check_rate:.0}/s, ratio {:.2} (target >= 0.8)",
-            h2.connections,
-            h2.streams,
-            check_rate / health_rate
-        );
-        println!(
-            "h2load batch: CheckPermission {check_rate:.0}/s, CheckPermissions x100 {batch_rate:.0}/s, cost ratio {:.2} \
-             (target <= 3); server CPU per call {:.1} µs and {:.1} µs, ratio {:.2}",
-            check_rate / batch_rate,
-            check_cpu * 1e6,
-            batch_cpu * 1e6,
-            batch_cpu / check_cpu
-        );
-    } else {
-        println!("h2load: not installed (apt-get install nghttp2-client); skipped");
-    }
-
-    // 3. Batch cost: sequential calls from one client, time per call.
-    let batch = {
-        let (workspace_id, user_ids) = (workspace_id.clone(), user_ids.clone());
-        move |channel: Channel, n: usize| {
-            let checks = (0..100)
-                .map(|i| pb::PermissionCheck {
-                    user_id: user_ids[(n * 100 + i) % user_ids.len()].clone(),
-                    permission: "contacts.read".into(),
-                    resource: None,
-                })
-                .collect();
-            let request = service(pb::CheckPermissionsRequest { workspace_id: workspace_id.to_string(), checks });
-            async move {
-                let mut client = pb::authorization_service_client::AuthorizationServiceClient::new(channel);
-                let results = client.check_permissions(request).await.expect("batch").into_inner().results;
-                assert_eq!(results.len(), 100);
-            }
-        }
-    };
-    let one_seq = closed_loop(&channels[..1], 1, seconds, check.clone()).await;
-    let batch_seq = closed_loop(&channels[..1], 1, seconds, batch.clone()).await;
-    let (one, hundred) = (
-        one_seq.elapsed.as_secs_f64() / one_seq.calls as f64,
-        batch_seq.elapsed.as_secs_f64() / batch_seq.calls as f64,
-    );
-    println!(
-        "grpc batch (1 client, sequential): CheckPermission {:.1} µs/call, CheckPermissions x100 {:.1} µs/call, ratio {:.2} (target <= 3)",
-        one * 1e6,
-        hundred * 1e6,
-        hundred / one
-    );
-    // At saturation the load generator shares the two cores with the server, so calls per second
-    // also count the client decoding 100 answers; the server's own CPU time per call does not.
-    // Each is run for one second at a time, in turns (which goes first alternating), `seconds`
-    // times: a slow spell of the machine weighs on both sides of a pair alike, and the ratio is
-    // also given as the median of the pairs'.
-    let saturated = async |setup: &str| {
-        let (mut one, mut hundred, mut ratios) = (Second::default(), Second::default(), Vec::new());
-        for round in 0..seconds.max(1) {
-            let (a, b) = if round % 2 == 0 {
-                let a = Second::of(&channels, concurrency, &cpu, check.clone()).await;
-                (a, Second::of(&channels, concurrency, &cpu, batch.clone()).await)
-            } else {
-                let b = Second::of(&channels, concurrency, &cpu, batch.clone()).await;
-                (Second::of(&channels, concurrency, &cpu, check.clone()).await, b)
-            };
-            ratios.push(b.cpu_per_call() / a.cpu_per_call());
-            one.add(&a);
-            hundred.add(&b);
-        }
-        println!(
-            "grpc batch ({concurrency} clients{setup}, {seconds} pairs of 1 s): CheckPermission {:.0} calls/s, \
-             CheckPermissions x100 {:.0} calls/s, cost ratio {:.2}; server CPU per call {:.1} µs and {:.1} µs, ratio \
-             {:.2}, median of the pairs {:.2} (target <= 3)",
-            one.rate(),
-            hundred.rate(),
-            one.rate() / hundred.rate(),
-            one.cpu_per_call() * 1e6,
-            hundred.cpu_per_call() * 1e6,
-            hundred.cpu_per_call() / one.cpu_per_call(),
-            median(ratios),
-        );
-    };
-    saturated("").await;
-    // The same with the server on one core and the load generator on the other, so neither's
-    // work (the generator encodes 100 items and decodes 100 answers per batch) lands in the
-    // other's caches or time slices.
-    let server = peer.pid().expect("the server runs");
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cpus >= 2 && pin(server, "1") && pin(std::process::id(), "0") {
-        saturated(", server pinned to CPU 1, generator to CPU 0").await;
-        let all = format!("0-{}", cpus - 1);
-        assert!(pin(server, &all) && pin(std::process::id(), &all), "unpin");
-    } else {
-        println!("grpc batch, pinned: skipped (needs two CPUs and taskset)");
-    }
-
-    // 4. p99 with and without a role change every second. Latency is measured at a fixed
-    // concurrency below saturation, so queueing does not dominate it.
-    let quiet = closed_loop(&channels, 8, seconds, check.clone()).await;
+    closed_loop(&channels, 8, 1, call.clone()).await;
+    let quiet = closed_loop(&channels, 8, seconds, call.clone()).await;
     let churning = Arc::new(AtomicBool::new(true));
     let churn = {
         let churning = churning.clone();
-        let channel = channels[0].clone();
-        let workspace_id = workspace_id.clone();
-        let role_id = role_ids[0].clone();
+        let mut client = pb::role_service_client::RoleServiceClient::new(channels[0].clone());
+        let (workspace_id, role_id) = (workspace_id.clone(), role_ids[0].clone());
         tokio::spawn(async move {
-            let mut client = pb::role_service_client::RoleServiceClient::new(channel);
             let mut changes = 0u32;
             let mut ticker = tokio::time::interval(Duration::from_secs(1));
             while churning.load(Ordering::Relaxed) {
                 ticker.tick().await;
                 // Toggle a grant the checks do not use, so every check still answers the same.
-                let mut grants = vec![
-                    pb::Grant { permission: "contacts.read".into(), scope: pb::Scope::All as i32 },
-                    pb::Grant { permission: "templates.read".into(), scope: pb::Scope::Unspecified as i32 },
-                ];
-                if changes.is_multiple_of(2) {
-                    grants
-                        .push(pb::Grant { permission: "analytics.read".into(), scope: pb::Scope::Unspecified as i32 });
-                }
                 let request = service(pb::UpdateRoleRequest {
-                    workspace_id: workspace_id.to_string(),
-                    role: Some(pb::Role { id: role_id.clone(), grants, ..Default::default() }),
+                    workspace_id: workspace_id.clone(),
+                    role: Some(pb::Role {
+                        id: role_id.clone(),
+                        grants: grants(changes.is_multiple_of(2)),
+                        ..Default::default()
+                    }),
                     update_mask: Some(prost_types::FieldMask { paths: vec!["grants".into()] }),
                 });
                 client.update_role(request).await.expect("update role");
@@ -517,43 +330,53 @@ async fn over_grpc() {
             changes
         })
     };
-    let busy = closed_loop(&channels, 8, seconds, check).await;
+    let busy = closed_loop(&channels, 8, seconds, call).await;
     churning.store(false, Ordering::Relaxed);
     let changes = churn.await.expect("churn");
+    let micros = |d: Duration| d.as_secs_f64() * 1e6;
     println!(
-        "grpc p99 (8 clients): without changes {:.0} µs (p50 {:.0} µs), with {changes} role changes at 1/s {:.0} µs (p50 {:.0} µs), \
-         ratio {:.2} (target <= 1.5)",
-        quiet.percentile(0.99).as_secs_f64() * 1e6,
-        quiet.percentile(0.5).as_secs_f64() * 1e6,
-        busy.percentile(0.99).as_secs_f64() * 1e6,
-        busy.percentile(0.5).as_secs_f64() * 1e6,
+        "grpc p99 (8 clients): without changes {:.0} µs (p50 {:.0} µs), with {changes} role changes at 1/s {:.0} µs \
+         (p50 {:.0} µs), ratio {:.2} (target <= 1.5)",
+        micros(quiet.percentile(0.99)),
+        micros(quiet.percentile(0.5)),
+        micros(busy.percentile(0.99)),
+        micros(busy.percentile(0.5)),
         busy.percentile(0.99).as_secs_f64() / quiet.percentile(0.99).as_secs_f64()
     );
     drop(peer);
     let _ = app.stop().await;
 }
 
+/// The bench roles' grants: what the checks ask for, and a grant they do not use when `extra`.
+fn grants(extra: bool) -> Vec<pb::Grant> {
+    let mut grants = vec![
+        pb::Grant { permission: "contacts.read".into(), scope: pb::Scope::All as i32 },
+        pb::Grant { permission: "templates.read".into(), scope: pb::Scope::Unspecified as i32 },
+    ];
+    if extra {
+        grants.push(pb::Grant { permission: "analytics.read".into(), scope: pb::Scope::Unspecified as i32 });
+    }
+    grants
+}
+
 /// h2load (Debian's nghttp2-client) driving a unary gRPC call with a pre-encoded body.
 struct H2load {
-    connections: usize,
-    streams: usize,
     dir: tempfile::TempDir,
 }
 
 impl H2load {
+    const CONNECTIONS: usize = 4;
+    const STREAMS: usize = 8;
+
     fn find() -> Option<Self> {
         let found = std::process::Command::new("h2load").arg("--version").output().is_ok_and(|o| o.status.success());
-        found.then(|| Self {
-            connections: setting("BENCH_CONNECTIONS", 4) as usize,
-            streams: (setting("BENCH_CONCURRENCY", 32) / setting("BENCH_CONNECTIONS", 4)).max(1) as usize,
-            dir: tempfile::tempdir().expect("temporary directory"),
-        })
+        found.then(|| Self { dir: tempfile::tempdir().expect("temporary directory") })
     }
 
-    /// Requests per second of `path` with `message` for `seconds` (the server is warm already).
-    /// h2load counts HTTP 200 as success and does not show gRPC trailers, so the body is first
-    /// checked to get an answer with data (an error is a trailers-only answer, without), and the
-    /// run must then receive that many data bytes for every call done.
+    /// Requests per second of `path` with `message` for `seconds`. h2load counts HTTP 200 as
+    /// success and does not show gRPC trailers, so one call first checks that the body gets an
+    /// answer with data (an error is a trailers-only answer), and the run must then receive that
+    /// many data bytes for every call done.
     fn rate(&self, uri: &str, path: &str, message: &impl prost::Message, seconds: u64) -> f64 {
         let payload = message.encode_to_vec();
         let mut body = vec![0u8];
@@ -564,14 +387,15 @@ impl H2load {
         let run = |duration: Option<u64>| {
             let mut command = std::process::Command::new("h2load");
             command
-                .args(["-c", &self.connections.to_string(), "-m", &self.streams.to_string()])
                 .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
                 .args(["-H", &format!("authorization: Bearer {SERVICE_KEY}")])
                 .arg("-d")
                 .arg(&file);
             match duration {
-                Some(d) => command.args(["-D", &d.to_string()]),
-                None => command.args(["-n", "1", "-c", "1", "-m", "1", "-v"]),
+                Some(d) => command
+                    .args(["-c", &Self::CONNECTIONS.to_string(), "-m", &Self::STREAMS.to_string()])
+                    .args(["-D", &d.to_string()]),
+                None => command.args(["-n", "1", "-c", "1", "-m", "1"]),
             };
             let output = command.arg(format!("{uri}{path}")).output().expect("run h2load");
             String::from_utf8_lossy(&output.stdout).into_owned()

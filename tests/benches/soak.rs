@@ -31,12 +31,10 @@ struct Sample {
     rss: u64,
     /// Threads: each open SQLite connection runs on one of its own, so they show the pool's growth.
     threads: u64,
-    /// SQLite's own memory, KiB, from the metrics; `None` on PostgreSQL.
-    sqlite: Option<u64>,
 }
 
-/// A sample at `at` into the run, from `/proc/<pid>/status` and the server's metrics.
-async fn sample(peer: &PeerProcess, at: Duration) -> Sample {
+/// A sample at `at` into the run, from `/proc/<pid>/status`.
+fn sample(peer: &PeerProcess, at: Duration) -> Sample {
     let pid = peer.pid().expect("running");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
     let field = |name: &str| -> u64 {
@@ -46,10 +44,7 @@ async fn sample(peer: &PeerProcess, at: Duration) -> Sample {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or_else(|| panic!("{name} in /proc/<pid>/status"))
     };
-    let scrape = metrics::scrape(peer.metrics_addr).await;
-    let sqlite =
-        scrape.has("roster_sqlite_memory_bytes").then(|| scrape.sum("roster_sqlite_memory_bytes", &[]) as u64 / 1024);
-    Sample { at: at.as_secs(), rss: field("VmRSS:"), threads: field("Threads:"), sqlite }
+    Sample { at: at.as_secs(), rss: field("VmRSS:"), threads: field("Threads:") }
 }
 
 struct Fixture {
@@ -199,7 +194,7 @@ async fn run() {
     for n in (0..u64::MAX).filter(|n| wanted(*n)).take(total as usize) {
         tick.tick().await;
         if started.elapsed() >= next_sample {
-            samples.push(sample(&peer, started.elapsed()).await);
+            samples.push(sample(&peer, started.elapsed()));
             next_sample += Duration::from_secs(30);
         }
         let permit = in_flight.clone().acquire_owned().await.expect("semaphore");
@@ -217,7 +212,7 @@ async fn run() {
     }
     let _ = in_flight.acquire_many(256).await;
     let elapsed = started.elapsed();
-    samples.push(sample(&peer, elapsed).await);
+    samples.push(sample(&peer, elapsed));
 
     let mut latencies = std::mem::take(&mut *latencies.lock().expect("lock"));
     latencies.sort();
@@ -243,9 +238,8 @@ async fn run() {
         (last.rss as f64 - first.rss as f64) / first.rss as f64 * 100.0,
         max
     );
-    println!("soak: samples (s, RSS KiB, threads, SQLite KiB):");
+    println!("soak: samples (s, RSS KiB, threads):");
     for s in &samples {
-        let sqlite = s.sqlite.map_or_else(|| "-".to_owned(), |kib| kib.to_string());
-        println!("  {:>5} {:>7} {:>3} {:>6}", s.at, s.rss, s.threads, sqlite);
+        println!("  {:>5} {:>7} {:>3}", s.at, s.rss, s.threads);
     }
 }

@@ -42,9 +42,17 @@ pub enum Reason<'a> {
 }
 
 impl Reason<'_> {
-    /// The reason in words, as pieces to join: "role Agent grants contacts.read with scope ASSIGNED".
-    /// An encoder writes them without joining them first; `Display` writes them in turn.
-    pub fn pieces(&self) -> [&str; 5] {
+    /// The reason in words: "role Agent grants contacts.read with scope ASSIGNED", in one
+    /// allocation of its exact size (a batch of checks writes one per item).
+    pub fn explanation(&self) -> String {
+        let pieces = self.pieces();
+        let mut text = String::with_capacity(pieces.iter().map(|piece| piece.len()).sum());
+        pieces.iter().for_each(|piece| text.push_str(piece));
+        text
+    }
+
+    /// The explanation's pieces, in order.
+    fn pieces(&self) -> [&str; 5] {
         match *self {
             Reason::Granted { role, permission, scope } => [
                 "role ",

@@ -2,7 +2,6 @@
 
 use crate::catalog::{Permission, Scope};
 use crate::decide::{Decision, Resource, decide_with};
-use crate::huge::HugePages;
 use crate::role::{Grants, Role, RoleKind};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
@@ -32,19 +31,14 @@ impl MemberRef<'_> {
 /// One workspace's roles and members: the built-in roles, its custom roles, and each user's role
 /// and status. A check is one hash lookup and [`crate::decide`]; it allocates nothing.
 ///
-/// Members are keyed by their id's 32 bytes when it has 32, as every id Roster issues does: the
-/// key sits in the table itself, and since the ids are random and issued by the server (never
-/// chosen by a caller), a multiply-and-fold of the bytes is a good enough hash. Other ids (only in
-/// tests) go to an ordinary map.
-///
-/// The table of those keys comes from `HugePages` (huge.rs): from 2 MB on (about 14,300 members)
-/// its entries lie on transparent huge pages, so that checks in a big workspace do not also miss
-/// the TLB.
+/// Members are keyed by their id's 32 bytes, inline in the table: every user id Roster issues is
+/// 32 hex digits, and an id of any other length is nobody's. The ids are random and issued by the
+/// server, never chosen by a caller, so a multiply-and-fold of their bytes is hash enough.
 ///
 /// Each member's entry also holds a copy of their role's grants and the index of the role's name,
-/// so a check reads the entry (one cache line) and a small array of names, never the role itself:
-/// with 100,000 users and 10,000 roles, the roles no longer fit in a core's cache, and reading one
-/// per check was most of what made checks slower in bigger workspaces.
+/// so a check reads the entry and a small array of names, never the role itself: with 100,000
+/// users and 10,000 roles, the roles no longer fit in a core's cache, and reading one per check
+/// was most of what made checks slower in bigger workspaces.
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
     roles: HashMap<String, Arc<Role>>,
@@ -54,13 +48,52 @@ pub struct Directory {
     names: Vec<Box<str>>,
     /// The index of each role in `held`, by its id.
     index: HashMap<String, u32>,
-    members: hashbrown::HashMap<IdKey, Entry, BuildHasherDefault<IdHasher>, HugePages>,
-    other_members: HashMap<String, Entry>,
+    members: HashMap<IdKey, Entry, BuildHasherDefault<IdHasher>>,
 }
 
-/// A member as checks read them. With its 32-byte key it fills one 64-byte cache line.
+/// A member's id, inline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct IdKey([u8; 32]);
+
+impl IdKey {
+    fn of(id: &str) -> Option<Self> {
+        id.as_bytes().try_into().ok().map(IdKey)
+    }
+}
+
+impl Hash for IdKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let fold = self.0.chunks_exact(8).fold(0u64, |hash, chunk| {
+            let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+            (hash.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95)
+        });
+        state.write_u64(fold);
+    }
+}
+
+/// Passes an [`IdKey`]'s hash through.
+#[derive(Debug, Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // IdKey writes one u64; FNV-1a keeps this correct for anything else.
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+}
+
+/// A member as checks read them.
 #[derive(Debug, Clone, Copy)]
-#[repr(align(32))]
 struct Entry {
     /// The role's grants as bit sets over the catalog: granted, and granted with scope ALL.
     granted: u64,
@@ -78,49 +111,6 @@ impl Entry {
             (true, true) => Some(Scope::All),
             (true, false) => Some(Scope::Assigned),
         }
-    }
-}
-
-/// A 32-byte id, stored inline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct IdKey([u8; 32]);
-
-impl IdKey {
-    fn of(id: &str) -> Option<Self> {
-        id.as_bytes().try_into().ok().map(IdKey)
-    }
-}
-
-impl Hash for IdKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        let mut hash = 0u64;
-        for chunk in self.0.chunks_exact(8) {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            hash = (hash.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(0x517c_c1b7_2722_0a95);
-        }
-        state.write_u64(hash);
-    }
-}
-
-/// Passes an [`IdKey`]'s hash through.
-#[derive(Debug, Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // IdKey only writes a u64; FNV-1a keeps this correct for anything else.
-        for byte in bytes {
-            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-
-    fn write_u64(&mut self, hash: u64) {
-        self.0 = hash;
     }
 }
 
@@ -146,15 +136,12 @@ impl Directory {
 
     /// Adds a member, or changes their role or status, in place: what applying a change read
     /// since the directory was built takes. A role the directory does not know grants nothing, as
-    /// in [`Directory::new`].
+    /// in [`Directory::new`]. An id that is not 32 bytes long is nobody's, and is left out.
     pub fn set_member(&mut self, user_id: &str, role_id: &str, active: bool) {
+        let Some(key) = IdKey::of(user_id) else { return };
         let role = self.role_index(role_id);
         let (granted, all) = self.held[role as usize].grants.bits();
-        let entry = Entry { granted, all, role, active };
-        match IdKey::of(user_id) {
-            Some(key) => self.members.insert(key, entry),
-            None => self.other_members.insert(user_id.to_owned(), entry),
-        };
+        self.members.insert(key, Entry { granted, all, role, active });
     }
 
     /// The index in `held` of the role `role_id`, adding it on first use.
@@ -176,10 +163,7 @@ impl Directory {
     }
 
     fn entry(&self, user_id: &str) -> Option<&Entry> {
-        match IdKey::of(user_id) {
-            Some(key) => self.members.get(&key),
-            None => self.other_members.get(user_id),
-        }
+        self.members.get(&IdKey::of(user_id)?)
     }
 
     /// A member of the workspace.
@@ -189,7 +173,7 @@ impl Directory {
 
     /// How many users and roles it holds.
     pub fn len(&self) -> (usize, usize) {
-        (self.members.len() + self.other_members.len(), self.roles.len())
+        (self.members.len(), self.roles.len())
     }
 
     /// May `user_id` use `permission` (on `resource`)? The same answer as [`crate::decide`] with
@@ -244,6 +228,10 @@ mod tests {
     use roster_identity::BuiltinRole;
 
     const MARIA: &str = "0123456789abcdef0123456789abcdef";
+    const ADA: &str = "a0000000000000000000000000000000";
+    const BILL: &str = "b0000000000000000000000000000000";
+    const GONE: &str = "c0000000000000000000000000000000";
+    const ORPHAN: &str = "d0000000000000000000000000000000";
 
     fn directory() -> Directory {
         let billing = Role {
@@ -256,11 +244,11 @@ mod tests {
         Directory::new(
             roles,
             [
-                ("ada".to_owned(), "admin", true),
+                (ADA.to_owned(), "admin", true),
                 (MARIA.to_owned(), "agent", true),
-                ("bill".to_owned(), "r1", true),
-                ("gone".to_owned(), "admin", false),
-                ("orphan".to_owned(), "deleted-role", true),
+                (BILL.to_owned(), "r1", true),
+                (GONE.to_owned(), "admin", false),
+                (ORPHAN.to_owned(), "deleted-role", true),
             ],
         )
     }
@@ -268,42 +256,17 @@ mod tests {
     #[test]
     fn checks_find_the_member_and_decide_with_their_role() {
         let dir = directory();
-        assert!(dir.check("bill", Permission::BillingManage, None).unwrap().allowed);
-        assert!(!dir.check("bill", Permission::UsersRead, None).unwrap().allowed);
-        assert!(dir.check("ada", Permission::AuditRead, None).unwrap().allowed);
+        assert!(dir.check(BILL, Permission::BillingManage, None).unwrap().allowed);
+        assert!(!dir.check(BILL, Permission::UsersRead, None).unwrap().allowed);
+        assert!(dir.check(ADA, Permission::AuditRead, None).unwrap().allowed);
         let mine = Resource { assignee: Some(MARIA) };
         assert!(dir.check(MARIA, Permission::ContactsRead, Some(&mine)).unwrap().allowed);
-        assert_eq!(dir.check("gone", Permission::AuditRead, None).unwrap().reason, Reason::Deactivated);
-        assert_eq!(dir.check("nobody", Permission::AuditRead, None), Err(UnknownUser));
+        assert_eq!(dir.check(GONE, Permission::AuditRead, None).unwrap().reason, Reason::Deactivated);
+        assert_eq!(dir.check("fedcba9876543210fedcba9876543210", Permission::AuditRead, None), Err(UnknownUser));
         // An id differing in case or length is another id.
         assert!(dir.check("0123456789abcdef0123456789abcdeX", Permission::TemplatesRead, None).is_err());
         assert_eq!(dir.check(&MARIA.to_uppercase(), Permission::TemplatesRead, None), Err(UnknownUser));
         assert_eq!(dir.check(&MARIA[1..], Permission::TemplatesRead, None), Err(UnknownUser));
-    }
-
-    /// Past about 14,300 members the table is mapped on huge pages of its own (huge.rs): it grows
-    /// into them, is copied (as the server copies a directory a check still reads) and dropped.
-    #[test]
-    fn a_directory_grown_onto_huge_pages_keeps_every_member_and_copies_whole() {
-        let mut dir = directory();
-        let id = |n: u32| format!("{n:032x}");
-        for n in 0..20_000 {
-            dir.set_member(&id(n), if n % 2 == 0 { "r1" } else { "agent" }, n % 3 != 0);
-        }
-        let mut copy = dir.clone();
-        copy.set_member(&id(7), "admin", true);
-        assert_eq!(dir.len().0, 20_005);
-        for n in (0..20_000).step_by(997) {
-            let billing = dir.check(&id(n), Permission::BillingManage, None).unwrap();
-            assert_eq!(billing.allowed, n % 2 == 0 && n % 3 != 0, "{n}");
-            assert_eq!(copy.check(&id(n), Permission::BillingManage, None).unwrap().allowed, billing.allowed);
-        }
-        assert!(!dir.check(&id(7), Permission::AuditRead, None).unwrap().allowed);
-        assert!(copy.check(&id(7), Permission::AuditRead, None).unwrap().allowed);
-        drop(dir);
-        assert!(
-            copy.check(MARIA, Permission::ContactsRead, Some(&Resource { assignee: Some(MARIA) })).unwrap().allowed
-        );
     }
 
     /// The directory's copy of each role's grants answers exactly as the role does.
@@ -313,7 +276,7 @@ mod tests {
         let dir = directory();
         let mine = Resource { assignee: Some(MARIA) };
         let theirs = Resource { assignee: Some("sam") };
-        for user in ["ada", MARIA, "bill", "gone", "orphan"] {
+        for user in [ADA, MARIA, BILL, GONE, ORPHAN] {
             let member = dir.member(user).expect("member");
             for permission in Permission::ALL {
                 for resource in [None, Some(&mine), Some(&theirs)] {
@@ -325,7 +288,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(std::mem::size_of::<(IdKey, Entry)>(), 64, "one cache line per member");
     }
 
     #[test]
@@ -342,8 +304,8 @@ mod tests {
         assert!(dir.check(sam, Permission::TemplatesRead, None).unwrap().allowed);
         dir.set_member(sam, "agent", false);
         assert_eq!(dir.check(sam, Permission::TemplatesRead, None).unwrap().reason, Reason::Deactivated);
-        dir.set_member("bill", "admin", true);
-        assert!(dir.check("bill", Permission::AuditRead, None).unwrap().allowed);
+        dir.set_member(BILL, "admin", true);
+        assert!(dir.check(BILL, Permission::AuditRead, None).unwrap().allowed);
         // A role it does not know grants nothing.
         dir.set_member(MARIA, "created-since", true);
         assert!(!dir.check(MARIA, Permission::TemplatesRead, None).unwrap().allowed);
@@ -351,10 +313,20 @@ mod tests {
     }
 
     #[test]
+    fn an_id_of_another_length_is_nobody() {
+        let mut dir = directory();
+        dir.set_member("ada", "admin", true);
+        dir.set_member(&format!("{MARIA}0"), "admin", true);
+        assert_eq!(dir.len(), (5, 3));
+        assert_eq!(dir.check("ada", Permission::AuditRead, None), Err(UnknownUser));
+        assert_eq!(dir.check("", Permission::AuditRead, None), Err(UnknownUser));
+    }
+
+    #[test]
     fn a_member_whose_role_vanished_is_granted_nothing() {
         let dir = directory();
         for permission in Permission::ALL {
-            assert!(!dir.check("orphan", *permission, None).unwrap().allowed);
+            assert!(!dir.check(ORPHAN, *permission, None).unwrap().allowed);
         }
         assert_eq!(dir.len(), (5, 3));
     }

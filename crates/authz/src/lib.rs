@@ -12,7 +12,6 @@
 mod catalog;
 mod decide;
 mod directory;
-mod huge;
 mod role;
 mod rules;
 

@@ -2,13 +2,7 @@
 //!
 //! The code is generated at build time from `proto/roster/v1` by protox and tonic-prost-build, so
 //! building needs no system `protoc`. Other Rust services depend on this crate for the clients;
-//! `rosterd` uses the server traits and [`FILE_DESCRIPTOR_SET`] for server reflection, except for
-//! `roster.v1.AuthorizationService`, which it serves through [`batch::authorization_service_server`]
-//! (the same routes and wire format; CheckPermissions without an allocation per decided item).
-//! `v1::authorization_service_server` is still generated but not served.
-
-pub mod batch;
-pub mod codec;
+//! `rosterd` uses the server traits and [`FILE_DESCRIPTOR_SET`] for server reflection.
 
 /// The `roster.v1` package.
 pub mod v1 {

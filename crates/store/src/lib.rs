@@ -235,17 +235,6 @@ impl Store {
         PoolUsage { open, idle: u32::try_from(idle).unwrap_or(u32::MAX) }
     }
 
-    /// The bytes SQLite holds in this process (page caches, prepared statements, schemas), across
-    /// every connection: what [`SQLITE_HEAP_LIMIT`] bounds. `None` on PostgreSQL.
-    pub fn sqlite_memory(&self) -> Option<i64> {
-        match self.db.get_database_backend() {
-            // SAFETY: `sqlite3_memory_used` takes no arguments and reads a counter SQLite keeps
-            // under its own mutex; it may be called at any time from any thread.
-            DbBackend::Sqlite => Some(unsafe { libsqlite3_sys::sqlite3_memory_used() }),
-            _ => None,
-        }
-    }
-
     /// The backend in use, for logs.
     pub fn backend_name(&self) -> &'static str {
         match self.db.get_database_backend() {

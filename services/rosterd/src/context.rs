@@ -155,7 +155,8 @@ where
 
 /// Gives an error status without details (one tonic answered on its own, before any handler) an
 /// `ErrorInfo`. A request body that does not decode is the caller's mistake: INVALID_ARGUMENT,
-/// not the INTERNAL tonic uses.
+/// not the INTERNAL tonic uses. A body over the service's decoding limit is RESOURCE_EXHAUSTED,
+/// the gRPC convention, not the OUT_OF_RANGE tonic uses.
 fn add_error_info(headers: &mut http::HeaderMap) {
     if headers.contains_key("grpc-status-details-bin") {
         return;
@@ -164,6 +165,7 @@ fn add_error_info(headers: &mut http::HeaderMap) {
     let (code, reason) = match status.code() {
         Code::Ok => return,
         Code::Internal => (Code::InvalidArgument, "MALFORMED_REQUEST"),
+        Code::OutOfRange => (Code::ResourceExhausted, "MESSAGE_TOO_LARGE"),
         Code::Unimplemented => (Code::Unimplemented, "METHOD_NOT_FOUND"),
         Code::Cancelled => (Code::Cancelled, "CANCELLED"),
         Code::DeadlineExceeded => (Code::DeadlineExceeded, "DEADLINE_EXCEEDED"),

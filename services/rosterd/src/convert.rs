@@ -4,7 +4,6 @@ use crate::error::Violations;
 use crate::error::invalid;
 use roster_assignment::Strategy;
 use roster_authz::{Decision, Grants, Permission, Reason, Scope};
-use roster_proto::batch::DecisionFields;
 use roster_proto::v1 as pb;
 use roster_store::{
     AuditEvent, Availability, Conversation, ConversationStatus, Plan, StoredRole, Team, TeamMember, User, UserStatus,
@@ -234,9 +233,7 @@ pub(crate) fn grants_from(v: &mut Violations, field: &str, items: &[pb::Grant]) 
     (v.len() == before).then(|| Grants::only(pairs))
 }
 
-/// A decision's fields as the wire carries them; `pieces` are its reason's, from
-/// [`roster_authz::Reason::pieces`].
-pub(crate) fn decision_fields<'a>(decision: &Decision, pieces: &'a [&'a str], role_id: &'a str) -> DecisionFields<'a> {
+pub(crate) fn decision(decision: &Decision, role_id: &str) -> pb::Decision {
     let (reason, granted) = match &decision.reason {
         Reason::Granted { scope, .. } => (pb::DecisionReason::Granted, Some(*scope)),
         Reason::Deactivated => (pb::DecisionReason::UserDeactivated, None),
@@ -244,18 +241,13 @@ pub(crate) fn decision_fields<'a>(decision: &Decision, pieces: &'a [&'a str], ro
         Reason::NotAssigned { .. } => (pb::DecisionReason::NotAssigned, Some(Scope::Assigned)),
         Reason::ResourceRequired { .. } => (pb::DecisionReason::ResourceRequired, Some(Scope::Assigned)),
     };
-    DecisionFields {
+    pb::Decision {
         allowed: decision.allowed,
-        reason,
-        explanation: pieces,
-        role_id,
-        scope: granted.map_or(pb::Scope::Unspecified, scope),
+        reason: reason as i32,
+        explanation: decision.reason.explanation(),
+        role_id: role_id.to_owned(),
+        scope: granted.map_or(pb::Scope::Unspecified, scope) as i32,
     }
-}
-
-pub(crate) fn decision(decision: &Decision, role_id: &str) -> pb::Decision {
-    let pieces = decision.reason.pieces();
-    decision_fields(decision, &pieces, role_id).to_decision()
 }
 
 pub(crate) fn strategy(strategy: Strategy) -> pb::Strategy {

@@ -67,8 +67,6 @@ pub(crate) struct Metrics {
     outbox_backlog: Gauge,
     database_up: Gauge,
     pool: Family<StateLabels, Gauge>,
-    /// Only on SQLite.
-    sqlite_memory: Option<Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -77,9 +75,8 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    /// Registers every metric; `max_connections` is the pool's configured size, `sqlite` whether
-    /// the database is SQLite, whose memory is then reported too.
-    pub(crate) fn new(max_connections: u32, sqlite: bool) -> Self {
+    /// Registers every metric; `max_connections` is the pool's configured size.
+    pub(crate) fn new(max_connections: u32) -> Self {
         let mut registry = Registry::with_prefix("roster");
         let rpc =
             Family::<RpcLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram as fn() -> _);
@@ -123,15 +120,6 @@ impl Metrics {
         let max = Gauge::<i64>::default();
         max.set(i64::from(max_connections));
         registry.register("db_pool_max_connections", "The database pool's configured size", max);
-        let sqlite_memory = sqlite.then(|| {
-            let gauge = Gauge::default();
-            registry.register(
-                "sqlite_memory_bytes",
-                "Memory SQLite holds in this process (page caches, statements, schemas) across every connection",
-                gauge.clone(),
-            );
-            gauge
-        });
 
         let mut methods = HashMap::new();
         for set in [roster_proto::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET] {
@@ -156,7 +144,6 @@ impl Metrics {
             outbox_backlog,
             database_up,
             pool,
-            sqlite_memory,
         }
     }
 
@@ -195,9 +182,6 @@ impl Metrics {
         let usage = store.pool_usage();
         self.pool.get_or_create(&StateLabels { state: "idle" }).set(i64::from(usage.idle));
         self.pool.get_or_create(&StateLabels { state: "in_use" }).set(i64::from(usage.open.saturating_sub(usage.idle)));
-        if let (Some(gauge), Some(bytes)) = (&self.sqlite_memory, store.sqlite_memory()) {
-            gauge.set(bytes);
-        }
         match tokio::time::timeout(Duration::from_secs(2), store.outbox_pending()).await {
             Ok(Ok(pending)) => {
                 self.outbox_backlog.set(pending);
@@ -286,7 +270,7 @@ mod tests {
 
     #[test]
     fn every_served_method_has_its_own_label_and_others_share_one() {
-        let metrics = Metrics::new(4, false);
+        let metrics = Metrics::new(4);
         assert_eq!(&*metrics.method("/roster.v1.UserService/CreateUser"), "/roster.v1.UserService/CreateUser");
         assert_eq!(&*metrics.method("/grpc.health.v1.Health/Check"), "/grpc.health.v1.Health/Check");
         assert_eq!(&*metrics.method("/roster.v1.UserService/DropTables"), "unknown");

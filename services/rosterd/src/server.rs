@@ -12,12 +12,12 @@ use crate::metrics::Metrics;
 use crate::outbox::{self, Mailer};
 use crate::throttle::LoginThrottle;
 use roster_identity::{BcryptCost, BuiltinRole, Email, FullName, Password, Slug, WorkspaceName};
-use roster_proto::batch::authorization_service_server::AuthorizationServiceServer;
 use roster_proto::v1::{
     assignment_service_server::AssignmentServiceServer, audit_service_server::AuditServiceServer,
-    auth_service_server::AuthServiceServer, billing_service_server::BillingServiceServer,
-    role_service_server::RoleServiceServer, team_service_server::TeamServiceServer,
-    user_service_server::UserServiceServer, workspace_service_server::WorkspaceServiceServer,
+    auth_service_server::AuthServiceServer, authorization_service_server::AuthorizationServiceServer,
+    billing_service_server::BillingServiceServer, role_service_server::RoleServiceServer,
+    team_service_server::TeamServiceServer, user_service_server::UserServiceServer,
+    workspace_service_server::WorkspaceServiceServer,
 };
 use roster_store::{Actor, Context, NewUser, NewWorkspace, Store, StoreConfig, StoreError};
 use std::future::Future;
@@ -73,6 +73,16 @@ const SERVICES: [&str; 9] = [
     "roster.v1.BillingService",
 ];
 
+/// The largest request body a Roster service decodes, in bytes: several times its largest
+/// legitimate request (a role with a 500-character description and every grant is about 2 KB), so
+/// that no body is decoded into much more memory than a real call needs. Larger bodies are
+/// refused before they are read, with RESOURCE_EXHAUSTED `MESSAGE_TOO_LARGE`.
+const MAX_REQUEST: usize = 16 * 1024;
+
+/// The same for AuthorizationService, whose CheckPermissions takes up to 1,000 items: about 60 KB
+/// without resources, 100 KB with an assignee on every item.
+const MAX_BATCH_REQUEST: usize = 128 * 1024;
+
 /// Serves on `listener` until `shutdown` resolves, then turns health NOT_SERVING, lets in-flight
 /// calls finish, stops the outbox worker and closes the database.
 pub async fn serve(
@@ -104,7 +114,7 @@ pub async fn serve(
     });
 
     let keys = ServiceKeys::new(&config.service_keys);
-    let metrics = Arc::new(Metrics::new(config.db_max_connections, store.sqlite_memory().is_some()));
+    let metrics = Arc::new(Metrics::new(config.db_max_connections));
     let app = Arc::new(App {
         store: store.clone(),
         hasher: Hasher::new(cost, metrics.bcrypt_counters()),
@@ -161,15 +171,17 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(WorkspaceServiceServer::new(WorkspaceApi(app.clone())))
-        .add_service(AuthServiceServer::new(AuthApi(app.clone())))
-        .add_service(UserServiceServer::new(UserApi(app.clone())))
-        .add_service(RoleServiceServer::new(RoleApi(app.clone())))
-        .add_service(AuthorizationServiceServer::new(AuthorizationApi(app.clone())))
-        .add_service(AuditServiceServer::new(AuditApi(app.clone())))
-        .add_service(TeamServiceServer::new(TeamApi(app.clone())))
-        .add_service(AssignmentServiceServer::new(AssignmentApi(app.clone())))
-        .add_service(BillingServiceServer::new(BillingApi(app.clone())));
+        .add_service(WorkspaceServiceServer::new(WorkspaceApi(app.clone())).max_decoding_message_size(MAX_REQUEST))
+        .add_service(AuthServiceServer::new(AuthApi(app.clone())).max_decoding_message_size(MAX_REQUEST))
+        .add_service(UserServiceServer::new(UserApi(app.clone())).max_decoding_message_size(MAX_REQUEST))
+        .add_service(RoleServiceServer::new(RoleApi(app.clone())).max_decoding_message_size(MAX_REQUEST))
+        .add_service(
+            AuthorizationServiceServer::new(AuthorizationApi(app.clone())).max_decoding_message_size(MAX_BATCH_REQUEST),
+        )
+        .add_service(AuditServiceServer::new(AuditApi(app.clone())).max_decoding_message_size(MAX_REQUEST))
+        .add_service(TeamServiceServer::new(TeamApi(app.clone())).max_decoding_message_size(MAX_REQUEST))
+        .add_service(AssignmentServiceServer::new(AssignmentApi(app.clone())).max_decoding_message_size(MAX_REQUEST))
+        .add_service(BillingServiceServer::new(BillingApi(app.clone())).max_decoding_message_size(MAX_REQUEST));
 
     let addr = listeners.grpc.local_addr().map_err(|e| ServeError::Config(format!("listener: {e}")))?;
     let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));

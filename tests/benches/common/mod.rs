@@ -43,18 +43,8 @@ impl CpuClock {
     }
 }
 
-/// Restricts every thread of process `pid` (threads it starts later inherit it) to the CPUs in
-/// `cpus` (`taskset`'s list form, for example `"0"` or `"0,1"`); `false` when `taskset` could not.
-#[allow(dead_code, reason = "each benchmark compiles this module; only some pin processes")]
-pub fn pin(pid: u32, cpus: &str) -> bool {
-    std::process::Command::new("taskset")
-        .args(["--all-tasks", "--cpu-list", "--pid", cpus, &pid.to_string()])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
-}
-
 /// What a closed loop measured.
+#[allow(dead_code, reason = "each benchmark compiles this module; only some read every figure")]
 pub struct Load {
     pub calls: u64,
     pub elapsed: Duration,
@@ -62,6 +52,7 @@ pub struct Load {
 }
 
 impl Load {
+    #[allow(dead_code, reason = "each benchmark compiles this module; only some read every figure")]
     pub fn rate(&self) -> f64 {
         self.calls as f64 / self.elapsed.as_secs_f64()
     }

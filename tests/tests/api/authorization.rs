@@ -259,10 +259,8 @@ async fn changes_are_in_force_at_once_while_batches_read_the_same_copy() {
     }
 }
 
-/// Polls `peer` until `permission` is no longer allowed for `user_id`; how long that took.
-/// CheckPermissions has a decoder of its own on the server (`roster_proto::batch`): the bytes a
-/// client sends decode as prost would decode them, and a body that is not a
-/// CheckPermissionsRequest is refused as on every other method.
+/// A batch is read as the wire format says (a repeated field merges), and a body that is not a
+/// CheckPermissionsRequest is refused as the caller's mistake, not as INTERNAL.
 #[tokio::test]
 async fn a_batch_is_read_from_its_bytes_and_a_body_that_does_not_decode_is_malformed_request() {
     use prost::Message;
@@ -305,6 +303,7 @@ async fn a_batch_is_read_from_its_bytes_and_a_body_that_does_not_decode_is_malfo
     assert_status(&status, Code::InvalidArgument, "MALFORMED_REQUEST");
 }
 
+/// Polls `peer` until `permission` is no longer allowed for `user_id`; how long that took.
 async fn until_denied(peer: &PeerProcess, workspace_id: &str, user_id: &str, permission: &str) -> Duration {
     let started = Instant::now();
     loop {

@@ -171,6 +171,40 @@ async fn statuses_tonic_answers_itself_carry_a_reason_too() {
     assert_eq!(serving.into_inner().status(), ServingStatus::Serving);
 }
 
+/// Each service decodes bodies up to its limit (16 KiB; 128 KiB for AuthorizationService, whose
+/// largest legitimate call is a batch of 1,000 checks each naming a resource): one byte more is
+/// refused, before it is read, with RESOURCE_EXHAUSTED and a reason of its own.
+#[tokio::test]
+async fn a_body_over_its_services_limit_is_resource_exhausted_and_the_largest_real_batch_is_not() {
+    use prost::Message;
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let item = pb::PermissionCheck {
+        user_id: acme.admin.id.clone(),
+        permission: "conversations.assign".into(),
+        resource: Some(pb::Resource { assignee_user_id: acme.admin.id.clone() }),
+    };
+    let largest = pb::CheckPermissionsRequest { workspace_id: acme.id.clone(), checks: vec![item; 1000] };
+    let results = app.authz().check_permissions(service(largest)).await.expect("the largest batch").into_inner();
+    assert_eq!(results.results.len(), 1000);
+
+    // A message of exactly `size` bytes: a workspace id padded out to it.
+    let sized = |size: usize| {
+        let body = |padding: usize| pb::GetWorkspaceRequest { workspace_id: "x".repeat(padding) }.encode_to_vec();
+        // The tag and the length take a few bytes of their own.
+        (size - 6..size).map(body).find(|b| b.len() == size).expect("a padding that fits")
+    };
+    for (path, limit) in [
+        ("/roster.v1.WorkspaceService/GetWorkspace", 16 * 1024),
+        ("/roster.v1.AuthorizationService/CheckPermission", 128 * 1024),
+    ] {
+        let at_limit = raw::unary(&app.channel, path, service(sized(limit))).await.expect_err("a bad workspace id");
+        assert_status(&at_limit, tonic::Code::InvalidArgument, "INVALID_FIELD");
+        let over = raw::unary(&app.channel, path, service(sized(limit + 1))).await.expect_err("too large");
+        assert_status(&over, tonic::Code::ResourceExhausted, "MESSAGE_TOO_LARGE");
+    }
+}
+
 #[tokio::test]
 async fn a_call_over_the_time_limit_is_deadline_exceeded_with_a_reason() {
     // bcrypt at cost 14 takes several seconds in a debug build, well over the 1-second limit.

@@ -4,11 +4,7 @@ use crate::convert;
 use crate::error::{self, invalid, status_with};
 use crate::policy::Need;
 use roster_authz::{Decision, Directory, Grants, Member, Permission, Resource};
-use roster_proto::batch::{
-    CheckPermissionsRequestView, CheckPermissionsResponseWriter, EncodedCheckPermissionsResponse,
-    authorization_service_server::AuthorizationService,
-};
-use roster_proto::v1 as pb;
+use roster_proto::v1::{self as pb, authorization_service_server::AuthorizationService};
 use std::sync::Arc;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::ErrorDetails;
@@ -45,9 +41,14 @@ impl ItemError {
         }
     }
 
-    /// Answers the item of a batch with it.
-    fn write(self, out: &mut CheckPermissionsResponseWriter) {
-        out.error(self.code as i32, self.reason, &self.message, self.field);
+    /// The answer to an item of a batch.
+    fn into_result(self) -> pb::check_result::Result {
+        pb::check_result::Result::Error(pb::CheckError {
+            code: self.code as i32,
+            reason: self.reason.to_owned(),
+            message: self.message,
+            field: self.field.to_owned(),
+        })
     }
 }
 
@@ -115,11 +116,6 @@ fn decide<'m>(member: &'m Member, check: &Check) -> Decision<'m> {
     )
 }
 
-fn write_decision(out: &mut CheckPermissionsResponseWriter, decision: &Decision, role_id: &str) {
-    let pieces = decision.reason.pieces();
-    out.decision(&convert::decision_fields(decision, &pieces, role_id));
-}
-
 #[tonic::async_trait]
 impl AuthorizationService for AuthorizationApi {
     async fn check_permission(
@@ -156,42 +152,45 @@ impl AuthorizationService for AuthorizationApi {
 
     async fn check_permissions(
         &self,
-        request: Request<CheckPermissionsRequestView>,
-    ) -> Result<Response<EncodedCheckPermissionsResponse>, Status> {
+        request: Request<pb::CheckPermissionsRequest>,
+    ) -> Result<Response<pb::CheckPermissionsResponse>, Status> {
         let app = &self.0;
         let caller = app.caller(&request).await?;
         let req = request.get_ref();
-        let workspace_id = caller.workspace(req.workspace_id())?;
-        if req.is_empty() || req.len() > MAX_BATCH {
-            return Err(invalid("checks", format!("1..{MAX_BATCH} checks, got {}", req.len())));
+        let workspace_id = caller.workspace(&req.workspace_id)?;
+        if req.checks.is_empty() || req.checks.len() > MAX_BATCH {
+            return Err(invalid("checks", format!("1..{MAX_BATCH} checks, got {}", req.checks.len())));
         }
         // A person may ask only about themselves: items about others get SELF_ONLY each.
         app.authorize(&caller, Need::CheckPermissions, None).await?;
         let mut snapshot = app.authz.snapshot(&workspace_id).await.map_err(error::store)?;
-        // The answer is encoded as it is decided: no decision allocates.
-        let mut out = CheckPermissionsResponseWriter::with_capacity(req.len());
-        for item in req.checks() {
-            let check = match parse_check(&caller, item.user_id, item.permission, item.resource_assignee) {
-                Ok(check) => check,
-                Err(e) => {
-                    e.write(&mut out);
-                    continue;
-                }
+        let mut results = Vec::with_capacity(req.checks.len());
+        for item in &req.checks {
+            let assignee = item.resource.as_ref().map(|r| r.assignee_user_id.as_str());
+            let result = match parse_check(&caller, &item.user_id, &item.permission, assignee) {
+                Err(e) => e.into_result(),
+                Ok(check) => match decide_held(&snapshot.directory, &check) {
+                    Some((decision, role_id)) => {
+                        pb::check_result::Result::Decision(convert::decision(&decision, role_id))
+                    }
+                    None => {
+                        // Let go of the copy while the cache catches up, so that it can update it in place.
+                        drop(snapshot);
+                        let member = app.authz.member(&workspace_id, check.user_id).await.map_err(error::store)?;
+                        snapshot = app.authz.snapshot(&workspace_id).await.map_err(error::store)?;
+                        match member {
+                            Some(member) => pb::check_result::Result::Decision(convert::decision(
+                                &decide(&member, &check),
+                                &member.role.id,
+                            )),
+                            None => unknown_user().into_result(),
+                        }
+                    }
+                },
             };
-            if let Some((decision, role_id)) = decide_held(&snapshot.directory, &check) {
-                write_decision(&mut out, &decision, role_id);
-                continue;
-            }
-            // Let go of the copy while the cache catches up, so that it can update it in place.
-            drop(snapshot);
-            let member = app.authz.member(&workspace_id, check.user_id).await.map_err(error::store)?;
-            snapshot = app.authz.snapshot(&workspace_id).await.map_err(error::store)?;
-            match member {
-                Some(member) => write_decision(&mut out, &decide(&member, &check), &member.role.id),
-                None => unknown_user().write(&mut out),
-            }
+            results.push(pb::CheckResult { result: Some(result) });
         }
-        Ok(Response::new(out.finish()))
+        Ok(Response::new(pb::CheckPermissionsResponse { results }))
     }
 
     async fn list_effective_permissions(
