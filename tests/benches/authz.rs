@@ -225,7 +225,7 @@ async fn over_grpc() {
             role: roster_identity::RoleId::parse(&role_ids[i % role_ids.len()]).expect("role id"),
         };
         let mail = roster_store::Mail { to: email, subject: "Welcome".into(), body: "Hello".into() };
-        user_ids.push(app.store.create_user(&ctx, &acme.id, new, mail, None, None).await.expect("user").id);
+        user_ids.push(app.store.create_user(&ctx, &acme.id, new, mail, None).await.expect("user").value.id);
     }
     println!("grpc: workspace with {users} users and {} roles on SQLite", role_ids.len() + 3);
 

@@ -6,9 +6,15 @@
 //! the store can call it inside the transaction that holds the team's lock, and every process
 //! picks the same way. Every outcome carries its reason, which the API shows to people:
 //! "round robin: after Maria", "load balanced: 2 open, fewest", "queued: 3 members away, 1 at capacity".
+//!
+//! What a call does to a conversation — assign, transfer, reopen, leave it, refuse — is decided the
+//! same way: [`decide`] is a pure function of the conversation as the call finds it and what the
+//! call asks, and returns a [`Plan`] for the store to carry out in its transaction.
 
+mod conversation;
 mod names;
 mod pick;
 
+pub use conversation::{Action, Conversation, Kind, Plan, Refusal, Route, Seen, Target, Then, decide};
 pub use names::{ConversationId, ConversationIdError};
 pub use pick::{Capacity, Ineligible, Member, Pick, Queued, Strategy, Why, pick};

@@ -9,14 +9,22 @@
 //!
 //! `sea_orm::DbErr` never crosses this crate's boundary: callers see [`StoreError`], whose variants
 //! name outcomes (not found, conflict, unavailable), never drivers.
+//!
+//! The modules form one graph, without cycles: the entities and the audit trail; `rows`, what
+//! operations share (loading, locking and converting rows); `routing`, which hands conversations
+//! out; and the operations, one module per resource, which use those and never each other.
 
-mod assignments;
-mod audit;
-mod billing;
 mod entity;
-mod logins;
 mod migration;
 pub mod model;
+
+mod audit;
+mod routing;
+mod rows;
+
+mod assignments;
+mod billing;
+mod logins;
 mod outbox;
 mod roles;
 mod sessions;
@@ -165,6 +173,11 @@ pub struct PoolUsage {
 /// soft_heap_limit` is process-wide; every connection sets the same value.)
 const SQLITE_HEAP_LIMIT: u64 = 8 << 20;
 
+/// How many more times a transaction that lost a race is run ([`Store::retry`]). A loss means
+/// another call changed the same rows in between; each new attempt reads them afresh, so a few
+/// suffice unless the rows are fought over, and then the caller is told to retry.
+const RETRIES: usize = 8;
+
 /// A handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -252,6 +265,19 @@ impl Store {
     /// Closes the pool, waiting for connections in use.
     pub async fn close(self) -> Result<()> {
         self.db.close().await.map_err(classify)
+    }
+
+    /// Runs `attempt` — one transaction, from its first read — again while it reports that a
+    /// concurrent change of the same rows won ([`Conflict::Busy`]), at most [`RETRIES`] more times:
+    /// the one retry policy of every operation.
+    async fn retry<T, F: Future<Output = Result<T>>>(&self, mut attempt: impl FnMut() -> F) -> Result<T> {
+        let mut retries = 0;
+        loop {
+            match attempt().await {
+                Err(StoreError::Conflict(Conflict::Busy)) if retries < RETRIES => retries += 1,
+                other => return other,
+            }
+        }
     }
 
     /// Begins a write transaction: `BEGIN IMMEDIATE` on SQLite, plain `BEGIN` on PostgreSQL.
@@ -375,4 +401,58 @@ where
 /// A fresh opaque id.
 pub(crate) fn new_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    /// The names the `use crate::…` statements of `source` bring in, but for entities (some are
+    /// named as the operations on them are).
+    fn uses(source: &str) -> Vec<&str> {
+        source
+            .split("use crate::")
+            .skip(1)
+            .filter_map(|rest| rest.split(';').next())
+            .filter(|statement| !statement.starts_with("entity::"))
+            .flat_map(|statement| statement.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
+            .filter(|word| !word.is_empty())
+            .collect()
+    }
+
+    /// The store's modules form one graph without cycles (see the crate documentation): an
+    /// operation uses `rows` and `routing`, never another operation; `routing` uses `rows`;
+    /// `rows` uses neither.
+    #[test]
+    fn operations_use_rows_and_routing_never_each_other() {
+        let operations = [
+            ("assignments", include_str!("assignments.rs")),
+            ("billing", include_str!("billing.rs")),
+            ("logins", include_str!("logins.rs")),
+            ("outbox", include_str!("outbox.rs")),
+            ("roles", include_str!("roles.rs")),
+            ("sessions", include_str!("sessions.rs")),
+            ("teams", include_str!("teams.rs")),
+            ("users", include_str!("users.rs")),
+            ("workspaces", include_str!("workspaces.rs")),
+        ];
+        let names: Vec<&str> = operations.iter().map(|(name, _)| *name).collect();
+        for (name, source) in operations {
+            for used in uses(source) {
+                assert!(!names.contains(&used) || used == name, "{name}.rs uses the operation module {used}");
+            }
+        }
+        let lower = [
+            ("routing", include_str!("routing.rs")),
+            ("rows/conversation", include_str!("rows/conversation.rs")),
+            ("rows/role", include_str!("rows/role.rs")),
+            ("rows/team", include_str!("rows/team.rs")),
+            ("rows/user", include_str!("rows/user.rs")),
+            ("rows/workspace", include_str!("rows/workspace.rs")),
+        ];
+        for (name, source) in lower {
+            for used in uses(source) {
+                assert!(!names.contains(&used), "{name}.rs uses the operation module {used}");
+                assert!(name == "routing" || used != "routing", "{name}.rs uses routing");
+            }
+        }
+    }
 }

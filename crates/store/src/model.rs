@@ -1,6 +1,6 @@
 //! The records the store hands out and takes in. Database models never leave the crate; these do.
 
-use roster_assignment::{Capacity, ConversationId, Ineligible, Strategy};
+use roster_assignment::{Capacity, ConversationId, Ineligible, Seen, Strategy, Target};
 use roster_authz::{Grants, Role};
 pub use roster_billing::{ExtraSeats, Plan, Seats, Subscription};
 use roster_identity::{Email, FullName, PasswordHash, RoleId, RoleName, Slug, TeamName, WorkspaceName};
@@ -268,27 +268,18 @@ pub struct Conversation {
     pub updated_at: Millis,
 }
 
-/// Who gets a conversation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AssignTo {
-    /// Whoever the team's strategy picks.
-    Auto,
-    /// This user, by hand.
-    User(String),
-}
-
 /// An AssignConversation call.
-#[derive(Debug, Clone)]
-pub struct AssignRequest {
-    pub conversation: ConversationId,
+#[derive(Debug, Clone, Copy)]
+pub struct AssignRequest<'a> {
+    pub conversation: &'a ConversationId,
     /// Required for a new or resolved conversation; `None` keeps an open one's team.
-    pub team_id: Option<String>,
-    pub to: AssignTo,
+    pub team_id: Option<&'a str>,
+    pub to: Target<'a>,
     /// Move an already assigned conversation.
     pub transfer: bool,
-    /// The assignee the caller's permission was decided on, for a person (`None` for a service):
-    /// if it changed meanwhile, the call is refused rather than acting on someone else's.
-    pub decided_on: Option<Option<String>>,
+    /// Whose conversation the caller's permission was decided on: if that changed meanwhile, the
+    /// call is refused rather than acting on someone else's.
+    pub seen: Seen<'a>,
 }
 
 /// What AssignConversation did.
@@ -297,9 +288,32 @@ pub struct Assigned {
     pub conversation: Conversation,
     /// False when nothing changed.
     pub changed: bool,
-    /// Whether an agent's capacity was freed or a team left (a transfer): queues of other teams
-    /// may now be handed out.
-    pub freed: bool,
+}
+
+/// What a change did besides its answer: what the server follows up once it has committed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Effects {
+    /// What permission checks answer changed: a new user, a user's role or status, a role.
+    pub permissions: bool,
+    /// An agent may take more than before (back ONLINE, reactivated, added to a team, a load
+    /// released, a team no longer MANUAL): queued conversations may now be handed out.
+    pub room: bool,
+    /// An email waits in the outbox.
+    pub mail: bool,
+}
+
+/// A change's answer and its [`Effects`].
+#[derive(Debug, Clone)]
+pub struct Changed<T> {
+    pub value: T,
+    pub effects: Effects,
+}
+
+impl<T> Changed<T> {
+    /// An answer with no effects.
+    pub fn new(value: T) -> Self {
+        Self { value, effects: Effects::default() }
+    }
 }
 
 /// Why a named user cannot take a conversation.

@@ -1,97 +1,21 @@
-//! Roles: the built-in rows, custom roles, and the snapshot the authorization cache loads.
+//! Roles: the built-in rows, custom roles, and what the authorization cache reads.
 //!
-//! Every transaction that changes what a permission check answers — a role's grants, a user's
-//! role or status, a new user or role — starts with [`bump_authz`]. That increments the
-//! workspace's `authz_version`, which other processes poll to know when to reload, and takes the
-//! workspace row's lock, so such changes are serialized per workspace and always lock the
-//! workspace before any user or role row (one lock order, no deadlocks).
+//! Every change starts with `rows::role::bump_authz` (see there) and checks the no-escalation
+//! rule with the acting person's role as the transaction reads it.
 
 use crate::entity::{role, user, workspace};
+use crate::rows::role::{AuthzChange, actor, bump_authz, ensure_grantable, load, to_role, visible_in};
 use crate::{
-    AuthzChanges, Conflict, Context, Entity, Member, NewRole, Result, RoleChanges, Store, StoreError, StoredRole,
-    UserStatus, audit, classify, commit, new_id, unique_violation,
+    AuthzChanges, Changed, Conflict, Context, Effects, Entity, Member, NewRole, Result, RoleChanges, Store, StoreError,
+    StoredRole, UserStatus, audit, classify, commit, new_id, unique_violation,
 };
-use roster_authz::{Grants, Role, RoleKind, check_grantable};
+use roster_authz::{Role, RoleKind};
 use roster_identity::{BuiltinRole, RoleId};
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
-pub(crate) fn to_role(row: role::Model) -> Result<StoredRole> {
-    let grants =
-        Grants::parse(&row.grants).map_err(|e| StoreError::Corrupt(format!("role {}: grants: {e}", row.id)))?;
-    let kind = match RoleId::parse(&row.id).ok().and_then(|id| id.builtin()) {
-        Some(builtin) if row.builtin => RoleKind::Builtin(builtin),
-        _ if row.builtin => return Err(StoreError::Corrupt(format!("role {}: not a built-in id", row.id))),
-        _ => RoleKind::Custom,
-    };
-    Ok(StoredRole {
-        role: Role { id: row.id, name: row.name, kind, grants },
-        workspace_id: row.workspace_id,
-        description: row.description,
-        version: row.version,
-        created_at: row.created_at,
-        updated_at: row.updated_at,
-    })
-}
-
-/// What a transaction changes of a workspace's authorization data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AuthzChange {
-    /// A user's role or status, or a new user: the transaction stamps each user row it changes
-    /// with the returned version (`users.authz_version`).
-    Members,
-    /// A role: created, changed or deleted. Readers reload every role.
-    Roles,
-}
-
-/// Records that the workspace's authorization data changes in this transaction (see the module
-/// documentation) and returns its new `authz_version`. Call it before writing any user or role row.
-pub(crate) async fn bump_authz(txn: &DatabaseTransaction, workspace_id: &str, change: AuthzChange) -> Result<i64> {
-    let next = Expr::col(workspace::Column::AuthzVersion).add(1);
-    let mut update = workspace::Entity::update_many().col_expr(workspace::Column::AuthzVersion, next.clone());
-    if change == AuthzChange::Roles {
-        update = update.col_expr(workspace::Column::RolesVersion, next);
-    }
-    let result = update.filter(workspace::Column::Id.eq(workspace_id)).exec(txn).await.map_err(classify)?;
-    if result.rows_affected != 1 {
-        return Err(StoreError::NotFound(Entity::Workspace));
-    }
-    workspace::Entity::find_by_id(workspace_id.to_owned())
-        .select_only()
-        .column(workspace::Column::AuthzVersion)
-        .into_tuple::<i64>()
-        .one(txn)
-        .await
-        .map_err(classify)?
-        .ok_or(StoreError::NotFound(Entity::Workspace))
-}
-
-/// The roles a workspace can use: the built-in ones and its own.
-fn visible_in(workspace_id: &str) -> Condition {
-    Condition::any().add(role::Column::WorkspaceId.is_null()).add(role::Column::WorkspaceId.eq(workspace_id))
-}
-
-/// Loads a role a workspace can use.
-pub(crate) async fn load_role<C: ConnectionTrait>(conn: &C, workspace_id: &str, role_id: &str) -> Result<StoredRole> {
-    let row = role::Entity::find_by_id(role_id.to_owned())
-        .filter(visible_in(workspace_id))
-        .one(conn)
-        .await
-        .map_err(classify)?
-        .ok_or(StoreError::NotFound(Entity::Role))?;
-    to_role(row)
-}
-
-/// The no-escalation rule for giving `grants`: `actor` is the acting person's role, `None` for a
-/// service key.
-pub(crate) fn ensure_grantable(actor: Option<&Role>, grants: &Grants) -> Result<()> {
-    match actor {
-        Some(actor) => check_grantable(actor, grants).map_err(StoreError::Refused),
-        None => Ok(()),
-    }
-}
+/// What a change of roles does besides its answer: checks answer differently.
+const ROLES_CHANGED: Effects = Effects { permissions: true, room: false, mail: false };
 
 /// What changing or deleting `role` requires: a custom role, at `expected_version` when one is
 /// given, whose every grant `actor` holds.
@@ -141,21 +65,14 @@ impl Store {
 
     /// One role a workspace can use.
     pub async fn role(&self, workspace_id: &str, role_id: &str) -> Result<StoredRole> {
-        load_role(&self.db, workspace_id, role_id).await
+        load(&self.db, workspace_id, role_id).await
     }
 
-    /// Creates a custom role. `actor` is the acting person's role (`None` for a service key): they
-    /// must hold every grant the role gives.
-    pub async fn create_role(
-        &self,
-        ctx: &Context,
-        workspace_id: &str,
-        new: NewRole,
-        actor: Option<&Role>,
-    ) -> Result<StoredRole> {
-        ensure_grantable(actor, &new.grants)?;
+    /// Creates a custom role. The person acting in `ctx` must hold every grant the role gives.
+    pub async fn create_role(&self, ctx: &Context, workspace_id: &str, new: NewRole) -> Result<Changed<StoredRole>> {
         let txn = self.write().await?;
         bump_authz(&txn, workspace_id, AuthzChange::Roles).await?;
+        ensure_grantable(actor(&txn, workspace_id, ctx).await?.as_ref(), &new.grants)?;
         let id = new_id();
         let grants = new.grants.to_stored();
         let row = role::Model {
@@ -184,11 +101,11 @@ impl Store {
         )
         .await?;
         commit(txn).await?;
-        to_role(row)
+        Ok(Changed { value: to_role(row)?, effects: ROLES_CHANGED })
     }
 
-    /// Changes a custom role. With `expected_version`, refuses if it changed since. `actor` must
-    /// hold every grant the role has now and every grant it will have.
+    /// Changes a custom role. With `expected_version`, refuses if it changed since. The person
+    /// acting in `ctx` must hold every grant the role has now and every grant it will have.
     pub async fn update_role(
         &self,
         ctx: &Context,
@@ -196,11 +113,12 @@ impl Store {
         role_id: &str,
         changes: RoleChanges,
         expected_version: Option<i64>,
-        actor: Option<&Role>,
-    ) -> Result<StoredRole> {
+    ) -> Result<Changed<StoredRole>> {
         let txn = self.write().await?;
         bump_authz(&txn, workspace_id, AuthzChange::Roles).await?;
-        let current = load_role(&txn, workspace_id, role_id).await?;
+        let current = load(&txn, workspace_id, role_id).await?;
+        let actor = actor(&txn, workspace_id, ctx).await?;
+        let actor = actor.as_ref();
         ensure_editable(&current, expected_version, actor)?;
         let mut update = role::Entity::update_many()
             .col_expr(role::Column::Version, Expr::col(role::Column::Version).add(1))
@@ -231,7 +149,7 @@ impl Store {
         }
         if details.is_empty() {
             // Nothing changes; the version bump of the workspace is rolled back with the transaction.
-            return Ok(current);
+            return Ok(Changed::new(current));
         }
         let result = update
             .filter(role::Column::Id.eq(role_id))
@@ -244,14 +162,16 @@ impl Store {
         }
         let details: Vec<(&str, &str)> = details.iter().map(|(k, v)| (*k, v.as_str())).collect();
         audit::record(&txn, workspace_id, ctx, "role.updated", &format!("role:{role_id}"), &details).await?;
-        let updated = load_role(&txn, workspace_id, role_id).await?;
+        let updated = load(&txn, workspace_id, role_id).await?;
         commit(txn).await?;
-        Ok(updated)
+        Ok(Changed { value: updated, effects: ROLES_CHANGED })
     }
 
     /// Deletes a custom role, first moving the users who hold it to `move_to` (each move is a
-    /// recorded role change). Without `move_to`, a role still held is refused. `actor` must hold
-    /// every grant of the deleted role and of `move_to`. Returns how many users moved.
+    /// recorded role change). Without `move_to`, a role still held is refused; a `move_to` that is
+    /// not a role of the workspace is refused whether or not anyone holds the role. The person
+    /// acting in `ctx` must hold every grant of the deleted role and of `move_to`. Returns how many
+    /// users moved.
     pub async fn delete_role(
         &self,
         ctx: &Context,
@@ -259,8 +179,7 @@ impl Store {
         role_id: &str,
         move_to: Option<&RoleId>,
         expected_version: Option<i64>,
-        actor: Option<&Role>,
-    ) -> Result<u64> {
+    ) -> Result<Changed<u64>> {
         let txn = self.write().await?;
         let version = bump_authz(&txn, workspace_id, AuthzChange::Roles).await?;
         // Locking the row makes a concurrent assignment of this role wait, then fail on the
@@ -273,7 +192,17 @@ impl Store {
             .map_err(classify)?
             .ok_or(StoreError::NotFound(Entity::Role))?;
         let current = to_role(row)?;
+        let actor = actor(&txn, workspace_id, ctx).await?;
+        let actor = actor.as_ref();
         ensure_editable(&current, expected_version, actor)?;
+        let target = match move_to {
+            Some(target) => {
+                let target = load(&txn, workspace_id, target.as_str()).await?;
+                ensure_grantable(actor, &target.role.grants)?;
+                Some(target.role.id)
+            }
+            None => None,
+        };
         let holders: Vec<String> = user::Entity::find()
             .select_only()
             .column(user::Column::Id)
@@ -284,18 +213,14 @@ impl Store {
             .all(&txn)
             .await
             .map_err(classify)?;
-        let moved_to = match (move_to, holders.is_empty()) {
-            (_, true) => None,
-            (None, false) => {
+        let moved_to = match target {
+            _ if holders.is_empty() => None,
+            None => {
                 return Err(StoreError::Conflict(Conflict::RoleInUse {
                     users: i64::try_from(holders.len()).unwrap_or(i64::MAX),
                 }));
             }
-            (Some(target), false) => {
-                let target = load_role(&txn, workspace_id, target.as_str()).await?;
-                ensure_grantable(actor, &target.role.grants)?;
-                Some(target.role.id)
-            }
+            target => target,
         };
         if let Some(target) = &moved_to {
             user::Entity::update_many()
@@ -328,7 +253,7 @@ impl Store {
         }
         audit::record(&txn, workspace_id, ctx, "role.deleted", &format!("role:{role_id}"), &details).await?;
         commit(txn).await?;
-        Ok(holders.len() as u64)
+        Ok(Changed { value: holders.len() as u64, effects: ROLES_CHANGED })
     }
 
     /// A workspace's authorization data: all of it (`since` `None`), or what changed after version

@@ -1,7 +1,7 @@
 //! Sessions: stored only as the hash of their token, valid while unexpired and the user active.
 
 use crate::entity::{session, user};
-use crate::users::to_user;
+use crate::rows::user::to_user;
 use crate::{Conflict, Context, Entity, Result, Session, Store, StoreError, User, UserStatus, audit, classify, commit};
 use roster_identity::{PasswordHash, TokenHash};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QuerySelect};

@@ -1,161 +1,20 @@
-//! Teams and their members.
-//!
-//! A member's position in a team comes from the team's `next_position` counter, which only grows,
-//! so the team's order is stable: a member keeps their place while skipped, and round robin's
-//! turn (the team's `last_position`) stays meaningful as members come and go.
+//! Teams and their members (their order and routing view are `rows::team`'s). Adding or removing
+//! a member applies the no-escalation rule to that member, inside the transaction.
 
-use crate::entity::{conversation, team, team_member, user, workspace};
+use crate::entity::{conversation, team, team_member};
+use crate::rows::team::{Read, load, load_members, lock, to_team};
+use crate::rows::{user, workspace};
 use crate::{
-    Availability, Conflict, Context, ConversationStatus, Entity, NewTeam, Page, Result, Store, StoreError, Team,
-    TeamChanges, TeamMember, UserStatus, audit, classify, commit, count, new_id, unique_violation,
+    Changed, Conflict, Context, ConversationStatus, Effects, Entity, NewTeam, Page, Result, Store, StoreError, Team,
+    TeamChanges, TeamMember, audit, classify, commit, count, new_id, unique_violation,
 };
 use roster_assignment::{Capacity, Strategy};
-use roster_identity::{FullName, TeamName};
-use sea_orm::sea_query::LockType;
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, JoinType, QueryFilter, QueryOrder, QuerySelect,
-    QueryTrait,
-};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use std::collections::HashMap;
 
-pub(crate) fn to_team(row: team::Model, members: i64) -> Result<Team> {
-    let corrupt = |what: &str| StoreError::Corrupt(format!("team {}: {what}", row.id));
-    Ok(Team {
-        name: TeamName::parse(&row.name).map_err(|e| corrupt(&e.to_string()))?,
-        strategy: Strategy::from_stored(&row.strategy).ok_or_else(|| corrupt("unknown strategy"))?,
-        members,
-        version: row.version,
-        created_at: row.created_at,
-        updated_at: row.updated_at,
-        workspace_id: row.workspace_id,
-        id: row.id,
-    })
-}
-
-fn capacity(stored: i32) -> Capacity {
-    Capacity::new(u32::try_from(stored).unwrap_or(0))
-}
-
-/// A team of the workspace, locked for the rest of the transaction (`FOR UPDATE` on PostgreSQL;
-/// SQLite's write transaction serializes writers anyway). Every change to a team's queue or turn
-/// holds this lock, so round robin's turn and the queue's order are decided one call at a time,
-/// on any process.
-pub(crate) async fn lock_team(txn: &DatabaseTransaction, workspace_id: &str, team_id: &str) -> Result<team::Model> {
-    team::Entity::find_by_id(team_id.to_owned())
-        .filter(team::Column::WorkspaceId.eq(workspace_id))
-        .lock_exclusive()
-        .one(txn)
-        .await
-        .map_err(classify)?
-        .ok_or(StoreError::NotFound(Entity::Team))
-}
-
-async fn load_team<C: ConnectionTrait>(conn: &C, workspace_id: &str, team_id: &str) -> Result<Team> {
-    let row = team::Entity::find_by_id(team_id.to_owned())
-        .filter(team::Column::WorkspaceId.eq(workspace_id))
-        .one(conn)
-        .await
-        .map_err(classify)?
-        .ok_or(StoreError::NotFound(Entity::Team))?;
-    let members = count(conn, team_member::Entity::find().filter(team_member::Column::TeamId.eq(team_id))).await?;
-    to_team(row, members)
-}
-
-/// A member row joined with what routing needs of their user and the workspace's default capacity.
-#[derive(sea_orm::FromQueryResult)]
-struct MemberRow {
-    team_id: String,
-    user_id: String,
-    position: i64,
-    max_open: Option<i32>,
-    created_at: i64,
-    full_name: String,
-    status: String,
-    availability: String,
-    open_conversations: i32,
-    last_assigned_at: Option<i64>,
-    default_max_open: i32,
-}
-
-/// How [`load_members`] reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Read {
-    /// For a listing: in the team's order, from a position on.
-    Page { after: Option<i64>, limit: u64 },
-    /// For routing: every member, their user rows locked in the order of their ids (the one order
-    /// in which any transaction locks several users), so picks see exact counts and two
-    /// transactions taking agents of overlapping teams cannot deadlock.
-    LockAll,
-    /// Every member, as they are.
-    All,
-}
-
-/// Members of a team with what routing needs of each, in one query.
-pub(crate) async fn load_members<C: ConnectionTrait>(conn: &C, team_id: &str, read: Read) -> Result<Vec<TeamMember>> {
-    let mut query = team_member::Entity::find()
-        .select_only()
-        .columns([
-            team_member::Column::TeamId,
-            team_member::Column::UserId,
-            team_member::Column::Position,
-            team_member::Column::MaxOpen,
-            team_member::Column::CreatedAt,
-        ])
-        .columns([
-            user::Column::FullName,
-            user::Column::Status,
-            user::Column::Availability,
-            user::Column::OpenConversations,
-            user::Column::LastAssignedAt,
-        ])
-        .column_as(workspace::Column::MaxOpenConversations, "default_max_open")
-        .join(
-            JoinType::InnerJoin,
-            team_member::Entity::belongs_to(user::Entity).from(team_member::Column::UserId).to(user::Column::Id).into(),
-        )
-        .join(
-            JoinType::InnerJoin,
-            team_member::Entity::belongs_to(workspace::Entity)
-                .from(team_member::Column::WorkspaceId)
-                .to(workspace::Column::Id)
-                .into(),
-        )
-        .filter(team_member::Column::TeamId.eq(team_id));
-    match read {
-        Read::Page { after, limit } => {
-            if let Some(after) = after {
-                query = query.filter(team_member::Column::Position.gt(after));
-            }
-            query = query.order_by_asc(team_member::Column::Position).limit(limit);
-        }
-        Read::LockAll => {
-            query = query.order_by_asc(user::Column::Id);
-            QueryTrait::query(&mut query).lock_with_tables(LockType::Update, [user::Entity]);
-        }
-        Read::All => {}
-    }
-    let rows = query.into_model::<MemberRow>().all(conn).await.map_err(classify)?;
-    rows.into_iter()
-        .map(|row| {
-            let max_open = row.max_open.map(capacity);
-            Ok(TeamMember {
-                full_name: FullName::parse(&row.full_name)
-                    .map_err(|e| StoreError::Corrupt(format!("user {}: {e}", row.user_id)))?,
-                position: row.position,
-                capacity: max_open.unwrap_or(capacity(row.default_max_open)),
-                max_open,
-                open: u32::try_from(row.open_conversations).unwrap_or(0),
-                status: UserStatus::from_stored(&row.status)?,
-                availability: Availability::from_stored(&row.availability)?,
-                last_assigned_at: row.last_assigned_at,
-                added_at: row.created_at,
-                team_id: row.team_id,
-                user_id: row.user_id,
-            })
-        })
-        .collect()
-}
+/// A member added, or a team no longer MANUAL: queued conversations may be handed out.
+const ROOM: Effects = Effects { room: true, permissions: false, mail: false };
 
 /// Refuses a change of a team whose version is not `expected` (when one is given).
 fn ensure_version(row: &team::Model, expected: Option<i64>) -> Result<()> {
@@ -178,7 +37,7 @@ impl Store {
     /// Creates a team.
     pub async fn create_team(&self, ctx: &Context, workspace_id: &str, new: NewTeam) -> Result<Team> {
         let txn = self.write().await?;
-        crate::workspaces::load_workspace(&txn, workspace_id).await?;
+        workspace::load(&txn, workspace_id).await?;
         let row = team::Model {
             id: new_id(),
             workspace_id: workspace_id.to_owned(),
@@ -211,7 +70,7 @@ impl Store {
 
     /// A team of the workspace.
     pub async fn team(&self, workspace_id: &str, team_id: &str) -> Result<Team> {
-        load_team(&self.db, workspace_id, team_id).await
+        load(&self.db, workspace_id, team_id).await
     }
 
     /// Teams of a workspace by name (case-insensitively), starting after the name key `after`.
@@ -254,9 +113,9 @@ impl Store {
         team_id: &str,
         changes: TeamChanges,
         expected_version: Option<i64>,
-    ) -> Result<Team> {
+    ) -> Result<Changed<Team>> {
         let txn = self.write().await?;
-        let row = lock_team(&txn, workspace_id, team_id).await?;
+        let row = lock(&txn, workspace_id, team_id).await?;
         ensure_version(&row, expected_version)?;
         let mut update = team::Entity::update_many()
             .col_expr(team::Column::Version, Expr::col(team::Column::Version).add(1))
@@ -279,15 +138,17 @@ impl Store {
             details.push(("strategy", strategy.as_str().to_owned()));
         }
         if details.is_empty() {
-            drop(txn);
-            return self.team(workspace_id, team_id).await;
+            return Ok(Changed::new(load(&txn, workspace_id, team_id).await?));
         }
+        let strategy_changed = changes.strategy.is_some_and(|s| s.as_str() != row.strategy);
         update.filter(team::Column::Id.eq(team_id)).exec(&txn).await.map_err(name_taken)?;
         let details: Vec<(&str, &str)> = details.iter().map(|(k, v)| (*k, v.as_str())).collect();
         audit::record(&txn, workspace_id, ctx, "team.updated", &format!("team:{team_id}"), &details).await?;
-        let team = load_team(&txn, workspace_id, team_id).await?;
+        let team = load(&txn, workspace_id, team_id).await?;
         commit(txn).await?;
-        Ok(team)
+        // A team that stopped being MANUAL hands out its queue.
+        let effects = if strategy_changed && team.strategy != Strategy::Manual { ROOM } else { Effects::default() };
+        Ok(Changed { value: team, effects })
     }
 
     /// Deletes a team without open conversations, and its memberships.
@@ -299,7 +160,7 @@ impl Store {
         expected_version: Option<i64>,
     ) -> Result<()> {
         let txn = self.write().await?;
-        let row = lock_team(&txn, workspace_id, team_id).await?;
+        let row = lock(&txn, workspace_id, team_id).await?;
         ensure_version(&row, expected_version)?;
         let open = count(
             &txn,
@@ -330,7 +191,8 @@ impl Store {
         commit(txn).await
     }
 
-    /// Adds a user to a team at the end of its order, with their own capacity if given.
+    /// Adds a user to a team at the end of its order, with their own capacity if given. The person
+    /// acting in `ctx` must be allowed to manage the user.
     pub async fn add_team_member(
         &self,
         ctx: &Context,
@@ -338,16 +200,11 @@ impl Store {
         team_id: &str,
         user_id: &str,
         max_open: Option<Capacity>,
-    ) -> Result<TeamMember> {
+    ) -> Result<Changed<TeamMember>> {
         let txn = self.write().await?;
-        let team = lock_team(&txn, workspace_id, team_id).await?;
         // The user must be of this workspace (the foreign key only says it exists somewhere).
-        user::Entity::find_by_id(user_id.to_owned())
-            .filter(user::Column::WorkspaceId.eq(workspace_id))
-            .one(&txn)
-            .await
-            .map_err(classify)?
-            .ok_or(StoreError::NotFound(Entity::User))?;
+        user::load_manageable(&txn, workspace_id, user_id, ctx).await?;
+        let team = lock(&txn, workspace_id, team_id).await?;
         let row = team_member::Model {
             team_id: team_id.to_owned(),
             user_id: user_id.to_owned(),
@@ -385,10 +242,11 @@ impl Store {
             .pop()
             .ok_or_else(|| StoreError::Corrupt(format!("team member {user_id} not read back")))?;
         commit(txn).await?;
-        Ok(member)
+        Ok(Changed { value: member, effects: ROOM })
     }
 
-    /// Removes a user from a team; their open conversations stay theirs.
+    /// Removes a user from a team; their open conversations stay theirs. The person acting in
+    /// `ctx` must be allowed to manage the user.
     pub async fn remove_team_member(
         &self,
         ctx: &Context,
@@ -397,7 +255,8 @@ impl Store {
         user_id: &str,
     ) -> Result<()> {
         let txn = self.write().await?;
-        lock_team(&txn, workspace_id, team_id).await?;
+        user::load_manageable(&txn, workspace_id, user_id, ctx).await?;
+        lock(&txn, workspace_id, team_id).await?;
         let removed = team_member::Entity::delete_many()
             .filter(team_member::Column::TeamId.eq(team_id))
             .filter(team_member::Column::UserId.eq(user_id))
@@ -420,7 +279,7 @@ impl Store {
         after: Option<i64>,
         limit: u64,
     ) -> Result<Page<TeamMember>> {
-        load_team(&self.db, workspace_id, team_id).await?;
+        load(&self.db, workspace_id, team_id).await?;
         let mut items = load_members(&self.db, team_id, Read::Page { after, limit: limit + 1 }).await?;
         let more = items.len() as u64 > limit;
         items.truncate(limit as usize);

@@ -1,17 +1,16 @@
 //! Workspaces: created with their first admin in one transaction.
 
 use crate::entity::{user, workspace};
-use crate::users::insert_user;
+use crate::rows::user::{insert, to_user};
+use crate::rows::workspace::load;
 use crate::{
-    Conflict, Context, Entity, ExtraSeats, Mail, NewUser, NewWorkspace, Plan, Result, Store, StoreError, Subscription,
-    User, UserStatus, Workspace, audit, classify, commit, count, new_id, unique_violation,
+    Changed, Conflict, Context, Effects, Entity, Mail, NewUser, NewWorkspace, Plan, Result, Store, StoreError, User,
+    Workspace, audit, classify, commit, new_id, unique_violation,
 };
+use roster_assignment::Capacity;
 use roster_identity::{Slug, WorkspaceName};
-use sea_orm::sea_query::LockType;
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
-};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
 impl Store {
     /// Creates a workspace on the Free Trial plan and its first admin (whose welcome email is
@@ -23,9 +22,9 @@ impl Store {
         admin: NewUser,
         welcome: Mail,
         request_id: Option<&str>,
-    ) -> Result<(Workspace, User)> {
+    ) -> Result<Changed<(Workspace, User)>> {
         if let Some(found) = self.workspace_by_request(request_id).await? {
-            return Ok(found);
+            return Ok(Changed::new(found));
         }
         let txn = self.write().await?;
         let id = new_id();
@@ -47,7 +46,7 @@ impl Store {
             // concurrent retry that won the race is answered with what it created.
             return match unique_violation(&err) {
                 Some(_) => match self.workspace_by_request(request_id).await? {
-                    Some(found) => Ok(found),
+                    Some(found) => Ok(Changed::new(found)),
                     None => Err(StoreError::Conflict(Conflict::SlugTaken)),
                 },
                 None => Err(classify(err)),
@@ -55,10 +54,10 @@ impl Store {
         }
         let target = format!("workspace:{id}");
         audit::record(&txn, &id, ctx, "workspace.created", &target, &[("slug", new.slug.as_str())]).await?;
-        let admin = insert_user(&txn, ctx, &id, admin, None, &welcome, None).await?;
-        let workspace = load_workspace(&txn, &id).await?;
+        let admin = insert(&txn, ctx, &id, admin, None, &welcome).await?;
+        let workspace = load(&txn, &id).await?;
         commit(txn).await?;
-        Ok((workspace, admin))
+        Ok(Changed { value: (workspace, admin), effects: Effects { mail: true, ..Effects::default() } })
     }
 
     async fn workspace_by_request(&self, request_id: Option<&str>) -> Result<Option<(Workspace, User)>> {
@@ -79,12 +78,12 @@ impl Store {
             .await
             .map_err(classify)?
             .ok_or(StoreError::NotFound(Entity::User))?;
-        Ok(Some((load_workspace(&self.db, &row.id).await?, crate::users::to_user(admin)?)))
+        Ok(Some((load(&self.db, &row.id).await?, to_user(admin)?)))
     }
 
     /// A workspace by id.
     pub async fn workspace(&self, id: &str) -> Result<Workspace> {
-        load_workspace(&self.db, id).await
+        load(&self.db, id).await
     }
 
     /// A workspace's id by slug.
@@ -98,62 +97,6 @@ impl Store {
     }
 }
 
-/// A workspace row's plan and extra seats.
-fn subscription(row: &workspace::Model) -> Result<Subscription> {
-    let corrupt = |what: &str| StoreError::Corrupt(format!("workspace {}: {what}", row.id));
-    Ok(Subscription {
-        plan: Plan::from_stored(&row.plan).ok_or_else(|| corrupt("plan"))?,
-        extra_seats: ExtraSeats::new(row.extra_seats.into()).map_err(|_| corrupt("extra seats"))?,
-    })
-}
-
-/// Active users: the seats in use.
-async fn seats_used<C: ConnectionTrait>(conn: &C, workspace_id: &str) -> Result<u32> {
-    let active = count(
-        conn,
-        user::Entity::find()
-            .filter(user::Column::WorkspaceId.eq(workspace_id))
-            .filter(user::Column::Status.eq(UserStatus::Active.as_str())),
-    )
-    .await?;
-    Ok(u32::try_from(active).unwrap_or(u32::MAX))
-}
-
-/// Locks the workspace's row and counts its seats in use, for a seat check: no other transaction
-/// can take a seat of the workspace or change its plan until this one ends, so the count stays
-/// true until the commit. On PostgreSQL the lock is `FOR NO KEY UPDATE`, the one an update of the
-/// row takes: it serializes with every other change of the workspace row but not with inserts
-/// that merely reference the workspace (their foreign-key check takes `FOR KEY SHARE`), so routing
-/// and membership changes neither wait for it nor deadlock with it. SQLite's write transaction
-/// serializes anyway.
-pub(crate) async fn lock_seats(txn: &DatabaseTransaction, workspace_id: &str) -> Result<(Subscription, u32)> {
-    let row = workspace::Entity::find_by_id(workspace_id.to_owned())
-        .lock(LockType::NoKeyUpdate)
-        .one(txn)
-        .await
-        .map_err(classify)?
-        .ok_or(StoreError::NotFound(Entity::Workspace))?;
-    Ok((subscription(&row)?, seats_used(txn, workspace_id).await?))
-}
-
-pub(crate) async fn load_workspace<C: ConnectionTrait>(conn: &C, id: &str) -> Result<Workspace> {
-    let row = workspace::Entity::find_by_id(id.to_owned())
-        .one(conn)
-        .await
-        .map_err(classify)?
-        .ok_or(StoreError::NotFound(Entity::Workspace))?;
-    let seats_used = seats_used(conn, id).await?;
-    Ok(Workspace {
-        slug: Slug::parse(&row.slug).map_err(|e| StoreError::Corrupt(format!("workspace slug: {e}")))?,
-        name: WorkspaceName::parse(&row.name).map_err(|e| StoreError::Corrupt(format!("workspace name: {e}")))?,
-        subscription: subscription(&row)?,
-        seats_used,
-        max_open: roster_assignment::Capacity::new(u32::try_from(row.max_open_conversations).unwrap_or(0)),
-        created_at: row.created_at,
-        id: row.id,
-    })
-}
-
 impl Store {
     /// Changes a workspace's name and/or default capacity per agent.
     pub async fn update_workspace(
@@ -161,11 +104,10 @@ impl Store {
         ctx: &Context,
         id: &str,
         name: Option<WorkspaceName>,
-        max_open: Option<roster_assignment::Capacity>,
-    ) -> Result<Workspace> {
-        use sea_orm::sea_query::Expr;
+        max_open: Option<Capacity>,
+    ) -> Result<Changed<Workspace>> {
         let txn = self.write().await?;
-        let current = load_workspace(&txn, id).await?;
+        let current = load(&txn, id).await?;
         let mut update = workspace::Entity::update_many().filter(workspace::Column::Id.eq(id));
         let mut details: Vec<(&str, String)> = Vec::new();
         if let Some(name) = name.filter(|n| *n != current.name) {
@@ -178,14 +120,15 @@ impl Store {
             details.push(("max_open_conversations", max_open.max_open().to_string()));
         }
         if details.is_empty() {
-            return Ok(current);
+            return Ok(Changed::new(current));
         }
+        let room = max_open.is_some_and(|m| m != current.max_open);
         update.exec(&txn).await.map_err(classify)?;
         let details: Vec<(&str, &str)> = details.iter().map(|(k, v)| (*k, v.as_str())).collect();
         audit::record(&txn, id, ctx, "workspace.updated", &format!("workspace:{id}"), &details).await?;
-        let workspace = load_workspace(&txn, id).await?;
+        let workspace = load(&txn, id).await?;
         commit(txn).await?;
-        Ok(workspace)
+        Ok(Changed { value: workspace, effects: Effects { room, ..Effects::default() } })
     }
 }
 

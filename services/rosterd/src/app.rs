@@ -1,20 +1,22 @@
-//! What every handler shares.
+//! What every handler shares: the server's state, the preamble of a call and the follow-ups of a
+//! change.
 
-use crate::auth::{self, Caller, Hasher, ServiceKeys};
+use crate::auth::{Caller, Hasher};
 use crate::authz_cache::AuthzCache;
+use crate::error;
 use crate::metrics::Metrics;
+use crate::policy::Need;
 use crate::throttle::LoginThrottle;
 use roster_identity::{Email, FullName, Slug, WorkspaceName};
-use roster_store::{Context, Mail, Store};
+use roster_store::{Changed, Context, Mail, Store};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tonic::{Request, Status};
 
-/// The server's state: the store, the credentials it accepts and how it hashes.
+/// The server's state: the store, how it hashes, and what follows a change.
 pub(crate) struct App {
     pub(crate) store: Store,
-    pub(crate) keys: ServiceKeys,
     pub(crate) hasher: Hasher,
     pub(crate) session_ttl: Duration,
     pub(crate) sign_in_url: String,
@@ -27,24 +29,70 @@ pub(crate) struct App {
     pub(crate) login_throttle: LoginThrottle,
 }
 
+/// A call past its preamble: who calls, in which workspace, allowed what the call needs.
+pub(crate) struct Call {
+    pub(crate) caller: Caller,
+    pub(crate) workspace_id: String,
+    /// The audit facts of the change it makes: who, which request, when.
+    pub(crate) ctx: Context,
+}
+
+/// A request that names the workspace it addresses (empty: the calling person's own).
+pub(crate) trait Addressed {
+    fn workspace_id(&self) -> &str;
+}
+
 impl App {
-    /// Authenticates the caller of a request.
-    pub(crate) async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        auth::authenticate(&self.store, &self.keys, request).await
+    /// The caller of a request, as the request-context layer authenticated it.
+    pub(crate) fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+        request.extensions().get::<Caller>().cloned().ok_or_else(|| {
+            error::internal(&std::io::Error::other("a protected method reached its handler without a caller"))
+        })
+    }
+
+    /// The preamble of every call that addresses a workspace: the caller, the workspace it may
+    /// reach (a person only their own), and `need` allowed ([`crate::policy`]). A call only a
+    /// service key may make says so before it looks at the workspace.
+    pub(crate) async fn call<T: Addressed>(&self, request: &Request<T>, need: Need<'_>) -> Result<Call, Status> {
+        let caller = Self::caller(request)?;
+        if need == Need::ServiceKey {
+            self.authorize(&caller, need).await?;
+        }
+        let workspace_id = caller.workspace(request.get_ref().workspace_id())?;
+        self.authorize(&caller, need).await?;
+        let ctx = caller.context();
+        Ok(Call { caller, workspace_id, ctx })
     }
 
     /// Checks that a workspace a service key named exists, so that listing an unknown workspace
     /// answers NOT_FOUND rather than an empty page. A person's workspace always exists.
-    pub(crate) async fn ensure_workspace(&self, caller: &Caller, workspace_id: &str) -> Result<(), Status> {
-        if caller.user().is_none() {
-            self.store.workspace(workspace_id).await.map_err(crate::error::store)?;
+    pub(crate) async fn ensure_workspace(&self, call: &Call) -> Result<(), Status> {
+        if call.caller.user().is_none() {
+            self.store.workspace(&call.workspace_id).await.map_err(error::store)?;
         }
         Ok(())
     }
 
+    /// Runs what a committed change calls for, and hands back its answer: the authorization copy
+    /// brought up to date (every later check on this process sees the change), the outbox woken,
+    /// queued conversations handed out. The change itself has committed, so a failure here is
+    /// logged, not answered: queued conversations stay queued for the next trigger or the sweep.
+    pub(crate) async fn settle<T>(&self, call: &Call, changed: Changed<T>) -> T {
+        let effects = changed.effects;
+        if effects.permissions {
+            self.authz.refresh(&call.workspace_id).await;
+        }
+        if effects.mail {
+            self.outbox.notify_one();
+        }
+        if effects.room {
+            self.drain_queues(&call.ctx, &call.workspace_id).await;
+        }
+        changed.value
+    }
+
     /// Hands out the workspace's queued conversations after a change that may have made an agent
-    /// eligible. The change itself has committed, so a failure here is logged, not answered: the
-    /// conversations stay queued, not lost, and the next such change hands them out.
+    /// eligible; failures are logged (see [`App::settle`]).
     pub(crate) async fn drain_queues(&self, ctx: &Context, workspace_id: &str) {
         if let Err(err) = self.store.drain_queues(ctx, workspace_id).await {
             tracing::warn!(error = %crate::error::error_chain(&err), "handing out queued conversations failed");
@@ -67,5 +115,59 @@ impl App {
                 url = self.sign_in_url,
             ),
         }
+    }
+}
+
+/// The requests whose `workspace_id` field names the workspace they address.
+macro_rules! addressed {
+    ($($request:ident),+ $(,)?) => {
+        $(impl Addressed for roster_proto::v1::$request {
+            fn workspace_id(&self) -> &str {
+                &self.workspace_id
+            }
+        })+
+    };
+}
+
+addressed!(
+    GetWorkspaceRequest,
+    CreateUserRequest,
+    GetUserRequest,
+    ListUsersRequest,
+    UpdateUserRequest,
+    DeactivateUserRequest,
+    ReactivateUserRequest,
+    SetAvailabilityRequest,
+    CreateRoleRequest,
+    GetRoleRequest,
+    ListRolesRequest,
+    UpdateRoleRequest,
+    DeleteRoleRequest,
+    CheckPermissionRequest,
+    CheckPermissionsRequest,
+    ListEffectivePermissionsRequest,
+    ListAuditEventsRequest,
+    CreateTeamRequest,
+    GetTeamRequest,
+    ListTeamsRequest,
+    UpdateTeamRequest,
+    DeleteTeamRequest,
+    AddTeamMemberRequest,
+    RemoveTeamMemberRequest,
+    ListTeamMembersRequest,
+    AssignConversationRequest,
+    UnassignConversationRequest,
+    ResolveConversationRequest,
+    GetConversationAssignmentRequest,
+    ListConversationAssignmentsRequest,
+    GetSubscriptionRequest,
+    ChangePlanRequest,
+    SetExtraSeatsRequest,
+);
+
+/// UpdateWorkspace names its workspace in the resource it changes.
+impl Addressed for roster_proto::v1::UpdateWorkspaceRequest {
+    fn workspace_id(&self) -> &str {
+        self.workspace.as_ref().map_or("", |w| w.id.as_str())
     }
 }

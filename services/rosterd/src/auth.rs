@@ -1,15 +1,16 @@
 //! Who is calling: service keys and session tokens resolved into a [`Caller`], and the bcrypt work
 //! that logins and new passwords need, kept off the async workers.
 
-use crate::context::{Credential, RequestId};
+use crate::context::Credential;
 use crate::error::{self, unauthenticated};
 use prometheus_client::metrics::counter::Counter;
 use roster_identity::{BcryptCost, Password, PasswordHash, SessionToken, TokenHash};
 use roster_store::{Actor, Context, Store, User};
 use sha2::{Digest, Sha256};
+use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::OnceCell;
-use tonic::{Code, Request, Status};
+use tonic::{Code, Status};
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
@@ -77,23 +78,10 @@ pub(crate) fn now_millis() -> i64 {
         .unwrap_or(0)
 }
 
-/// The request id the context layer assigned.
-pub(crate) fn request_id<T>(request: &Request<T>) -> String {
-    request.extensions().get::<RequestId>().map(|id| id.0.clone()).unwrap_or_default()
-}
-
 /// The configured service keys, held as SHA-256 digests and compared in constant time.
-pub(crate) struct ServiceKeys(Vec<(String, [u8; 32])>);
+struct ServiceKeys(Vec<(String, [u8; 32])>);
 
 impl ServiceKeys {
-    pub(crate) fn new(keys: &[crate::config::ServiceKeySpec]) -> Self {
-        Self(keys.iter().map(|k| (k.name.clone(), digest(&k.secret))).collect())
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     fn find(&self, secret: &str) -> Option<&str> {
         let presented = digest(secret);
         let mut found = None;
@@ -112,41 +100,66 @@ fn digest(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
-/// Resolves the credential of a call against the service keys and the live sessions.
-pub(crate) async fn authenticate<T>(store: &Store, keys: &ServiceKeys, request: &Request<T>) -> Result<Caller, Status> {
-    let request_id = request_id(request);
-    let credential = request.extensions().get::<Credential>().cloned().unwrap_or(Credential::Missing);
-    let secret = match credential {
-        Credential::Missing => {
-            return Err(unauthenticated(
-                "CREDENTIALS_MISSING",
-                "send `authorization: Bearer <session token or service key>`",
-            ));
-        }
-        Credential::Malformed => {
-            return Err(unauthenticated("CREDENTIALS_MALFORMED", "the authorization header must be `Bearer <secret>`"));
-        }
-        Credential::Bearer(secret) => secret,
-    };
-    if let Ok(token) = SessionToken::parse(&secret) {
-        let hash = token.hash();
-        return match store.session(&hash, now_millis()).await.map_err(error::store)? {
-            Some(session) => Ok(Caller {
-                principal: Principal::User { user: session.user, token: hash, expires_at: session.expires_at },
-                request_id,
-            }),
-            None => Err(unauthenticated(
-                "SESSION_INVALID",
-                "the session token is unknown, expired or revoked: log in again",
-            )),
-        };
+/// Resolves credentials into callers, for the request-context layer: before a request's body is
+/// read, so that nobody unauthenticated makes the server decode anything.
+pub(crate) struct Authenticator {
+    store: Store,
+    keys: ServiceKeys,
+    /// The methods that need a caller: every Roster method but Login. Health, reflection and
+    /// paths that name no method (answered UNIMPLEMENTED) need none.
+    protected: HashSet<String>,
+}
+
+impl Authenticator {
+    pub(crate) fn new(store: Store, keys: &[crate::config::ServiceKeySpec]) -> Self {
+        let keys = ServiceKeys(keys.iter().map(|k| (k.name.clone(), digest(&k.secret))).collect());
+        let mut protected: HashSet<String> = crate::metrics::method_paths(roster_proto::FILE_DESCRIPTOR_SET).collect();
+        protected.remove("/roster.v1.AuthService/Login");
+        Self { store, keys, protected }
     }
-    match keys.find(&secret) {
-        Some(name) => Ok(Caller { principal: Principal::Service(name.to_owned()), request_id }),
-        None => Err(unauthenticated(
-            "CREDENTIALS_INVALID",
-            "the bearer secret is neither a session token nor a service key",
-        )),
+
+    /// Whether a call of `path` needs a caller.
+    pub(crate) fn protects(&self, path: &str) -> bool {
+        self.protected.contains(path)
+    }
+
+    /// The caller `credential` stands for: a live session's person, or a configured service key.
+    pub(crate) async fn authenticate(&self, credential: Credential, request_id: String) -> Result<Caller, Status> {
+        let secret = match credential {
+            Credential::Missing => {
+                return Err(unauthenticated(
+                    "CREDENTIALS_MISSING",
+                    "send `authorization: Bearer <session token or service key>`",
+                ));
+            }
+            Credential::Malformed => {
+                return Err(unauthenticated(
+                    "CREDENTIALS_MALFORMED",
+                    "the authorization header must be `Bearer <secret>`",
+                ));
+            }
+            Credential::Bearer(secret) => secret,
+        };
+        if let Ok(token) = SessionToken::parse(&secret) {
+            let hash = token.hash();
+            return match self.store.session(&hash, now_millis()).await.map_err(error::store)? {
+                Some(session) => Ok(Caller {
+                    principal: Principal::User { user: session.user, token: hash, expires_at: session.expires_at },
+                    request_id,
+                }),
+                None => Err(unauthenticated(
+                    "SESSION_INVALID",
+                    "the session token is unknown, expired or revoked: log in again",
+                )),
+            };
+        }
+        match self.keys.find(&secret) {
+            Some(name) => Ok(Caller { principal: Principal::Service(name.to_owned()), request_id }),
+            None => Err(unauthenticated(
+                "CREDENTIALS_INVALID",
+                "the bearer secret is neither a session token nor a service key",
+            )),
+        }
     }
 }
 

@@ -1,14 +1,18 @@
-//! The request-context layer: a request id, a tracing span and the caller's credential for every call.
+//! The request-context layer: a request id, a tracing span and the caller for every call.
 //!
-//! It runs before any handler, on the raw HTTP request. It does not touch the database: it only
-//! lifts `authorization: Bearer …` into a [`Credential`] extension, which handlers resolve through
-//! [`crate::auth`]. The request id comes from `x-request-id` when the client sends a sane one, is
-//! generated otherwise, and is echoed in the response headers.
+//! It runs before any handler, on the raw HTTP request, before its body is read. For a Roster
+//! method that needs a caller it resolves `authorization: Bearer …` into a [`Caller`] extension
+//! (a session looked up, or a service key matched; [`crate::auth::Authenticator`]) and answers
+//! UNAUTHENTICATED itself when it cannot, so that no unauthenticated body is ever decoded.
+//! Health, reflection and Login pass through without one. The request id comes from
+//! `x-request-id` when the client sends a sane one, is generated otherwise, and is echoed in the
+//! response headers.
 //!
 //! It also bounds each call by the configured request timeout, answering DEADLINE_EXCEEDED with
 //! an `ErrorInfo`, and gives the few statuses tonic produces on its own (an unknown method, a
 //! request body that does not decode) an `ErrorInfo` too, so that every error carries a reason.
 
+use crate::auth::Authenticator;
 use crate::error;
 use crate::metrics::Metrics;
 use http::{HeaderValue, Request, Response};
@@ -57,13 +61,15 @@ pub(crate) struct RequestContextLayer {
     pub(crate) timeout: Duration,
     /// Where each call is counted and timed.
     pub(crate) metrics: Arc<Metrics>,
+    /// Who calls.
+    pub(crate) auth: Arc<Authenticator>,
 }
 
 impl<S> Layer<S> for RequestContextLayer {
     type Service = RequestContext<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequestContext { inner, timeout: self.timeout, metrics: self.metrics.clone() }
+        RequestContext { inner, timeout: self.timeout, metrics: self.metrics.clone(), auth: self.auth.clone() }
     }
 }
 
@@ -73,6 +79,7 @@ pub(crate) struct RequestContext<S> {
     inner: S,
     timeout: Duration,
     metrics: Arc<Metrics>,
+    auth: Arc<Authenticator>,
 }
 
 impl<S, B, R> Service<Request<B>> for RequestContext<S>
@@ -108,7 +115,7 @@ where
         let span = tracing::info_span!("rpc", method = %request.uri().path(), request_id = %request_id);
         let method = self.metrics.method(request.uri().path());
         let metrics = self.metrics.clone();
-        request.extensions_mut().insert(credential);
+        let auth = self.auth.protects(request.uri().path()).then(|| self.auth.clone());
         request.extensions_mut().insert(RequestId(request_id.clone()));
         // The clone is ready only after poll_ready on `self.inner`; swap so that the ready one serves.
         let clone = self.inner.clone();
@@ -117,8 +124,16 @@ where
         Box::pin(
             async move {
                 let started = std::time::Instant::now();
-                let mut response = match tokio::time::timeout(limit, inner.call(request)).await {
-                    Ok(response) => {
+                let call = async {
+                    if let Some(auth) = auth {
+                        let caller = auth.authenticate(credential, request_id.clone()).await?;
+                        request.extensions_mut().insert(caller);
+                    }
+                    Ok::<_, tonic::Status>(inner.call(request).await)
+                };
+                let mut response = match tokio::time::timeout(limit, call).await {
+                    Ok(Err(refused)) => refused.into_http(),
+                    Ok(Ok(response)) => {
                         let mut response = response?;
                         add_error_info(response.headers_mut());
                         response

@@ -204,18 +204,16 @@ impl Metrics {
 }
 
 /// `/package.Service/Method` of every method in an encoded `FileDescriptorSet`.
-fn method_paths(encoded: &[u8]) -> Vec<String> {
+pub(crate) fn method_paths(encoded: &[u8]) -> impl Iterator<Item = String> {
     use prost::Message;
-    let Ok(set) = prost_types::FileDescriptorSet::decode(encoded) else { return Vec::new() };
-    let mut paths = Vec::new();
-    for file in &set.file {
-        for service in &file.service {
-            for method in &service.method {
-                paths.push(format!("/{}.{}/{}", file.package(), service.name(), method.name()));
-            }
-        }
-    }
-    paths
+    let set = prost_types::FileDescriptorSet::decode(encoded).unwrap_or_default();
+    set.file.into_iter().flat_map(|file| {
+        let package = file.package().to_owned();
+        file.service.into_iter().flat_map(move |service| {
+            let prefix = format!("/{package}.{}/", service.name());
+            service.method.into_iter().map(move |method| format!("{prefix}{}", method.name()))
+        })
+    })
 }
 
 /// The canonical name of a status code, as gRPC documents them.

@@ -31,119 +31,86 @@
 //! assignee (nobody for a new or queued one), so a grant with scope ASSIGNED covers the caller's
 //! own conversations only.
 //!
-//! "Grants nothing the caller lacks" is the no-escalation rule (`roster_authz::check_grantable`,
-//! `check_manageable`; only admins touch admins). For changes it is decided inside the store's
-//! write transaction, against the rows being changed.
+//! Who decides what: this table (the permission a call needs) is decided here, with
+//! `roster_authz::decide` on the caller's role from the [`crate::authz_cache`], the same copy
+//! CheckPermission answers from. "Grants nothing the caller lacks" — the no-escalation rule
+//! (`roster_authz::check_grantable`, `check_manageable`; only admins touch admins) — and the
+//! last-admin guard are decided by the store, inside the transaction that makes the change, with
+//! the caller's role and the rows as that transaction reads them. "Asking about themselves"
+//! (CheckPermission and its kin) is decided per check by `api::authorization`, since a batch
+//! answers each item on its own.
 //!
 //! Service keys may do everything, in any workspace they name. People act only in their own
 //! workspace ([`crate::auth::Caller::workspace`]). A person's status comes from their session
-//! (a deactivated user has none); their role's grants come from the [`crate::authz_cache`], the
-//! same copy CheckPermission answers from.
+//! (a deactivated user has none).
 
 use crate::app::App;
 use crate::auth::{Caller, Principal};
 use crate::error::{self, permission_denied, status_with};
-use roster_authz::{Decision, Permission, Resource, Role, Subject, check_manageable, decide};
-use roster_identity::RoleId;
-use std::sync::Arc;
+use roster_authz::{Decision, Permission, Resource, Subject, decide};
 use tonic::{Code, Status};
 
 /// What a call needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Need {
-    /// Create workspaces: service keys only.
+pub(crate) enum Need<'a> {
+    /// Create workspaces, grant extra seats: service keys only.
     ServiceKey,
-    /// Read the workspace or the permission catalog: any member.
+    /// Read the workspace, its teams, the permission catalog; ask about oneself: any member.
     Member,
-    /// Read users (`users.read`); people may always read themselves.
+    /// Read users (`users.read`).
     ReadUsers,
-    /// Create, change, deactivate, reactivate users; change others' availability (`users.manage`).
+    /// Read this user: `users.read`, or the user is the caller.
+    ReadUser(&'a str),
+    /// Create, change, deactivate, reactivate users (`users.manage`).
     ManageUsers,
+    /// Change this user's availability (empty: the caller's own): the caller, or `users.manage`.
+    SetAvailability(&'a str),
     /// Read roles: `users.read` (to see what people hold) or `roles.manage`.
     ReadRoles,
     /// Create, change and delete roles (`roles.manage`).
     ManageRoles,
     /// Read the audit trail (`audit.read`).
     ReadAudit,
-    /// Ask about a user's permissions: service keys for anyone, people for themselves.
-    CheckPermissions,
     /// Create, change and delete teams and their membership (`teams.manage`).
     ManageTeams,
     /// Change the workspace's settings (`settings.write`).
     WriteSettings,
     /// Change the workspace's plan (`billing.manage`).
     ManageBilling,
+    /// Use `permission` on a conversation assigned to this user (`None`: nobody), so that a grant
+    /// with scope ASSIGNED covers the caller's own conversations only.
+    On(Permission, Option<&'a str>),
 }
 
 impl App {
-    /// The role of the person calling, `None` for a service key.
-    pub(crate) async fn actor_role(&self, caller: &Caller) -> Result<Option<Arc<Role>>, Status> {
-        match &caller.principal {
-            Principal::Service(_) => Ok(None),
-            Principal::User { user, .. } => {
-                self.authz.role(&user.workspace_id, &user.role).await.map(Some).map_err(error::store)
-            }
-        }
-    }
-
-    /// Allows or denies `caller` what `need` names; `subject` is the user the call is about, if any.
-    pub(crate) async fn authorize(&self, caller: &Caller, need: Need, subject: Option<&str>) -> Result<(), Status> {
+    /// Allows or denies `caller` what `need` names.
+    pub(crate) async fn authorize(&self, caller: &Caller, need: Need<'_>) -> Result<(), Status> {
         let user = match &caller.principal {
             Principal::Service(_) => return Ok(()),
             Principal::User { user, .. } => user,
         };
-        let permissions: &[Permission] = match need {
+        let (permissions, resource): (&[Permission], _) = match need {
             Need::ServiceKey => {
                 return Err(permission_denied("SERVICE_KEY_REQUIRED", "only internal services may call this"));
             }
             Need::Member => return Ok(()),
-            Need::ReadUsers if subject == Some(user.id.as_str()) => return Ok(()),
-            Need::CheckPermissions if subject.is_none_or(|s| s.is_empty() || s == user.id) => return Ok(()),
-            Need::CheckPermissions => {
-                return Err(permission_denied(
-                    "SELF_ONLY",
-                    "a person can only check their own permissions; internal services check anyone's",
-                ));
-            }
-            Need::ReadUsers => &[Permission::UsersRead],
-            Need::ManageUsers => &[Permission::UsersManage],
-            Need::ReadRoles => &[Permission::UsersRead, Permission::RolesManage],
-            Need::ManageRoles => &[Permission::RolesManage],
-            Need::ReadAudit => &[Permission::AuditRead],
-            Need::ManageTeams => &[Permission::TeamsManage],
-            Need::WriteSettings => &[Permission::SettingsWrite],
-            Need::ManageBilling => &[Permission::BillingManage],
+            Need::ReadUser(id) if id == user.id => return Ok(()),
+            Need::SetAvailability(id) if id.is_empty() || id == user.id => return Ok(()),
+            Need::ReadUsers | Need::ReadUser(_) => (&[Permission::UsersRead], None),
+            Need::ManageUsers | Need::SetAvailability(_) => (&[Permission::UsersManage], None),
+            Need::ReadRoles => (&[Permission::UsersRead, Permission::RolesManage], None),
+            Need::ManageRoles => (&[Permission::RolesManage], None),
+            Need::ReadAudit => (&[Permission::AuditRead], None),
+            Need::ManageTeams => (&[Permission::TeamsManage], None),
+            Need::WriteSettings => (&[Permission::SettingsWrite], None),
+            Need::ManageBilling => (&[Permission::BillingManage], None),
+            Need::On(permission, assignee) => (&[permission][..], Some(Resource { assignee })),
         };
-        self.decide_any(user, permissions, None).await
-    }
-
-    /// Allows or denies `caller` `permission` on a conversation or contact assigned to `assignee`
-    /// (nobody: `None`), so that a grant with scope ASSIGNED covers only the caller's own.
-    pub(crate) async fn authorize_on(
-        &self,
-        caller: &Caller,
-        permission: Permission,
-        assignee: Option<&str>,
-    ) -> Result<(), Status> {
-        match &caller.principal {
-            Principal::Service(_) => Ok(()),
-            Principal::User { user, .. } => self.decide_any(user, &[permission], Some(&Resource { assignee })).await,
-        }
-    }
-
-    /// Allowed when the person's role grants any of `permissions` (on `resource`); else the first
-    /// denial, with its reason.
-    async fn decide_any(
-        &self,
-        user: &roster_store::User,
-        permissions: &[Permission],
-        resource: Option<&Resource<'_>>,
-    ) -> Result<(), Status> {
         let role = self.authz.role(&user.workspace_id, &user.role).await.map_err(error::store)?;
         let subject = Subject { user_id: &user.id, active: true, role: &role };
         let mut first: Option<(Permission, Decision)> = None;
         for permission in permissions {
-            let decision = decide(&subject, *permission, resource);
+            let decision = decide(&subject, *permission, resource.as_ref());
             if decision.allowed {
                 return Ok(());
             }
@@ -157,14 +124,5 @@ impl App {
             &[("permission", permission.to_string())],
             Default::default(),
         ))
-    }
-
-    /// No escalation, for calls the store does not guard itself (another user's availability): a
-    /// person may act on a user only if that user's role grants nothing the person lacks.
-    pub(crate) async fn may_act_on(&self, caller: &Caller, target_role: &RoleId) -> Result<(), Status> {
-        let Principal::User { user, .. } = &caller.principal else { return Ok(()) };
-        let actor = self.authz.role(&user.workspace_id, &user.role).await.map_err(error::store)?;
-        let target = self.authz.role(&user.workspace_id, target_role).await.map_err(error::store)?;
-        check_manageable(&actor, &target).map_err(|e| error::escalation(&e))
     }
 }

@@ -4,7 +4,7 @@ use crate::api::{
     AssignmentApi, AuditApi, AuthApi, AuthorizationApi, BillingApi, RoleApi, TeamApi, UserApi, WorkspaceApi,
 };
 use crate::app::App;
-use crate::auth::{Hasher, ServiceKeys, random_bytes};
+use crate::auth::{Authenticator, Hasher, random_bytes};
 use crate::authz_cache::AuthzCache;
 use crate::config::{Config, redact_url};
 use crate::context::RequestContextLayer;
@@ -113,7 +113,7 @@ pub async fn serve(
         }
     });
 
-    let keys = ServiceKeys::new(&config.service_keys);
+    let auth = Arc::new(Authenticator::new(store.clone(), &config.service_keys));
     let metrics = Arc::new(Metrics::new(config.db_max_connections));
     let app = Arc::new(App {
         store: store.clone(),
@@ -124,10 +124,9 @@ pub async fn serve(
         sign_in_url: config.sign_in_url.clone(),
         outbox: Arc::new(Notify::new()),
         authz: Arc::new(AuthzCache::new(store.clone())),
-        keys,
     });
     app.hasher.warm_up();
-    if config.demo && app.keys.is_empty() {
+    if config.demo && config.service_keys.is_empty() {
         // In the background: its bcrypt hash would otherwise delay serving by a third of a second.
         let app = app.clone();
         tokio::spawn(async move {
@@ -167,7 +166,7 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
     };
     let router = tonic::transport::Server::builder()
-        .layer(RequestContextLayer { timeout: Duration::from_secs(config.request_timeout_secs), metrics })
+        .layer(RequestContextLayer { timeout: Duration::from_secs(config.request_timeout_secs), metrics, auth })
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
@@ -290,6 +289,7 @@ async fn create_demo_workspace(app: &App) -> Result<(), ServeError> {
     };
     let admin = NewUser { email, full_name, password_hash, role: BuiltinRole::Admin.into() };
     app.store.create_workspace(&ctx, NewWorkspace { slug, name }, admin, welcome, None).await?;
+    app.outbox.notify_one();
     // Printed, not logged: shown once on the terminal of whoever started the first run.
     println!(
         "\nFirst run: created the workspace `demo` and its admin.\n  \

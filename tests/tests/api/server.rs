@@ -202,6 +202,11 @@ async fn a_body_over_its_services_limit_is_resource_exhausted_and_the_largest_re
         assert_status(&at_limit, tonic::Code::InvalidArgument, "INVALID_FIELD");
         let over = raw::unary(&app.channel, path, service(sized(limit + 1))).await.expect_err("too large");
         assert_status(&over, tonic::Code::ResourceExhausted, "MESSAGE_TOO_LARGE");
+        // Without a credential nothing is read at all: the caller is refused first.
+        let anonymous = raw::unary(&app.channel, path, tonic::Request::new(sized(limit + 1))).await.expect_err("who?");
+        assert_status(&anonymous, tonic::Code::Unauthenticated, "CREDENTIALS_MISSING");
+        let garbage = raw::unary(&app.channel, path, tonic::Request::new(vec![0xff; 64])).await.expect_err("who?");
+        assert_status(&garbage, tonic::Code::Unauthenticated, "CREDENTIALS_MISSING");
     }
 }
 

@@ -1,12 +1,12 @@
-use crate::app::App;
-use crate::auth::Caller;
+use crate::app::{Addressed, App, Call};
 use crate::convert;
 use crate::error::{self, Violations, checked, invalid};
 use crate::metrics::AssignOutcome;
-use roster_assignment::ConversationId;
+use crate::policy::Need;
+use roster_assignment::{ConversationId, Seen, Target};
 use roster_authz::Permission;
 use roster_proto::v1::{self as pb, assignment_service_server::AssignmentService};
-use roster_store::{AssignRequest, AssignTo, ConversationFilter, ConversationStatus, Entity, StoreError};
+use roster_store::{AssignRequest, ConversationFilter, ConversationStatus, Entity, StoreError};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -19,35 +19,98 @@ fn conversation_id(v: &mut Violations, value: &str) -> Option<ConversationId> {
 }
 
 /// An optional record id: `None` when empty.
-fn optional_id(v: &mut Violations, field: &str, value: &str) -> Option<String> {
+fn optional_id<'a>(v: &mut Violations, field: &str, value: &'a str) -> Option<&'a str> {
     if value.is_empty() {
         return None;
     }
     super::record_id(v, field, value);
-    Some(value.to_owned())
+    Some(value)
+}
+
+/// UnassignConversationRequest and ResolveConversationRequest.
+trait ConversationCall: Addressed {
+    fn conversation_id(&self) -> &str;
+}
+
+impl ConversationCall for pb::UnassignConversationRequest {
+    fn conversation_id(&self) -> &str {
+        &self.conversation_id
+    }
+}
+
+impl ConversationCall for pb::ResolveConversationRequest {
+    fn conversation_id(&self) -> &str {
+        &self.conversation_id
+    }
+}
+
+/// Whose conversation a call's permission was decided on: the store acts only on the
+/// conversation as it was seen.
+enum Decided {
+    /// A service key: allowed whoever holds it.
+    Service,
+    /// A person, on the conversation assigned to this user (`None`: nobody).
+    Person(Option<String>),
+}
+
+impl Decided {
+    fn seen(&self) -> Seen<'_> {
+        match self {
+            Decided::Service => Seen::Any,
+            Decided::Person(assignee) => Seen::Assignee(assignee.as_deref()),
+        }
+    }
+}
+
+/// What UnassignConversation and ResolveConversation do.
+#[derive(Clone, Copy)]
+enum Settle {
+    Unassign,
+    Resolve,
 }
 
 impl AssignmentApi {
     /// Authorizes a person's `permission` on the conversation as it is now (its current assignee;
-    /// nobody for one Roster does not know), and returns the assignee it was decided on, which the
-    /// store checks again in its transaction. Service keys may do everything: nothing is read.
-    async fn authorize_on(
-        &self,
-        caller: &Caller,
-        workspace_id: &str,
-        id: &ConversationId,
-        permission: Permission,
-    ) -> Result<Option<Option<String>>, Status> {
-        if caller.user().is_none() {
-            return Ok(None);
+    /// nobody for one Roster does not know), and returns whose conversation that decided it on,
+    /// which the store checks again in its transaction. Service keys may do everything.
+    async fn authorize_on(&self, call: &Call, id: &ConversationId, permission: Permission) -> Result<Decided, Status> {
+        if call.caller.user().is_none() {
+            return Ok(Decided::Service);
         }
-        let assignee = match self.0.store.conversation(workspace_id, id).await {
+        let assignee = match self.0.store.conversation(&call.workspace_id, id).await {
             Ok(conversation) => conversation.assignee,
             Err(StoreError::NotFound(Entity::Conversation)) => None,
             Err(err) => return Err(error::store(err)),
         };
-        self.0.authorize_on(caller, permission, assignee.as_deref()).await?;
-        Ok(Some(assignee))
+        self.0.authorize(&call.caller, Need::On(permission, assignee.as_deref())).await?;
+        Ok(Decided::Person(assignee))
+    }
+
+    /// UnassignConversation and ResolveConversation.
+    async fn settle(
+        &self,
+        request: Request<impl ConversationCall>,
+        settle: Settle,
+    ) -> Result<pb::ConversationAssignment, Status> {
+        let app = &self.0;
+        let call = app.call(&request, Need::Member).await?;
+        let mut v = Violations::new();
+        let id = conversation_id(&mut v, request.get_ref().conversation_id());
+        v.finish()?;
+        let id = checked(id)?;
+        let permission = match settle {
+            Settle::Unassign => Permission::ConversationsAssign,
+            Settle::Resolve => Permission::ConversationsReply,
+        };
+        let decided = self.authorize_on(&call, &id, permission).await?;
+        let (ctx, workspace_id, seen) = (&call.ctx, call.workspace_id.as_str(), decided.seen());
+        let changed = match settle {
+            Settle::Unassign => app.store.unassign_conversation(ctx, workspace_id, &id, seen).await,
+            Settle::Resolve => app.store.resolve_conversation(ctx, workspace_id, &id, seen).await,
+        }
+        .map_err(error::store)?;
+        let conversation = app.settle(&call, changed).await;
+        Ok(convert::conversation(&conversation))
     }
 }
 
@@ -58,38 +121,34 @@ impl AssignmentService for AssignmentApi {
         request: Request<pb::AssignConversationRequest>,
     ) -> Result<Response<pb::AssignConversationResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
+        let call = app.call(&request, Need::Member).await?;
         let req = request.get_ref();
-        let workspace_id = caller.workspace(&req.workspace_id)?;
         let mut v = Violations::new();
         let id = conversation_id(&mut v, &req.conversation_id);
         let team_id = optional_id(&mut v, "team_id", &req.team_id);
         let assignee = optional_id(&mut v, "assignee_id", &req.assignee_id);
         v.finish()?;
         let id = checked(id)?;
-        let decided_on = self.authorize_on(&caller, &workspace_id, &id, Permission::ConversationsAssign).await?;
-        let without_team = team_id.is_none();
-        let to = assignee.map_or(AssignTo::Auto, AssignTo::User);
-        let assign = AssignRequest { conversation: id, team_id, to, transfer: req.transfer, decided_on };
-        let ctx = caller.context();
-        let assigned = app.store.assign_conversation(&ctx, &workspace_id, &assign).await.map_err(|err| match err {
-            StoreError::NotFound(Entity::User) => invalid("assignee_id", "no user with this id in the workspace"),
-            StoreError::NotFound(Entity::Conversation) if without_team => {
-                invalid("team_id", "required for a conversation Roster does not know yet")
-            }
-            StoreError::NotFound(Entity::Team) if without_team => {
-                invalid("team_id", "the conversation's team no longer exists: name the team to reopen it in")
-            }
-            err => error::store(err),
-        })?;
+        let decided = self.authorize_on(&call, &id, Permission::ConversationsAssign).await?;
+        let to = assignee.map_or(Target::Strategy, Target::User);
+        let assign = AssignRequest { conversation: &id, team_id, to, transfer: req.transfer, seen: decided.seen() };
+        let changed =
+            app.store.assign_conversation(&call.ctx, &call.workspace_id, &assign).await.map_err(|err| match err {
+                StoreError::NotFound(Entity::User) => invalid("assignee_id", "no user with this id in the workspace"),
+                StoreError::NotFound(Entity::Conversation) if team_id.is_none() => {
+                    invalid("team_id", "required for a conversation Roster does not know yet")
+                }
+                StoreError::NotFound(Entity::Team) if team_id.is_none() => {
+                    invalid("team_id", "the conversation's team no longer exists: name the team to reopen it in")
+                }
+                err => error::store(err),
+            })?;
+        let assigned = app.settle(&call, changed).await;
         app.metrics.assignment(match (assigned.changed, &assigned.conversation.assignee) {
             (false, _) => AssignOutcome::Unchanged,
             (true, Some(_)) => AssignOutcome::Assigned,
             (true, None) => AssignOutcome::Queued,
         });
-        if assigned.freed {
-            app.drain_queues(&ctx, &workspace_id).await;
-        }
         Ok(Response::new(pb::AssignConversationResponse {
             assignment: Some(convert::conversation(&assigned.conversation)),
             changed: assigned.changed,
@@ -100,44 +159,16 @@ impl AssignmentService for AssignmentApi {
         &self,
         request: Request<pb::UnassignConversationRequest>,
     ) -> Result<Response<pb::UnassignConversationResponse>, Status> {
-        let app = &self.0;
-        let caller = app.caller(&request).await?;
-        let req = request.get_ref();
-        let workspace_id = caller.workspace(&req.workspace_id)?;
-        let mut v = Violations::new();
-        let id = conversation_id(&mut v, &req.conversation_id);
-        v.finish()?;
-        let id = checked(id)?;
-        let decided_on = self.authorize_on(&caller, &workspace_id, &id, Permission::ConversationsAssign).await?;
-        let ctx = caller.context();
-        let decided_on = decided_on.as_ref().map(Option::as_deref);
-        let conversation =
-            app.store.unassign_conversation(&ctx, &workspace_id, &id, decided_on).await.map_err(error::store)?;
-        // The previous assignee has room again, in every team of theirs.
-        app.drain_queues(&ctx, &workspace_id).await;
-        Ok(Response::new(pb::UnassignConversationResponse { assignment: Some(convert::conversation(&conversation)) }))
+        let assignment = self.settle(request, Settle::Unassign).await?;
+        Ok(Response::new(pb::UnassignConversationResponse { assignment: Some(assignment) }))
     }
 
     async fn resolve_conversation(
         &self,
         request: Request<pb::ResolveConversationRequest>,
     ) -> Result<Response<pb::ResolveConversationResponse>, Status> {
-        let app = &self.0;
-        let caller = app.caller(&request).await?;
-        let req = request.get_ref();
-        let workspace_id = caller.workspace(&req.workspace_id)?;
-        let mut v = Violations::new();
-        let id = conversation_id(&mut v, &req.conversation_id);
-        v.finish()?;
-        let id = checked(id)?;
-        let decided_on = self.authorize_on(&caller, &workspace_id, &id, Permission::ConversationsReply).await?;
-        let ctx = caller.context();
-        let decided_on = decided_on.as_ref().map(Option::as_deref);
-        let conversation =
-            app.store.resolve_conversation(&ctx, &workspace_id, &id, decided_on).await.map_err(error::store)?;
-        // Its assignee has room again (a second resolve finds no queue to hand out, or no room).
-        app.drain_queues(&ctx, &workspace_id).await;
-        Ok(Response::new(pb::ResolveConversationResponse { assignment: Some(convert::conversation(&conversation)) }))
+        let assignment = self.settle(request, Settle::Resolve).await?;
+        Ok(Response::new(pb::ResolveConversationResponse { assignment: Some(assignment) }))
     }
 
     async fn get_conversation_assignment(
@@ -145,15 +176,13 @@ impl AssignmentService for AssignmentApi {
         request: Request<pb::GetConversationAssignmentRequest>,
     ) -> Result<Response<pb::GetConversationAssignmentResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
-        let req = request.get_ref();
-        let workspace_id = caller.workspace(&req.workspace_id)?;
+        let call = app.call(&request, Need::Member).await?;
         let mut v = Violations::new();
-        let id = conversation_id(&mut v, &req.conversation_id);
+        let id = conversation_id(&mut v, &request.get_ref().conversation_id);
         v.finish()?;
         let id = checked(id)?;
-        self.authorize_on(&caller, &workspace_id, &id, Permission::ConversationsRead).await?;
-        let conversation = app.store.conversation(&workspace_id, &id).await.map_err(error::store)?;
+        self.authorize_on(&call, &id, Permission::ConversationsRead).await?;
+        let conversation = app.store.conversation(&call.workspace_id, &id).await.map_err(error::store)?;
         Ok(Response::new(pb::GetConversationAssignmentResponse {
             assignment: Some(convert::conversation(&conversation)),
         }))
@@ -164,9 +193,8 @@ impl AssignmentService for AssignmentApi {
         request: Request<pb::ListConversationAssignmentsRequest>,
     ) -> Result<Response<pb::ListConversationAssignmentsResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
+        let call = app.call(&request, Need::Member).await?;
         let req = request.get_ref();
-        let workspace_id = caller.workspace(&req.workspace_id)?;
         let mut v = Violations::new();
         let assignee = optional_id(&mut v, "assignee_id", &req.assignee_id);
         let team = optional_id(&mut v, "team_id", &req.team_id);
@@ -183,14 +211,19 @@ impl AssignmentService for AssignmentApi {
         }
         v.finish()?;
         // With scope ASSIGNED, a person may list only their own conversations.
-        app.authorize_on(&caller, Permission::ConversationsRead, assignee.as_deref()).await?;
-        app.ensure_workspace(&caller, &workspace_id).await?;
+        app.authorize(&call.caller, Need::On(Permission::ConversationsRead, assignee)).await?;
+        app.ensure_workspace(&call).await?;
         let limit = convert::page_size(req.page_size)?;
         let after = convert::decode_page_token(PAGE_KIND, &req.page_token)?;
-        let filter = ConversationFilter { assignee, team, queued: req.queued, status };
+        let filter = ConversationFilter {
+            assignee: assignee.map(str::to_owned),
+            team: team.map(str::to_owned),
+            queued: req.queued,
+            status,
+        };
         let page = app
             .store
-            .list_conversations(&workspace_id, &filter, after.as_deref(), limit)
+            .list_conversations(&call.workspace_id, &filter, after.as_deref(), limit)
             .await
             .map_err(error::store)?;
         Ok(Response::new(pb::ListConversationAssignmentsResponse {

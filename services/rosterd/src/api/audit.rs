@@ -18,10 +18,8 @@ impl AuditService for AuditApi {
         request: Request<pb::ListAuditEventsRequest>,
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
-        let workspace_id = caller.workspace(&request.get_ref().workspace_id)?;
-        app.authorize(&caller, Need::ReadAudit, None).await?;
-        app.ensure_workspace(&caller, &workspace_id).await?;
+        let call = app.call(&request, Need::ReadAudit).await?;
+        app.ensure_workspace(&call).await?;
         let req = request.into_inner();
         let limit = convert::page_size(req.page_size)?;
         let after = convert::decode_page_token(PAGE_KIND, &req.page_token)?
@@ -33,7 +31,8 @@ impl AuditService for AuditApi {
         let action = super::filter(&mut v, "action", &req.action).map(str::to_owned);
         v.finish()?;
         let filter = AuditFilter { actor, target, action };
-        let page = app.store.list_audit_events(&workspace_id, &filter, after, limit).await.map_err(error::store)?;
+        let page =
+            app.store.list_audit_events(&call.workspace_id, &filter, after, limit).await.map_err(error::store)?;
         Ok(Response::new(pb::ListAuditEventsResponse {
             events: page.items.into_iter().map(convert::audit_event).collect(),
             next_page_token: convert::encode_page_token(PAGE_KIND, page.next),

@@ -1,5 +1,6 @@
 use crate::app::App;
-use crate::auth::{Principal, now_millis, random_bytes, request_id};
+use crate::auth::{Principal, now_millis, random_bytes};
+use crate::context::RequestId;
 use crate::convert;
 use crate::error::{self, Violations, checked, permission_denied, unauthenticated};
 use roster_identity::{Email, Password, SessionToken, Slug};
@@ -22,7 +23,7 @@ fn login_failed() -> Status {
 impl AuthService for AuthApi {
     async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
         let app = &self.0;
-        let request_id = request_id(&request);
+        let request_id = request.extensions().get::<RequestId>().map(|id| id.0.clone()).unwrap_or_default();
         let address = request.remote_addr().map(|a| a.ip());
         let req = request.into_inner();
         let mut v = Violations::new();
@@ -97,14 +98,14 @@ impl AuthService for AuthApi {
 
     async fn logout(&self, request: Request<pb::LogoutRequest>) -> Result<Response<pb::LogoutResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
+        let caller = App::caller(&request)?;
         let Principal::User { user, token, .. } = &caller.principal else { return Err(person_required()) };
         app.store.delete_session(&caller.context(), &user.workspace_id, &user.id, token).await.map_err(error::store)?;
         Ok(Response::new(pb::LogoutResponse {}))
     }
 
     async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> Result<Response<pb::WhoAmIResponse>, Status> {
-        let caller = self.0.caller(&request).await?;
+        let caller = App::caller(&request)?;
         Ok(Response::new(match caller.principal {
             Principal::Service(name) => pb::WhoAmIResponse {
                 principal: Some(pb::who_am_i_response::Principal::ServiceKeyName(name)),

@@ -1,4 +1,4 @@
-use crate::app::App;
+use crate::app::{App, Call};
 use crate::auth::Caller;
 use crate::convert;
 use crate::error::{self, invalid, status_with};
@@ -52,19 +52,17 @@ impl ItemError {
     }
 }
 
-/// The user a check is about: the one named, or the calling person when none is.
+/// The user a check is about: the one named, or the calling person when none is. A person may
+/// ask only about themselves; a service key about anyone (the rule of `policy`'s table).
 fn subject<'a>(caller: &'a Caller, user_id: &'a str) -> Result<&'a str, ItemError> {
-    match (user_id, caller.user()) {
-        ("", Some(me)) => Ok(me.id.as_str()),
-        ("", None) => Err(ItemError::invalid("user_id", "required when calling with a service key")),
-        (id, _) if !super::is_record_id(id) => Err(ItemError::invalid("user_id", "not an id this server issued")),
-        (id, Some(me)) if id != me.id => Err(ItemError {
+    match caller.user() {
+        Some(me) if !user_id.is_empty() && user_id != me.id => Err(ItemError {
             code: Code::PermissionDenied,
             reason: "SELF_ONLY",
             message: "a person can only check their own permissions; internal services check anyone's".into(),
             field: "user_id",
         }),
-        (id, _) => Ok(id),
+        _ => super::about(caller, user_id).map_err(|e| ItemError::invalid("user_id", e)),
     }
 }
 
@@ -72,7 +70,7 @@ fn subject<'a>(caller: &'a Caller, user_id: &'a str) -> Result<&'a str, ItemErro
 struct Check<'a> {
     user_id: &'a str,
     permission: Permission,
-    assignee: Option<Option<&'a str>>,
+    resource: Option<Resource<'a>>,
 }
 
 /// `resource_assignee` is the resource's `assignee_user_id` when the check names a resource.
@@ -86,13 +84,13 @@ fn parse_check<'a>(
     let permission = Permission::parse(permission).map_err(|_| {
         ItemError::invalid("permission", format!("unknown permission {permission:?}; see RoleService.ListPermissions"))
     })?;
-    let assignee = match resource_assignee {
+    let resource = match resource_assignee {
         None => None,
-        Some("") => Some(None),
-        Some(id) if super::is_record_id(id) => Some(Some(id)),
+        Some("") => Some(Resource { assignee: None }),
+        Some(id) if super::is_record_id(id) => Some(Resource { assignee: Some(id) }),
         Some(_) => return Err(ItemError::invalid("resource.assignee_user_id", "not an id this server issued")),
     };
-    Ok(Check { user_id, permission, assignee })
+    Ok(Check { user_id, permission, resource })
 }
 
 fn unknown_user() -> ItemError {
@@ -102,17 +100,15 @@ fn unknown_user() -> ItemError {
 /// The decision from the held directory, which reads the member's entry and not their role, with
 /// the member's role id; `None` for a user it does not hold.
 fn decide_held<'d>(directory: &'d Directory, check: &Check) -> Option<(Decision<'d>, &'d str)> {
-    let resource = check.assignee.map(|assignee| Resource { assignee });
-    directory.check_with_role(check.user_id, check.permission, resource.as_ref()).ok()
+    directory.check_with_role(check.user_id, check.permission, check.resource.as_ref()).ok()
 }
 
 /// The decision for a member read on its own, for one the held directory did not have yet.
 fn decide<'m>(member: &'m Member, check: &Check) -> Decision<'m> {
-    let resource = check.assignee.map(|assignee| Resource { assignee });
     roster_authz::decide(
         &roster_authz::Subject { user_id: check.user_id, active: member.active, role: &member.role },
         check.permission,
-        resource.as_ref(),
+        check.resource.as_ref(),
     )
 }
 
@@ -123,10 +119,8 @@ impl AuthorizationService for AuthorizationApi {
         request: Request<pb::CheckPermissionRequest>,
     ) -> Result<Response<pb::CheckPermissionResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
+        let Call { caller, workspace_id, .. } = app.call(&request, Need::Member).await?;
         let req = request.get_ref();
-        let workspace_id = caller.workspace(&req.workspace_id)?;
-        app.authorize(&caller, Need::CheckPermissions, Some(&req.user_id)).await?;
         let assignee = req.resource.as_ref().map(|r| r.assignee_user_id.as_str());
         let check = parse_check(&caller, &req.user_id, &req.permission, assignee).map_err(|e| e.into_status(""))?;
         // The common case answers from the held copy without cloning anything out of it.
@@ -155,14 +149,12 @@ impl AuthorizationService for AuthorizationApi {
         request: Request<pb::CheckPermissionsRequest>,
     ) -> Result<Response<pb::CheckPermissionsResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
+        let Call { caller, workspace_id, .. } = app.call(&request, Need::Member).await?;
         let req = request.get_ref();
-        let workspace_id = caller.workspace(&req.workspace_id)?;
         if req.checks.is_empty() || req.checks.len() > MAX_BATCH {
             return Err(invalid("checks", format!("1..{MAX_BATCH} checks, got {}", req.checks.len())));
         }
         // A person may ask only about themselves: items about others get SELF_ONLY each.
-        app.authorize(&caller, Need::CheckPermissions, None).await?;
         let mut snapshot = app.authz.snapshot(&workspace_id).await.map_err(error::store)?;
         let mut results = Vec::with_capacity(req.checks.len());
         for item in &req.checks {
@@ -198,10 +190,8 @@ impl AuthorizationService for AuthorizationApi {
         request: Request<pb::ListEffectivePermissionsRequest>,
     ) -> Result<Response<pb::ListEffectivePermissionsResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
+        let Call { caller, workspace_id, .. } = app.call(&request, Need::Member).await?;
         let req = request.get_ref();
-        let workspace_id = caller.workspace(&req.workspace_id)?;
-        app.authorize(&caller, Need::CheckPermissions, Some(&req.user_id)).await?;
         let user_id = subject(&caller, &req.user_id).map_err(|e| e.into_status(""))?;
         let member = app
             .authz

@@ -15,9 +15,7 @@ impl BillingService for BillingApi {
         &self,
         request: Request<pb::ListPlansRequest>,
     ) -> Result<Response<pb::ListPlansResponse>, Status> {
-        let app = &self.0;
-        let caller = app.caller(&request).await?;
-        app.authorize(&caller, Need::Member, None).await?;
+        self.0.authorize(&App::caller(&request)?, Need::Member).await?;
         let plans = Plan::ALL.iter().map(|&plan| convert::plan_offer(plan)).collect();
         Ok(Response::new(pb::ListPlansResponse { plans }))
     }
@@ -27,10 +25,8 @@ impl BillingService for BillingApi {
         request: Request<pb::GetSubscriptionRequest>,
     ) -> Result<Response<pb::GetSubscriptionResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
-        let workspace_id = caller.workspace(&request.get_ref().workspace_id)?;
-        app.authorize(&caller, Need::Member, None).await?;
-        let workspace = app.store.workspace(&workspace_id).await.map_err(error::store)?;
+        let call = app.call(&request, Need::Member).await?;
+        let workspace = app.store.workspace(&call.workspace_id).await.map_err(error::store)?;
         Ok(Response::new(pb::GetSubscriptionResponse { subscription: Some(convert::subscription(&workspace)) }))
     }
 
@@ -39,15 +35,12 @@ impl BillingService for BillingApi {
         request: Request<pb::ChangePlanRequest>,
     ) -> Result<Response<pb::ChangePlanResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
-        let req = request.get_ref();
-        let workspace_id = caller.workspace(&req.workspace_id)?;
-        app.authorize(&caller, Need::ManageBilling, None).await?;
+        let call = app.call(&request, Need::ManageBilling).await?;
         let mut v = Violations::new();
-        let plan = v.check("plan", convert::plan_from_proto(req.plan));
+        let plan = v.check("plan", convert::plan_from_proto(request.get_ref().plan));
         v.finish()?;
-        let ctx = caller.context();
-        let workspace = app.store.change_plan(&ctx, &workspace_id, checked(plan)?).await.map_err(error::store)?;
+        let workspace =
+            app.store.change_plan(&call.ctx, &call.workspace_id, checked(plan)?).await.map_err(error::store)?;
         tracing::info!(workspace_id = %workspace.id, plan = workspace.subscription.plan.as_str(), "plan changed");
         Ok(Response::new(pb::ChangePlanResponse { subscription: Some(convert::subscription(&workspace)) }))
     }
@@ -57,15 +50,13 @@ impl BillingService for BillingApi {
         request: Request<pb::SetExtraSeatsRequest>,
     ) -> Result<Response<pb::SetExtraSeatsResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
-        app.authorize(&caller, Need::ServiceKey, None).await?;
+        let call = app.call(&request, Need::ServiceKey).await?;
         let req = request.get_ref();
-        let workspace_id = caller.workspace(&req.workspace_id)?;
         let mut v = Violations::new();
         let extra = v.check("extra_seats", ExtraSeats::new(req.extra_seats.into()));
         v.finish()?;
-        let ctx = caller.context();
-        let workspace = app.store.set_extra_seats(&ctx, &workspace_id, checked(extra)?).await.map_err(error::store)?;
+        let workspace =
+            app.store.set_extra_seats(&call.ctx, &call.workspace_id, checked(extra)?).await.map_err(error::store)?;
         tracing::info!(workspace_id = %workspace.id, extra_seats = req.extra_seats, "extra seats set");
         Ok(Response::new(pb::SetExtraSeatsResponse { subscription: Some(convert::subscription(&workspace)) }))
     }

@@ -21,6 +21,7 @@ pub(crate) use teams::TeamApi;
 pub(crate) use users::UserApi;
 pub(crate) use workspaces::WorkspaceApi;
 
+use crate::auth::Caller;
 use crate::error::Violations;
 
 /// An optional idempotency key (AIP-155): up to 128 visible ASCII characters.
@@ -42,6 +43,17 @@ pub(crate) fn is_record_id(value: &str) -> bool {
     // Every byte, without an early exit, so the compiler checks the 32 at once (every item of a
     // CheckPermissions batch has one or two ids to check).
     bytes.iter().fold(true, |ok, &b| ok & ((b.wrapping_sub(b'0') < 10) | (b.wrapping_sub(b'a') < 6)))
+}
+
+/// The user a call is about: the one named, or the calling person when none is. Otherwise the
+/// violation of `user_id`.
+pub(crate) fn about<'a>(caller: &'a Caller, user_id: &'a str) -> Result<&'a str, &'static str> {
+    match (user_id, caller.user()) {
+        ("", Some(me)) => Ok(me.id.as_str()),
+        ("", None) => Err("required when calling with a service key"),
+        (id, _) if is_record_id(id) => Ok(id),
+        _ => Err("not an id this server issued"),
+    }
 }
 
 /// A required record id field.

@@ -57,8 +57,7 @@ impl RoleService for RoleApi {
         request: Request<pb::ListPermissionsRequest>,
     ) -> Result<Response<pb::ListPermissionsResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
-        app.authorize(&caller, Need::Member, None).await?;
+        app.authorize(&App::caller(&request)?, Need::Member).await?;
         let mut groups: Vec<pb::PermissionGroup> = Vec::new();
         for permission in Permission::ALL {
             let feature: Feature = permission.feature();
@@ -86,9 +85,7 @@ impl RoleService for RoleApi {
         request: Request<pb::CreateRoleRequest>,
     ) -> Result<Response<pb::CreateRoleResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
-        let workspace_id = caller.workspace(&request.get_ref().workspace_id)?;
-        app.authorize(&caller, Need::ManageRoles, None).await?;
+        let call = app.call(&request, Need::ManageRoles).await?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let name = role_name(&mut v, "name", &req.name);
@@ -96,27 +93,20 @@ impl RoleService for RoleApi {
         let grants = convert::grants_from(&mut v, "grants", &req.grants);
         v.finish()?;
         let new = NewRole { name: checked(name)?, description: checked(description)?, grants: checked(grants)? };
-        let actor = app.actor_role(&caller).await?;
-        let role = app
-            .store
-            .create_role(&caller.context(), &workspace_id, new, actor.as_deref())
-            .await
-            .map_err(error::store)?;
-        app.authz.refresh(&workspace_id).await;
+        let changed = app.store.create_role(&call.ctx, &call.workspace_id, new).await.map_err(error::store)?;
+        let role = app.settle(&call, changed).await;
         Ok(Response::new(pb::CreateRoleResponse { role: Some(convert::role(&role)) }))
     }
 
     async fn get_role(&self, request: Request<pb::GetRoleRequest>) -> Result<Response<pb::GetRoleResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
+        let call = app.call(&request, Need::ReadRoles).await?;
         let req = request.get_ref();
-        let workspace_id = caller.workspace(&req.workspace_id)?;
-        app.authorize(&caller, Need::ReadRoles, None).await?;
         let mut v = Violations::new();
         let id = role_id(&mut v, "role_id", &req.role_id);
         v.finish()?;
-        app.ensure_workspace(&caller, &workspace_id).await?;
-        let role = app.store.role(&workspace_id, checked(id)?.as_str()).await.map_err(|e| role_error(e, ""))?;
+        app.ensure_workspace(&call).await?;
+        let role = app.store.role(&call.workspace_id, checked(id)?.as_str()).await.map_err(|e| role_error(e, ""))?;
         Ok(Response::new(pb::GetRoleResponse { role: Some(convert::role(&role)) }))
     }
 
@@ -125,11 +115,9 @@ impl RoleService for RoleApi {
         request: Request<pb::ListRolesRequest>,
     ) -> Result<Response<pb::ListRolesResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
-        let workspace_id = caller.workspace(&request.get_ref().workspace_id)?;
-        app.authorize(&caller, Need::ReadRoles, None).await?;
-        app.ensure_workspace(&caller, &workspace_id).await?;
-        let roles = app.store.roles(&workspace_id).await.map_err(error::store)?;
+        let call = app.call(&request, Need::ReadRoles).await?;
+        app.ensure_workspace(&call).await?;
+        let roles = app.store.roles(&call.workspace_id).await.map_err(error::store)?;
         Ok(Response::new(pb::ListRolesResponse { roles: roles.iter().map(convert::role).collect() }))
     }
 
@@ -138,9 +126,7 @@ impl RoleService for RoleApi {
         request: Request<pb::UpdateRoleRequest>,
     ) -> Result<Response<pb::UpdateRoleResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
-        let workspace_id = caller.workspace(&request.get_ref().workspace_id)?;
-        app.authorize(&caller, Need::ManageRoles, None).await?;
+        let call = app.call(&request, Need::ManageRoles).await?;
         let req = request.into_inner();
         let Some(role) = req.role else { return Err(invalid("role", "required")) };
         let mut v = Violations::new();
@@ -165,14 +151,12 @@ impl RoleService for RoleApi {
         }
         let expected_version = super::etag(&mut v, "role.etag", &role.etag);
         v.finish()?;
-        let id = checked(id)?;
-        let actor = app.actor_role(&caller).await?;
-        let updated = app
+        let changed = app
             .store
-            .update_role(&caller.context(), &workspace_id, id.as_str(), changes, expected_version, actor.as_deref())
+            .update_role(&call.ctx, &call.workspace_id, checked(id)?.as_str(), changes, expected_version)
             .await
             .map_err(|e| role_error(e, ""))?;
-        app.authz.refresh(&workspace_id).await;
+        let updated = app.settle(&call, changed).await;
         Ok(Response::new(pb::UpdateRoleResponse { role: Some(convert::role(&updated)) }))
     }
 
@@ -181,10 +165,8 @@ impl RoleService for RoleApi {
         request: Request<pb::DeleteRoleRequest>,
     ) -> Result<Response<pb::DeleteRoleResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
+        let call = app.call(&request, Need::ManageRoles).await?;
         let req = request.get_ref();
-        let workspace_id = caller.workspace(&req.workspace_id)?;
-        app.authorize(&caller, Need::ManageRoles, None).await?;
         let mut v = Violations::new();
         let id = role_id(&mut v, "role_id", &req.role_id);
         let move_to = if req.move_to_role_id.is_empty() {
@@ -198,23 +180,13 @@ impl RoleService for RoleApi {
         let expected_version = super::etag(&mut v, "etag", &req.etag);
         v.finish()?;
         let id = checked(id)?;
-        let actor = app.actor_role(&caller).await?;
-        let deleted = app
-            .store
-            .delete_role(
-                &caller.context(),
-                &workspace_id,
-                id.as_str(),
-                move_to.as_ref(),
-                expected_version,
-                actor.as_deref(),
-            )
-            .await;
-        let moved = match deleted {
-            Ok(moved) => moved,
+        let deleted =
+            app.store.delete_role(&call.ctx, &call.workspace_id, id.as_str(), move_to.as_ref(), expected_version).await;
+        let changed = match deleted {
+            Ok(changed) => changed,
             // A missing role is either the one to delete or the one to move its users to.
             Err(StoreError::NotFound(Entity::Role)) if move_to.is_some() => {
-                let field = match app.store.role(&workspace_id, id.as_str()).await {
+                let field = match app.store.role(&call.workspace_id, id.as_str()).await {
                     Ok(_) => "move_to_role_id",
                     Err(_) => "",
                 };
@@ -222,7 +194,7 @@ impl RoleService for RoleApi {
             }
             Err(err) => return Err(role_error(err, "")),
         };
-        app.authz.refresh(&workspace_id).await;
+        let moved = app.settle(&call, changed).await;
         Ok(Response::new(pb::DeleteRoleResponse { users_moved: i32::try_from(moved).unwrap_or(i32::MAX) }))
     }
 }

@@ -17,6 +17,12 @@ fn team_name(v: &mut Violations, field: &str, value: &str) -> Option<TeamName> {
     v.check(field, TeamName::parse(value))
 }
 
+/// The team and the user a membership call names.
+fn membership(v: &mut Violations, team_id: &str, user_id: &str) {
+    super::record_id(v, "team_id", team_id);
+    super::record_id(v, "user_id", user_id);
+}
+
 #[tonic::async_trait]
 impl TeamService for TeamApi {
     async fn create_team(
@@ -24,29 +30,25 @@ impl TeamService for TeamApi {
         request: Request<pb::CreateTeamRequest>,
     ) -> Result<Response<pb::CreateTeamResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
+        let call = app.call(&request, Need::ManageTeams).await?;
         let req = request.get_ref();
-        let workspace_id = caller.workspace(&req.workspace_id)?;
-        app.authorize(&caller, Need::ManageTeams, None).await?;
         let mut v = Violations::new();
         let name = team_name(&mut v, "name", &req.name);
         let strategy = v.check("strategy", convert::strategy_from(req.strategy));
         v.finish()?;
         let new = NewTeam { name: checked(name)?, strategy: checked(strategy)? };
-        let team = app.store.create_team(&caller.context(), &workspace_id, new).await.map_err(error::store)?;
+        let team = app.store.create_team(&call.ctx, &call.workspace_id, new).await.map_err(error::store)?;
         Ok(Response::new(pb::CreateTeamResponse { team: Some(convert::team(&team)) }))
     }
 
     async fn get_team(&self, request: Request<pb::GetTeamRequest>) -> Result<Response<pb::GetTeamResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
+        let call = app.call(&request, Need::Member).await?;
         let req = request.get_ref();
-        let workspace_id = caller.workspace(&req.workspace_id)?;
-        app.authorize(&caller, Need::Member, None).await?;
         let mut v = Violations::new();
         super::record_id(&mut v, "team_id", &req.team_id);
         v.finish()?;
-        let team = app.store.team(&workspace_id, &req.team_id).await.map_err(error::store)?;
+        let team = app.store.team(&call.workspace_id, &req.team_id).await.map_err(error::store)?;
         Ok(Response::new(pb::GetTeamResponse { team: Some(convert::team(&team)) }))
     }
 
@@ -55,14 +57,12 @@ impl TeamService for TeamApi {
         request: Request<pb::ListTeamsRequest>,
     ) -> Result<Response<pb::ListTeamsResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
+        let call = app.call(&request, Need::Member).await?;
+        app.ensure_workspace(&call).await?;
         let req = request.get_ref();
-        let workspace_id = caller.workspace(&req.workspace_id)?;
-        app.authorize(&caller, Need::Member, None).await?;
-        app.ensure_workspace(&caller, &workspace_id).await?;
         let limit = convert::page_size(req.page_size)?;
         let after = convert::decode_page_token(TEAMS_PAGE, &req.page_token)?;
-        let page = app.store.list_teams(&workspace_id, after.as_deref(), limit).await.map_err(error::store)?;
+        let page = app.store.list_teams(&call.workspace_id, after.as_deref(), limit).await.map_err(error::store)?;
         Ok(Response::new(pb::ListTeamsResponse {
             teams: page.items.iter().map(convert::team).collect(),
             next_page_token: convert::encode_page_token(TEAMS_PAGE, page.next),
@@ -74,9 +74,7 @@ impl TeamService for TeamApi {
         request: Request<pb::UpdateTeamRequest>,
     ) -> Result<Response<pb::UpdateTeamResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
-        let workspace_id = caller.workspace(&request.get_ref().workspace_id)?;
-        app.authorize(&caller, Need::ManageTeams, None).await?;
+        let call = app.call(&request, Need::ManageTeams).await?;
         let req = request.into_inner();
         let Some(team) = req.team else { return Err(invalid("team", "required")) };
         let mut v = Violations::new();
@@ -95,14 +93,12 @@ impl TeamService for TeamApi {
         }
         let expected_version = super::etag(&mut v, "team.etag", &team.etag);
         v.finish()?;
-        let ctx = caller.context();
-        let updated = app
+        let changed = app
             .store
-            .update_team(&ctx, &workspace_id, &team.id, changes, expected_version)
+            .update_team(&call.ctx, &call.workspace_id, &team.id, changes, expected_version)
             .await
             .map_err(error::store)?;
-        // A team that stopped being MANUAL hands out its queue.
-        app.drain_queues(&ctx, &workspace_id).await;
+        let updated = app.settle(&call, changed).await;
         Ok(Response::new(pb::UpdateTeamResponse { team: Some(convert::team(&updated)) }))
     }
 
@@ -111,16 +107,14 @@ impl TeamService for TeamApi {
         request: Request<pb::DeleteTeamRequest>,
     ) -> Result<Response<pb::DeleteTeamResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
+        let call = app.call(&request, Need::ManageTeams).await?;
         let req = request.get_ref();
-        let workspace_id = caller.workspace(&req.workspace_id)?;
-        app.authorize(&caller, Need::ManageTeams, None).await?;
         let mut v = Violations::new();
         super::record_id(&mut v, "team_id", &req.team_id);
         let expected_version = super::etag(&mut v, "etag", &req.etag);
         v.finish()?;
         app.store
-            .delete_team(&caller.context(), &workspace_id, &req.team_id, expected_version)
+            .delete_team(&call.ctx, &call.workspace_id, &req.team_id, expected_version)
             .await
             .map_err(error::store)?;
         Ok(Response::new(pb::DeleteTeamResponse {}))
@@ -131,24 +125,18 @@ impl TeamService for TeamApi {
         request: Request<pb::AddTeamMemberRequest>,
     ) -> Result<Response<pb::AddTeamMemberResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
+        let call = app.call(&request, Need::ManageTeams).await?;
         let req = request.get_ref();
-        let workspace_id = caller.workspace(&req.workspace_id)?;
-        app.authorize(&caller, Need::ManageTeams, None).await?;
         let mut v = Violations::new();
-        super::record_id(&mut v, "team_id", &req.team_id);
-        super::record_id(&mut v, "user_id", &req.user_id);
+        membership(&mut v, &req.team_id, &req.user_id);
         let max_open = super::capacity(&mut v, "max_open_conversations", req.max_open_conversations);
         v.finish()?;
-        let user = app.store.user(&workspace_id, &req.user_id).await.map_err(error::store)?;
-        app.may_act_on(&caller, &user.role).await?;
-        let ctx = caller.context();
-        let member = app
+        let changed = app
             .store
-            .add_team_member(&ctx, &workspace_id, &req.team_id, &req.user_id, max_open)
+            .add_team_member(&call.ctx, &call.workspace_id, &req.team_id, &req.user_id, max_open)
             .await
             .map_err(error::store)?;
-        app.drain_queues(&ctx, &workspace_id).await;
+        let member = app.settle(&call, changed).await;
         Ok(Response::new(pb::AddTeamMemberResponse { member: Some(convert::team_member(&member)) }))
     }
 
@@ -157,18 +145,13 @@ impl TeamService for TeamApi {
         request: Request<pb::RemoveTeamMemberRequest>,
     ) -> Result<Response<pb::RemoveTeamMemberResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
+        let call = app.call(&request, Need::ManageTeams).await?;
         let req = request.get_ref();
-        let workspace_id = caller.workspace(&req.workspace_id)?;
-        app.authorize(&caller, Need::ManageTeams, None).await?;
         let mut v = Violations::new();
-        super::record_id(&mut v, "team_id", &req.team_id);
-        super::record_id(&mut v, "user_id", &req.user_id);
+        membership(&mut v, &req.team_id, &req.user_id);
         v.finish()?;
-        let user = app.store.user(&workspace_id, &req.user_id).await.map_err(error::store)?;
-        app.may_act_on(&caller, &user.role).await?;
         app.store
-            .remove_team_member(&caller.context(), &workspace_id, &req.team_id, &req.user_id)
+            .remove_team_member(&call.ctx, &call.workspace_id, &req.team_id, &req.user_id)
             .await
             .map_err(error::store)?;
         Ok(Response::new(pb::RemoveTeamMemberResponse {}))
@@ -179,10 +162,8 @@ impl TeamService for TeamApi {
         request: Request<pb::ListTeamMembersRequest>,
     ) -> Result<Response<pb::ListTeamMembersResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
+        let call = app.call(&request, Need::Member).await?;
         let req = request.get_ref();
-        let workspace_id = caller.workspace(&req.workspace_id)?;
-        app.authorize(&caller, Need::Member, None).await?;
         let mut v = Violations::new();
         super::record_id(&mut v, "team_id", &req.team_id);
         v.finish()?;
@@ -195,7 +176,7 @@ impl TeamService for TeamApi {
             })
             .transpose()?;
         let page =
-            app.store.list_team_members(&workspace_id, &req.team_id, after, limit).await.map_err(error::store)?;
+            app.store.list_team_members(&call.workspace_id, &req.team_id, after, limit).await.map_err(error::store)?;
         Ok(Response::new(pb::ListTeamMembersResponse {
             members: page.items.iter().map(convert::team_member).collect(),
             next_page_token: convert::encode_page_token(MEMBERS_PAGE, page.next),

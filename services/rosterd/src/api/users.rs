@@ -1,11 +1,11 @@
-use crate::app::App;
+use crate::app::{Addressed, App};
 use crate::auth::Principal;
 use crate::convert;
 use crate::error::{self, Violations, checked, invalid, permission_denied};
 use crate::policy::Need;
 use roster_identity::{Email, FullName, Password, RoleId};
 use roster_proto::v1::{self as pb, user_service_server::UserService};
-use roster_store::{NewUser, UserChanges, UserFilter};
+use roster_store::{NewUser, UserChanges, UserFilter, UserStatus};
 use std::sync::Arc;
 use tonic::{Code, Request, Response, Status};
 
@@ -13,14 +13,52 @@ pub(crate) struct UserApi(pub(crate) Arc<App>);
 
 const PAGE_KIND: &str = "users";
 
-fn required(v: &mut Violations, field: &str, value: &str) {
-    if value.is_empty() {
-        v.add(field, "required");
+fn user_response(user: &roster_store::User) -> Option<pb::User> {
+    Some(convert::user(user))
+}
+
+/// DeactivateUserRequest and ReactivateUserRequest: the user, and (reactivation) an idempotency key.
+trait StatusChange: Addressed {
+    fn user_id(&self) -> &str;
+    fn request_id(&self) -> &str {
+        ""
     }
 }
 
-fn user_response(user: &roster_store::User) -> Option<pb::User> {
-    Some(convert::user(user))
+impl StatusChange for pb::DeactivateUserRequest {
+    fn user_id(&self) -> &str {
+        &self.user_id
+    }
+}
+
+impl StatusChange for pb::ReactivateUserRequest {
+    fn user_id(&self) -> &str {
+        &self.user_id
+    }
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+}
+
+impl UserApi {
+    /// DeactivateUser and ReactivateUser.
+    async fn set_status(&self, request: Request<impl StatusChange>, status: UserStatus) -> Result<pb::User, Status> {
+        let app = &self.0;
+        let call = app.call(&request, Need::ManageUsers).await?;
+        let req = request.get_ref();
+        let mut v = Violations::new();
+        super::record_id(&mut v, "user_id", req.user_id());
+        super::request_id(&mut v, req.request_id());
+        v.finish()?;
+        let changed = app
+            .store
+            .set_user_status(&call.ctx, &call.workspace_id, req.user_id(), status)
+            .await
+            .map_err(error::store)?;
+        let user = app.settle(&call, changed).await;
+        tracing::info!(user_id = %user.id, status = status.as_str(), "user status set");
+        Ok(convert::user(&user))
+    }
 }
 
 #[tonic::async_trait]
@@ -30,9 +68,7 @@ impl UserService for UserApi {
         request: Request<pb::CreateUserRequest>,
     ) -> Result<Response<pb::CreateUserResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
-        let workspace_id = caller.workspace(&request.get_ref().workspace_id)?;
-        app.authorize(&caller, Need::ManageUsers, None).await?;
+        let call = app.call(&request, Need::ManageUsers).await?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let email = v.check("email", Email::parse(&req.email));
@@ -42,31 +78,27 @@ impl UserService for UserApi {
         let request_id = super::request_id(&mut v, &req.request_id);
         v.finish()?;
         let (email, full_name, role) = (checked(email)?, checked(full_name)?, checked(role)?);
-        let actor = app.actor_role(&caller).await?;
-        let workspace = app.store.workspace(&workspace_id).await.map_err(error::store)?;
+        let workspace = app.store.workspace(&call.workspace_id).await.map_err(error::store)?;
         let password_hash = app.hasher.hash(checked(password)?).await?;
         let welcome = app.welcome(&workspace.slug, &workspace.name, &email, &full_name);
         let new = NewUser { email, full_name, password_hash, role };
-        let user = app
+        let changed = app
             .store
-            .create_user(&caller.context(), &workspace_id, new, welcome, request_id, actor.as_deref())
+            .create_user(&call.ctx, &call.workspace_id, new, welcome, request_id)
             .await
             .map_err(error::store)?;
-        app.outbox.notify_one();
-        app.authz.refresh(&workspace_id).await;
+        let user = app.settle(&call, changed).await;
         Ok(Response::new(pb::CreateUserResponse { user: user_response(&user) }))
     }
 
     async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Result<Response<pb::GetUserResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
+        let call = app.call(&request, Need::ReadUser(&request.get_ref().user_id)).await?;
         let req = request.get_ref();
-        let workspace_id = caller.workspace(&req.workspace_id)?;
-        app.authorize(&caller, Need::ReadUsers, Some(&req.user_id)).await?;
         let mut v = Violations::new();
         super::record_id(&mut v, "user_id", &req.user_id);
         v.finish()?;
-        let user = app.store.user(&workspace_id, &req.user_id).await.map_err(error::store)?;
+        let user = app.store.user(&call.workspace_id, &req.user_id).await.map_err(error::store)?;
         Ok(Response::new(pb::GetUserResponse { user: user_response(&user) }))
     }
 
@@ -75,10 +107,8 @@ impl UserService for UserApi {
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
-        let workspace_id = caller.workspace(&request.get_ref().workspace_id)?;
-        app.authorize(&caller, Need::ReadUsers, None).await?;
-        app.ensure_workspace(&caller, &workspace_id).await?;
+        let call = app.call(&request, Need::ReadUsers).await?;
+        app.ensure_workspace(&call).await?;
         let req = request.into_inner();
         let limit = convert::page_size(req.page_size)?;
         // The cursor is the last email of the previous page; anything else is not our token.
@@ -102,7 +132,8 @@ impl UserService for UserApi {
             return Err(invalid("team_id", "not an id this server issued"));
         };
         let filter = UserFilter { status, role, team };
-        let page = app.store.list_users(&workspace_id, &filter, after.as_deref(), limit).await.map_err(error::store)?;
+        let page =
+            app.store.list_users(&call.workspace_id, &filter, after.as_deref(), limit).await.map_err(error::store)?;
         Ok(Response::new(pb::ListUsersResponse {
             users: page.items.iter().map(convert::user).collect(),
             next_page_token: convert::encode_page_token(PAGE_KIND, page.next),
@@ -114,9 +145,7 @@ impl UserService for UserApi {
         request: Request<pb::UpdateUserRequest>,
     ) -> Result<Response<pb::UpdateUserResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
-        let workspace_id = caller.workspace(&request.get_ref().workspace_id)?;
-        app.authorize(&caller, Need::ManageUsers, None).await?;
+        let call = app.call(&request, Need::ManageUsers).await?;
         let req = request.into_inner();
         let Some(user) = req.user else { return Err(invalid("user", "required")) };
         let mut v = Violations::new();
@@ -137,16 +166,12 @@ impl UserService for UserApi {
         }
         let expected_version = super::etag(&mut v, "user.etag", &user.etag);
         v.finish()?;
-        let actor = app.actor_role(&caller).await?;
-        let role_changes = changes.role.is_some();
-        let updated = app
+        let changed = app
             .store
-            .update_user(&caller.context(), &workspace_id, &user.id, changes, expected_version, actor.as_deref())
+            .update_user(&call.ctx, &call.workspace_id, &user.id, changes, expected_version)
             .await
             .map_err(|e| error::store_with_role_field(e, "user.role"))?;
-        if role_changes {
-            app.authz.refresh(&workspace_id).await;
-        }
+        let updated = app.settle(&call, changed).await;
         Ok(Response::new(pb::UpdateUserResponse { user: user_response(&updated) }))
     }
 
@@ -154,50 +179,16 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::DeactivateUserRequest>,
     ) -> Result<Response<pb::DeactivateUserResponse>, Status> {
-        let app = &self.0;
-        let caller = app.caller(&request).await?;
-        let req = request.get_ref();
-        let workspace_id = caller.workspace(&req.workspace_id)?;
-        app.authorize(&caller, Need::ManageUsers, None).await?;
-        let mut v = Violations::new();
-        super::record_id(&mut v, "user_id", &req.user_id);
-        v.finish()?;
-        let actor = app.actor_role(&caller).await?;
-        let ctx = caller.context();
-        let user = app
-            .store
-            .deactivate_user(&ctx, &workspace_id, &req.user_id, actor.as_deref())
-            .await
-            .map_err(error::store)?;
-        app.authz.refresh(&workspace_id).await;
-        tracing::info!(user_id = %user.id, "user deactivated");
-        Ok(Response::new(pb::DeactivateUserResponse { user: user_response(&user) }))
+        let user = self.set_status(request, UserStatus::Deactivated).await?;
+        Ok(Response::new(pb::DeactivateUserResponse { user: Some(user) }))
     }
 
     async fn reactivate_user(
         &self,
         request: Request<pb::ReactivateUserRequest>,
     ) -> Result<Response<pb::ReactivateUserResponse>, Status> {
-        let app = &self.0;
-        let caller = app.caller(&request).await?;
-        let req = request.get_ref();
-        let workspace_id = caller.workspace(&req.workspace_id)?;
-        app.authorize(&caller, Need::ManageUsers, None).await?;
-        let mut v = Violations::new();
-        super::record_id(&mut v, "user_id", &req.user_id);
-        super::request_id(&mut v, &req.request_id);
-        v.finish()?;
-        let actor = app.actor_role(&caller).await?;
-        let ctx = caller.context();
-        let user = app
-            .store
-            .reactivate_user(&ctx, &workspace_id, &req.user_id, actor.as_deref())
-            .await
-            .map_err(error::store)?;
-        app.authz.refresh(&workspace_id).await;
-        // Back, and still ONLINE: the queues of their teams may go to them.
-        app.drain_queues(&ctx, &workspace_id).await;
-        Ok(Response::new(pb::ReactivateUserResponse { user: user_response(&user) }))
+        let user = self.set_status(request, UserStatus::Active).await?;
+        Ok(Response::new(pb::ReactivateUserResponse { user: Some(user) }))
     }
 
     async fn change_password(
@@ -205,13 +196,15 @@ impl UserService for UserApi {
         request: Request<pb::ChangePasswordRequest>,
     ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
+        let caller = App::caller(&request)?;
         let Principal::User { user, token, .. } = &caller.principal else {
             return Err(permission_denied("PERSON_REQUIRED", "only a person changes their own password"));
         };
         let req = request.get_ref();
         let mut v = Violations::new();
-        required(&mut v, "current_password", &req.current_password);
+        if req.current_password.is_empty() {
+            v.add("current_password", "required");
+        }
         let new_password = v.check("new_password", Password::parse(&req.new_password));
         v.finish()?;
         let current = app.store.password_hash(&user.workspace_id, &user.id).await.map_err(error::store)?;
@@ -239,38 +232,18 @@ impl UserService for UserApi {
         request: Request<pb::SetAvailabilityRequest>,
     ) -> Result<Response<pb::SetAvailabilityResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
+        let call = app.call(&request, Need::SetAvailability(&request.get_ref().user_id)).await?;
         let req = request.get_ref();
-        let workspace_id = caller.workspace(&req.workspace_id)?;
         let mut v = Violations::new();
-        let user_id = match (req.user_id.as_str(), caller.user()) {
-            ("", Some(me)) => me.id.clone(),
-            ("", None) => {
-                v.add("user_id", "required when calling with a service key");
-                String::new()
-            }
-            (id, _) => {
-                super::record_id(&mut v, "user_id", id);
-                id.to_owned()
-            }
-        };
-        let is_self = caller.user().is_some_and(|me| me.id == user_id);
-        if !is_self {
-            app.authorize(&caller, Need::ManageUsers, None).await?;
-        }
+        let user_id = v.check("user_id", super::about(&call.caller, &req.user_id));
         let availability = v.check("availability", convert::availability_from(req.availability));
         v.finish()?;
-        if !is_self {
-            let target = app.store.user(&workspace_id, &user_id).await.map_err(error::store)?;
-            app.may_act_on(&caller, &target.role).await?;
-        }
-        let availability = checked(availability)?;
-        let ctx = caller.context();
-        let user =
-            app.store.set_availability(&ctx, &workspace_id, &user_id, availability).await.map_err(error::store)?;
-        if availability == roster_store::Availability::Online {
-            app.drain_queues(&ctx, &workspace_id).await;
-        }
+        let changed = app
+            .store
+            .set_availability(&call.ctx, &call.workspace_id, checked(user_id)?, checked(availability)?)
+            .await
+            .map_err(error::store)?;
+        let user = app.settle(&call, changed).await;
         Ok(Response::new(pb::SetAvailabilityResponse { user: user_response(&user) }))
     }
 }

@@ -17,8 +17,8 @@ impl WorkspaceService for WorkspaceApi {
         request: Request<pb::CreateWorkspaceRequest>,
     ) -> Result<Response<pb::CreateWorkspaceResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
-        app.authorize(&caller, Need::ServiceKey, None).await?;
+        let caller = App::caller(&request)?;
+        app.authorize(&caller, Need::ServiceKey).await?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let slug = v.check("slug", Slug::parse(&req.slug));
@@ -33,12 +33,15 @@ impl WorkspaceService for WorkspaceApi {
         let password_hash = app.hasher.hash(checked(password)?).await?;
         let welcome = app.welcome(&slug, &name, &email, &full_name);
         let admin = NewUser { email, full_name, password_hash, role: BuiltinRole::Admin.into() };
-        let (workspace, admin) = app
+        let changed = app
             .store
             .create_workspace(&caller.context(), NewWorkspace { slug, name }, admin, welcome, request_id)
             .await
             .map_err(error::store)?;
-        app.outbox.notify_one();
+        if changed.effects.mail {
+            app.outbox.notify_one();
+        }
+        let (workspace, admin) = changed.value;
         tracing::info!(workspace_id = %workspace.id, slug = %workspace.slug, "workspace created");
         Ok(Response::new(pb::CreateWorkspaceResponse {
             workspace: Some(convert::workspace(&workspace)),
@@ -51,10 +54,8 @@ impl WorkspaceService for WorkspaceApi {
         request: Request<pb::GetWorkspaceRequest>,
     ) -> Result<Response<pb::GetWorkspaceResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
-        let workspace_id = caller.workspace(&request.get_ref().workspace_id)?;
-        app.authorize(&caller, Need::Member, None).await?;
-        let workspace = app.store.workspace(&workspace_id).await.map_err(error::store)?;
+        let call = app.call(&request, Need::Member).await?;
+        let workspace = app.store.workspace(&call.workspace_id).await.map_err(error::store)?;
         Ok(Response::new(pb::GetWorkspaceResponse { workspace: Some(convert::workspace(&workspace)) }))
     }
 
@@ -63,11 +64,12 @@ impl WorkspaceService for WorkspaceApi {
         request: Request<pb::UpdateWorkspaceRequest>,
     ) -> Result<Response<pb::UpdateWorkspaceResponse>, Status> {
         let app = &self.0;
-        let caller = app.caller(&request).await?;
+        if request.get_ref().workspace.is_none() {
+            return Err(invalid("workspace", "required"));
+        }
+        let call = app.call(&request, Need::WriteSettings).await?;
         let req = request.into_inner();
-        let Some(workspace) = req.workspace else { return Err(invalid("workspace", "required")) };
-        let workspace_id = caller.workspace(&workspace.id)?;
-        app.authorize(&caller, Need::WriteSettings, None).await?;
+        let workspace = req.workspace.unwrap_or_default();
         let mut v = Violations::new();
         let set = [("name", !workspace.name.is_empty()), ("max_open_conversations", false)];
         let paths = super::mask_paths(&mut v, req.update_mask, &set);
@@ -89,11 +91,9 @@ impl WorkspaceService for WorkspaceApi {
             }
         }
         v.finish()?;
-        let ctx = caller.context();
-        let updated = app.store.update_workspace(&ctx, &workspace_id, name, max_open).await.map_err(error::store)?;
-        if max_open.is_some() {
-            app.drain_queues(&ctx, &workspace_id).await;
-        }
+        let changed =
+            app.store.update_workspace(&call.ctx, &call.workspace_id, name, max_open).await.map_err(error::store)?;
+        let updated = app.settle(&call, changed).await;
         Ok(Response::new(pb::UpdateWorkspaceResponse { workspace: Some(convert::workspace(&updated)) }))
     }
 }
