@@ -222,7 +222,7 @@ async fn over_grpc() {
             email: email.clone(),
             full_name: roster_identity::FullName::parse("Bench User").expect("name"),
             password_hash: hash.clone(),
-            role: roster_identity::RoleId::parse(&role_ids[i % role_ids.len()]).expect("role id"),
+            role: roster_authz::RoleId::parse(&role_ids[i % role_ids.len()]).expect("role id"),
         };
         let mail = roster_store::Mail { to: email, subject: "Welcome".into(), body: "Hello".into() };
         user_ids.push(app.store.create_user(&ctx, &acme.id, new, mail, None).await.expect("user").value.id);

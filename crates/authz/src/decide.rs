@@ -125,8 +125,8 @@ pub(crate) fn decide_with<'r>(
 mod tests {
     use super::*;
     use crate::role::{Grants, RoleKind};
+    use crate::role_id::BuiltinRole;
     use proptest::prelude::*;
-    use roster_identity::BuiltinRole;
 
     fn subject(role: &Role) -> Subject<'_, '_> {
         Subject { user_id: "maria", active: true, role }

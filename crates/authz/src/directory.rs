@@ -225,7 +225,7 @@ mod tests {
     use super::*;
     use crate::catalog::Scope;
     use crate::decide::Reason;
-    use roster_identity::BuiltinRole;
+    use crate::role_id::BuiltinRole;
 
     const MARIA: &str = "0123456789abcdef0123456789abcdef";
     const ADA: &str = "a0000000000000000000000000000000";

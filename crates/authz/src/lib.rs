@@ -13,10 +13,12 @@ mod catalog;
 mod decide;
 mod directory;
 mod role;
+mod role_id;
 mod rules;
 
 pub use catalog::{Feature, Permission, PermissionError, Scope};
 pub use decide::{Decision, Reason, Resource, Subject, decide};
 pub use directory::{Directory, Member, MemberRef, UnknownUser};
 pub use role::{GrantError, GrantSet, Grants, Role, RoleKind};
+pub use role_id::{BuiltinRole, RoleId, RoleIdError};
 pub use rules::{Escalation, LastAdmin, check_grantable, check_last_admin, check_manageable};

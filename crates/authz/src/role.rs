@@ -1,7 +1,7 @@
 //! Roles and their grants; the built-in roles exactly as the product describes them.
 
 use crate::catalog::{Permission, PermissionError, Scope};
-use roster_identity::BuiltinRole;
+use crate::role_id::BuiltinRole;
 
 /// What a role grants. `Copy` and two words wide, so a decision reads it without chasing pointers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

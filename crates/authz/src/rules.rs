@@ -74,7 +74,7 @@ pub fn check_last_admin(
 mod tests {
     use super::*;
     use crate::role::RoleKind;
-    use roster_identity::BuiltinRole;
+    use crate::role_id::BuiltinRole;
 
     fn custom(grants: &[(Permission, Scope)]) -> Role {
         Role {

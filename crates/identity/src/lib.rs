@@ -12,7 +12,6 @@
 mod email;
 mod name;
 mod password;
-mod role;
 mod slug;
 pub mod throttle;
 mod token;
@@ -20,6 +19,5 @@ mod token;
 pub use email::{Email, EmailError};
 pub use name::{FullName, NameError, RoleName, TeamName, WorkspaceName};
 pub use password::{BcryptCost, Password, PasswordError, PasswordHash};
-pub use role::{BuiltinRole, RoleId, RoleIdError};
 pub use slug::{Slug, SlugError};
 pub use token::{SessionToken, TOKEN_BYTES, TokenError, TokenHash};

@@ -1,9 +1,10 @@
 //! The records the store hands out and takes in. Database models never leave the crate; these do.
 
 use roster_assignment::{Capacity, ConversationId, Ineligible, Seen, Strategy, Target};
+use roster_authz::RoleId;
 use roster_authz::{Grants, Role};
 pub use roster_billing::{ExtraSeats, Plan, Seats, Subscription};
-use roster_identity::{Email, FullName, PasswordHash, RoleId, RoleName, Slug, TeamName, WorkspaceName};
+use roster_identity::{Email, FullName, PasswordHash, RoleName, Slug, TeamName, WorkspaceName};
 use std::collections::BTreeMap;
 use std::fmt;
 

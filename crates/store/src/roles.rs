@@ -9,8 +9,8 @@ use crate::{
     AuthzChanges, Changed, Conflict, Context, Effects, Entity, Member, NewRole, Result, RoleChanges, Store, StoreError,
     StoredRole, UserStatus, audit, classify, commit, new_id, unique_violation,
 };
+use roster_authz::{BuiltinRole, RoleId};
 use roster_authz::{Role, RoleKind};
-use roster_identity::{BuiltinRole, RoleId};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 

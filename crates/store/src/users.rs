@@ -11,8 +11,9 @@ use crate::{
     Availability, Changed, Conflict, Context, Effects, LoginCandidate, Mail, NewUser, Page, Result, Store, StoreError,
     User, UserChanges, UserFilter, UserStatus, audit, classify, commit,
 };
+use roster_authz::BuiltinRole;
 use roster_billing::check_seat;
-use roster_identity::{BuiltinRole, Email, PasswordHash, Slug, TokenHash};
+use roster_identity::{Email, PasswordHash, Slug, TokenHash};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait};
 use std::collections::BTreeSet;
 use std::sync::Mutex;

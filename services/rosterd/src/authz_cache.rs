@@ -16,8 +16,8 @@
 //! and changes are applied only to an older copy, so a slow read that started before a change
 //! cannot undo a refresh that saw it.
 
+use roster_authz::RoleId;
 use roster_authz::{Directory, Member, MemberRef, Role};
-use roster_identity::RoleId;
 use roster_store::{AuthzChanges, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -252,7 +252,7 @@ impl AuthzCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use roster_identity::BuiltinRole;
+    use roster_authz::BuiltinRole;
     use roster_store::Member as Changed;
 
     const ADA: &str = "0123456789abcdef0123456789abcdef";

@@ -11,7 +11,8 @@ use crate::context::RequestContextLayer;
 use crate::metrics::Metrics;
 use crate::outbox::{self, Mailer};
 use crate::throttle::LoginThrottle;
-use roster_identity::{BcryptCost, BuiltinRole, Email, FullName, Password, Slug, WorkspaceName};
+use roster_authz::BuiltinRole;
+use roster_identity::{BcryptCost, Email, FullName, Password, Slug, WorkspaceName};
 use roster_proto::v1::{
     assignment_service_server::AssignmentServiceServer, audit_service_server::AuditServiceServer,
     auth_service_server::AuthServiceServer, authorization_service_server::AuthorizationServiceServer,

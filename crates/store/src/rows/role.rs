@@ -9,8 +9,8 @@
 
 use crate::entity::{role, user, workspace};
 use crate::{Actor, Context, Entity, Result, StoreError, StoredRole, UserStatus, classify};
+use roster_authz::RoleId;
 use roster_authz::{Grants, Role, RoleKind};
-use roster_identity::RoleId;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect};
 

@@ -8,8 +8,9 @@ use crate::{
     classify, count, new_id, unique_violation,
 };
 use roster_authz::Role;
+use roster_authz::{BuiltinRole, RoleId};
 use roster_billing::check_seat;
-use roster_identity::{BuiltinRole, Email, FullName, RoleId};
+use roster_identity::{Email, FullName};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect,

@@ -2,8 +2,9 @@ use crate::app::App;
 use crate::convert;
 use crate::error::{self, Violations, checked, invalid, status_with};
 use crate::policy::Need;
+use roster_authz::RoleId;
 use roster_authz::{Feature, Permission};
-use roster_identity::{RoleId, RoleName};
+use roster_identity::RoleName;
 use roster_proto::v1::{self as pb, role_service_server::RoleService};
 use roster_store::{Entity, NewRole, RoleChanges, StoreError};
 use std::sync::Arc;
@@ -27,7 +28,7 @@ fn description(v: &mut Violations, field: &str, value: &str) -> Option<String> {
 /// A role name, also refusing the built-in roles' names so that "Admin" always means the real one.
 fn role_name(v: &mut Violations, field: &str, value: &str) -> Option<RoleName> {
     let name = v.check(field, RoleName::parse(value))?;
-    if roster_identity::BuiltinRole::ALL.iter().any(|b| b.name().eq_ignore_ascii_case(name.as_str())) {
+    if roster_authz::BuiltinRole::ALL.iter().any(|b| b.name().eq_ignore_ascii_case(name.as_str())) {
         v.add(field, format!("{name:?} is a built-in role's name"));
         return None;
     }

@@ -1,3 +1,5 @@
+//! How roles are named: the ids users refer to them by, and the three built-in roles.
+
 use std::fmt;
 
 /// The identifier of a role: a built-in role's well-known id (`admin`, `supervisor`, `agent`) or
