@@ -207,7 +207,8 @@ async fn over_grpc() {
         &roster_identity::Password::parse(PASSWORD).expect("password"),
         roster_identity::BcryptCost::new(4).expect("cost"),
         [7; 16],
-    );
+    )
+    .expect("hash");
     let seats = pb::SetExtraSeatsRequest { workspace_id: acme.id.clone(), extra_seats: users as i32 };
     app.billing().set_extra_seats(service(seats)).await.expect("seats");
     let mut user_ids = Vec::with_capacity(users);

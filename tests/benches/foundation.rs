@@ -36,7 +36,7 @@ fn main() {
 async fn login_throughput(cores: usize, cost: u32) {
     // One verification, timed alone, a few times.
     let password = Password::parse(PASSWORD).expect("password");
-    let hash = PasswordHash::new(&password, BcryptCost::new(cost).expect("cost"), [7; 16]);
+    let hash = PasswordHash::new(&password, BcryptCost::new(cost).expect("cost"), [7; 16]).expect("hash");
     let samples: Vec<Duration> = (0..5)
         .map(|_| {
             let started = Instant::now();

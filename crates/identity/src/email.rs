@@ -25,9 +25,11 @@ impl Email {
     /// The longest address SMTP can carry (RFC 5321 path limit less the angle brackets).
     pub const MAX_BYTES: usize = 254;
 
-    /// Parses a login email.
+    /// Parses a login email. The limits apply to the address as it is stored, lower-cased:
+    /// lower-casing can lengthen it ('İ', two bytes, becomes "i̇", three).
     pub fn parse(input: &str) -> Result<Self, EmailError> {
-        let trimmed = input.trim();
+        let trimmed = input.trim().to_lowercase();
+        let trimmed = trimmed.as_str();
         if trimmed.is_empty() {
             return Err(EmailError::Empty);
         }
@@ -51,7 +53,7 @@ impl Email {
         {
             return Err(EmailError::BadDomain);
         }
-        Ok(Self(trimmed.to_lowercase()))
+        Ok(Self(trimmed.to_owned()))
     }
 
     /// The normalised address.
@@ -108,11 +110,37 @@ mod tests {
         check(&format!("{}@example.com", "a".repeat(65)), Err(EmailError::TooLong));
     }
 
+    /// An address of `bytes` bytes: a local part of 64 (the most) and a long domain.
+    fn of_bytes(bytes: usize) -> String {
+        format!("{}@{}.com", "l".repeat(64), "d".repeat(bytes - 64 - 1 - ".com".len()))
+    }
+
+    #[test]
+    fn the_limits_are_on_the_stored_lower_cased_bytes() {
+        for bytes in [253, 254] {
+            let email = of_bytes(bytes);
+            assert_eq!(email.len(), bytes);
+            assert_eq!(Email::parse(&email).map(|e| e.as_str().len()), Ok(bytes));
+            assert_eq!(Email::parse(&email.to_uppercase()).map(|e| e.as_str().len()), Ok(bytes));
+        }
+        check(&of_bytes(255), Err(EmailError::TooLong));
+        // 'İ' is two bytes and lower-cases to three ("i̇"): what is stored is what counts.
+        let grows = format!("{}@example.com", "İ".repeat(30));
+        assert_eq!(grows.split('@').next().map(str::len), Some(60));
+        check(&grows, Err(EmailError::TooLong));
+        let fits = format!("{}@example.com", "İ".repeat(21));
+        assert_eq!(Email::parse(&fits).map(|e| e.as_str().split('@').next().map(str::len)), Ok(Some(63)));
+        let total = format!("{}@{}.com", "l".repeat(60), "İ".repeat(70));
+        assert!(total.len() <= 254 && total.to_lowercase().len() > 254);
+        check(&total, Err(EmailError::TooLong));
+    }
+
     proptest! {
         #[test]
         fn parsing_never_panics_and_accepted_emails_are_normal(input in ".{0,300}") {
             if let Ok(email) = Email::parse(&input) {
                 prop_assert!(email.as_str().len() <= Email::MAX_BYTES);
+                prop_assert_eq!(email.as_str(), email.as_str().to_lowercase());
                 prop_assert_eq!(email.as_str(), email.as_str().trim());
                 prop_assert_eq!(email.as_str().matches('@').count(), 1);
                 prop_assert_eq!(Email::parse(email.as_str()), Ok(email.clone()));

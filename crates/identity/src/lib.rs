@@ -18,6 +18,6 @@ mod token;
 
 pub use email::{Email, EmailError};
 pub use name::{FullName, NameError, RoleName, TeamName, WorkspaceName};
-pub use password::{BcryptCost, Password, PasswordError, PasswordHash};
+pub use password::{BcryptCost, HashError, Password, PasswordError, PasswordHash};
 pub use slug::{Slug, SlugError};
 pub use token::{SessionToken, TOKEN_BYTES, TokenError, TokenHash};

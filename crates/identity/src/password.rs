@@ -3,6 +3,9 @@ use std::fmt;
 /// A password as typed: at least 10 characters and at most 72 bytes, bcrypt's limit. Longer
 /// passwords are rejected rather than silently truncated. NUL is rejected because some bcrypt
 /// implementations stop at it. `Debug` redacts it; there is no `Display`.
+///
+/// bcrypt reads 72 bytes: the password and, when it is shorter, a NUL after it. So every byte of a
+/// password of up to 72 bytes counts, and two passwords that differ anywhere hash differently.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Password(String);
 
@@ -77,6 +80,11 @@ impl Default for BcryptCost {
     }
 }
 
+/// bcrypt could not hash: only a cost outside its range, which [`BcryptCost`] rules out.
+#[derive(Debug, thiserror::Error)]
+#[error("bcrypt could not hash: {0}")]
+pub struct HashError(bcrypt::BcryptError);
+
 /// A bcrypt hash (`$2b$…`). It never leaves the service: `Debug` redacts it and there is no
 /// `Display`; [`PasswordHash::as_stored`] is for the store alone.
 #[derive(Clone, PartialEq, Eq)]
@@ -85,10 +93,15 @@ pub struct PasswordHash(String);
 impl PasswordHash {
     /// Hashes a password. The salt comes from the caller's random number generator.
     /// This is slow on purpose: run it on a blocking thread.
-    pub fn new(password: &Password, cost: BcryptCost, salt: [u8; 16]) -> Self {
-        let parts = bcrypt::non_truncating_hash_with_salt(password.expose(), cost.get(), salt)
-            .expect("a parsed password is at most 72 bytes and a BcryptCost is in range");
-        Self(parts.format_for_version(bcrypt::Version::TwoB))
+    ///
+    /// bcrypt's "truncating" functions are the right ones for a [`Password`]: they cut only past
+    /// 72 bytes, which a password never reaches, and a password of exactly 72 bytes leaves out only
+    /// the NUL after it. (The "non-truncating" ones refuse 72 bytes, one short of the limit this
+    /// type promises.) bcrypt's only error is a cost out of range, which [`BcryptCost`] rules out;
+    /// it is still returned, not unwrapped.
+    pub fn new(password: &Password, cost: BcryptCost, salt: [u8; 16]) -> Result<Self, HashError> {
+        let parts = bcrypt::hash_with_salt(password.expose(), cost.get(), salt).map_err(HashError)?;
+        Ok(Self(parts.format_for_version(bcrypt::Version::TwoB)))
     }
 
     /// Wraps a hash read back from the store.
@@ -104,7 +117,7 @@ impl PasswordHash {
     /// Whether `password` matches, in time independent of where they differ.
     /// A corrupt stored hash matches nothing. Slow on purpose: run it on a blocking thread.
     pub fn verify(&self, password: &Password) -> bool {
-        bcrypt::non_truncating_verify(password.expose(), &self.0).unwrap_or(false)
+        bcrypt::verify(password.expose(), &self.0).unwrap_or(false)
     }
 
     /// The cost this hash was made with, if it is well formed.
@@ -141,8 +154,33 @@ mod tests {
     }
 
     #[test]
-    fn a_password_of_72_bytes_is_accepted() {
-        assert!(Password::parse(&"a".repeat(72)).is_ok());
+    fn a_password_of_71_72_bytes_is_accepted_hashed_and_verified_and_73_rejected() {
+        for password in ["a".repeat(71), "a".repeat(72), "é".repeat(36), format!("{}€", "é".repeat(34))] {
+            let parsed = Password::parse(&password).expect(&password);
+            let hash = PasswordHash::new(&parsed, FAST, SALT).expect("hashed");
+            assert!(hash.verify(&parsed), "{} bytes", password.len());
+            assert!(hash.verify(&Password::candidate(&password).expect("candidate")));
+        }
+        assert_eq!(Password::parse(&"a".repeat(73)), Err(PasswordError::TooLong { bytes: 73 }));
+    }
+
+    #[test]
+    fn every_byte_of_a_72_byte_password_counts() {
+        let password = Password::parse(&"a".repeat(72)).unwrap();
+        let hash = PasswordHash::new(&password, FAST, SALT).unwrap();
+        let last_differs = format!("{}b", "a".repeat(71));
+        assert!(!hash.verify(&Password::candidate(&last_differs).unwrap()));
+        assert!(!hash.verify(&Password::candidate(&"a".repeat(71)).unwrap()));
+    }
+
+    /// Hashes made before, with bcrypt's non-truncating function (up to 71 bytes), still verify.
+    #[test]
+    fn hashes_of_the_non_truncating_function_still_verify() {
+        let password = Password::parse(&"p".repeat(71)).unwrap();
+        let old = bcrypt::non_truncating_hash_with_salt(password.expose(), 4, SALT).unwrap();
+        let old = PasswordHash::from_stored(old.format_for_version(bcrypt::Version::TwoB));
+        assert!(old.verify(&password));
+        assert_eq!(old, PasswordHash::new(&password, FAST, SALT).unwrap());
     }
 
     #[test]
@@ -160,7 +198,7 @@ mod tests {
     #[test]
     fn passwords_and_hashes_are_redacted_in_debug() {
         let password = Password::parse("correct horse battery").unwrap();
-        let hash = PasswordHash::new(&password, FAST, SALT);
+        let hash = PasswordHash::new(&password, FAST, SALT).unwrap();
         assert_eq!(format!("{password:?}"), "Password(<redacted>)");
         assert_eq!(format!("{hash:?}"), "PasswordHash(<redacted>)");
     }
@@ -168,7 +206,7 @@ mod tests {
     #[test]
     fn a_hash_verifies_its_password_and_nothing_else() {
         let password = Password::parse("correct horse battery").unwrap();
-        let hash = PasswordHash::new(&password, FAST, SALT);
+        let hash = PasswordHash::new(&password, FAST, SALT).unwrap();
         assert!(hash.as_stored().starts_with("$2b$04$"));
         assert_eq!(hash.cost(), Some(4));
         assert!(hash.verify(&password));

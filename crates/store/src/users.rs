@@ -286,6 +286,27 @@ impl Store {
         commit(txn).await
     }
 
+    /// Replaces a user's password hash with `upgraded` (the same password at a higher cost) if it
+    /// is still `verified`: a change of password meanwhile wins. Not a change anyone made: no
+    /// version, no audit event, no session revoked. Whether it was replaced.
+    pub async fn upgrade_password_hash(
+        &self,
+        workspace_id: &str,
+        user_id: &str,
+        verified: &PasswordHash,
+        upgraded: &PasswordHash,
+    ) -> Result<bool> {
+        let result = user::Entity::update_many()
+            .col_expr(user::Column::PasswordHash, sea_orm::sea_query::Expr::val(upgraded.as_stored()))
+            .filter(user::Column::Id.eq(user_id))
+            .filter(user::Column::WorkspaceId.eq(workspace_id))
+            .filter(user::Column::PasswordHash.eq(verified.as_stored()))
+            .exec(&self.db)
+            .await
+            .map_err(classify)?;
+        Ok(result.rows_affected == 1)
+    }
+
     /// Sets a user's availability: a person's own, or, for someone who may manage them, another's.
     pub async fn set_availability(
         &self,

@@ -17,7 +17,7 @@ use tonic::{Request, Status};
 /// The server's state: the store, how it hashes, and what follows a change.
 pub(crate) struct App {
     pub(crate) store: Store,
-    pub(crate) hasher: Hasher,
+    pub(crate) hasher: Arc<Hasher>,
     pub(crate) session_ttl: Duration,
     pub(crate) sign_in_url: String,
     /// Wakes the outbox worker when a change queued an email.

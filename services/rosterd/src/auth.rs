@@ -9,7 +9,8 @@ use roster_store::{Actor, Context, Store, User};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::sync::Arc;
-use tokio::sync::OnceCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::{OnceCell, Semaphore};
 use tonic::{Code, Status};
 
 /// An authenticated caller.
@@ -100,6 +101,8 @@ fn digest(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
+const LOGIN: &str = "/roster.v1.AuthService/Login";
+
 /// Resolves credentials into callers, for the request-context layer: before a request's body is
 /// read, so that nobody unauthenticated makes the server decode anything.
 pub(crate) struct Authenticator {
@@ -114,8 +117,13 @@ impl Authenticator {
     pub(crate) fn new(store: Store, keys: &[crate::config::ServiceKeySpec]) -> Self {
         let keys = ServiceKeys(keys.iter().map(|k| (k.name.clone(), digest(&k.secret))).collect());
         let mut protected: HashSet<String> = crate::metrics::method_paths(roster_proto::FILE_DESCRIPTOR_SET).collect();
-        protected.remove("/roster.v1.AuthService/Login");
+        protected.remove(LOGIN);
         Self { store, keys, protected }
+    }
+
+    /// Whether `path` is Login, the one Roster method without a caller.
+    pub(crate) fn is_login(&self, path: &str) -> bool {
+        path == LOGIN
     }
 
     /// Whether a call of `path` needs a caller.
@@ -163,68 +171,132 @@ impl Authenticator {
     }
 }
 
-/// bcrypt on the blocking pool, with a fixed hash at the configured cost to verify against when
-/// there is no user, so that an unknown email costs the same work as a wrong password.
+/// What a bcrypt computation is for. Logins have a queue of their own, so that a flood of other
+/// password work (new users, password changes) cannot starve them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    Login,
+    Account,
+}
+
+/// bcrypt, off the async workers, at most one computation per core at a time: more would only
+/// queue in the operating system while holding blocking threads. Calls wait for a core in a
+/// queue of bounded length per [`Lane`]; past it they are refused at once with RESOURCE_EXHAUSTED
+/// `SERVER_OVERLOADED` and a `RetryInfo`, instead of piling up. A fixed hash at the configured
+/// cost stands in when there is no user, so that an unknown email costs the same work as a wrong
+/// password.
 pub(crate) struct Hasher {
     cost: BcryptCost,
     dummy: Arc<OnceCell<PasswordHash>>,
     /// How many hashes and verifications were computed (the metrics' counters).
     hashed: Counter,
     verified: Counter,
+    cores: Arc<Semaphore>,
+    /// Calls waiting for a core, per lane, and how many may wait.
+    waiting: Arc<[AtomicUsize; 2]>,
+    queue: usize,
+}
+
+/// A place in a lane's queue, given back however the wait ends (a cancelled call included).
+struct Waiting(Arc<[AtomicUsize; 2]>, usize);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0[self.1].fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Hasher {
-    /// A hasher at `cost` that counts its work on `(hashed, verified)`.
-    pub(crate) fn new(cost: BcryptCost, (hashed, verified): (Counter, Counter)) -> Self {
-        Self { cost, dummy: Arc::new(OnceCell::new()), hashed, verified }
+    /// A hasher at `cost`, running on `cores` cores with `queue` calls waiting per lane, that
+    /// counts its work on `(hashed, verified)`.
+    pub(crate) fn new(cost: BcryptCost, cores: usize, queue: usize, (hashed, verified): (Counter, Counter)) -> Self {
+        Self {
+            cost,
+            dummy: Arc::new(OnceCell::new()),
+            hashed,
+            verified,
+            cores: Arc::new(Semaphore::new(cores.max(1))),
+            waiting: Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]),
+            queue,
+        }
+    }
+
+    /// The cost new hashes are made at.
+    pub(crate) fn cost(&self) -> BcryptCost {
+        self.cost
     }
 
     /// Computes the dummy hash in the background, so that start-up does not wait for it.
-    pub(crate) fn warm_up(&self) {
-        let dummy = self.dummy.clone();
-        let (cost, hashed) = (self.cost, self.hashed.clone());
+    pub(crate) fn warm_up(self: &Arc<Self>) {
+        let hasher = self.clone();
         tokio::spawn(async move {
-            let _ = dummy.get_or_try_init(|| make_dummy(cost, hashed)).await;
+            let _ = hasher.dummy().await;
         });
     }
 
+    async fn dummy(&self) -> Result<PasswordHash, Status> {
+        let make = || async {
+            let password = Password::candidate("no-such-user-password").ok_or_else(placeholder_refused)?;
+            self.hash(Lane::Login, password).await
+        };
+        self.dummy.get_or_try_init(make).await.cloned()
+    }
+
+    /// Runs `work` on a core once one is free, waiting in `lane`'s queue.
+    async fn run<T: Send + 'static>(&self, lane: Lane, work: impl FnOnce() -> T + Send + 'static) -> Result<T, Status> {
+        let index = lane as usize;
+        let waiting = Waiting(self.waiting.clone(), index);
+        if self.waiting[index].fetch_add(1, Ordering::AcqRel) >= self.queue {
+            return Err(error::overloaded("has too much password work queued"));
+        }
+        let core = self.cores.clone().acquire_owned().await.map_err(|e| error::internal(&e))?;
+        drop(waiting);
+        tokio::task::spawn_blocking(move || {
+            let result = work();
+            drop(core);
+            result
+        })
+        .await
+        .map_err(|e| error::internal(&e))
+    }
+
     /// Hashes a new password with a fresh salt.
-    pub(crate) async fn hash(&self, password: Password) -> Result<PasswordHash, Status> {
+    pub(crate) async fn hash(&self, lane: Lane, password: Password) -> Result<PasswordHash, Status> {
         let salt = random_bytes::<16>()?;
         let cost = self.cost;
         self.hashed.inc();
-        blocking(move || PasswordHash::new(&password, cost, salt)).await
+        self.run(lane, move || PasswordHash::new(&password, cost, salt)).await?.map_err(|e| error::internal(&e))
     }
 
     /// Checks `password` against `hash`, or against the dummy hash when there is none; with no
     /// hash the answer is always `false`.
-    pub(crate) async fn verify(&self, hash: Option<PasswordHash>, password: Option<Password>) -> Result<bool, Status> {
-        let dummy = self.dummy.get_or_try_init(|| make_dummy(self.cost, self.hashed.clone())).await?.clone();
+    pub(crate) async fn verify(
+        &self,
+        lane: Lane,
+        hash: Option<PasswordHash>,
+        password: Option<Password>,
+    ) -> Result<bool, Status> {
         let real = hash.is_some();
-        let hash = hash.unwrap_or(dummy);
+        let hash = match hash {
+            Some(hash) => hash,
+            None => self.dummy().await?,
+        };
         // A password bcrypt cannot take (over 72 bytes) is checked as a placeholder of the same
         // work, and fails.
         let usable = password.is_some();
-        let password =
-            password.unwrap_or_else(|| Password::candidate("placeholder-password").unwrap_or_else(|| unreachable!()));
+        let password = match password {
+            Some(password) => password,
+            None => Password::candidate("placeholder-password").ok_or_else(placeholder_refused)?,
+        };
         self.verified.inc();
-        let matched = blocking(move || hash.verify(&password)).await?;
+        let matched = self.run(lane, move || hash.verify(&password)).await?;
         Ok(real && usable && matched)
     }
 }
 
-async fn make_dummy(cost: BcryptCost, hashed: Counter) -> Result<PasswordHash, Status> {
-    let salt = random_bytes::<16>()?;
-    hashed.inc();
-    blocking(move || {
-        let password = Password::candidate("no-such-user-password").unwrap_or_else(|| unreachable!());
-        PasswordHash::new(&password, cost, salt)
-    })
-    .await
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| error::internal(&e))
+/// A fixed placeholder password is a candidate by construction; were it not, this is a bug.
+fn placeholder_refused() -> Status {
+    error::internal(&std::io::Error::other("a placeholder password is not a candidate"))
 }
 
 /// Bytes from the operating system's random number generator.

@@ -16,6 +16,7 @@
 //! and changes are applied only to an older copy, so a slow read that started before a change
 //! cannot undo a refresh that saw it.
 
+use prometheus_client::metrics::counter::Counter;
 use roster_authz::RoleId;
 use roster_authz::{Directory, Member, MemberRef, Role};
 use roster_store::{AuthzChanges, Store, StoreError};
@@ -90,14 +91,16 @@ fn apply(held: &Held, workspace_id: &str, since: i64, changes: &AuthzChanges) ->
 /// The cache of every workspace this process has checked.
 pub(crate) struct AuthzCache {
     store: Store,
+    /// Counts each read of the database (the metrics' `roster_authz_cache_reads_total`).
+    reads: Counter,
     held: Held,
     /// One load at a time per workspace, so a burst of first checks reads the database once.
     loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl AuthzCache {
-    pub(crate) fn new(store: Store) -> Self {
-        Self { store, held: RwLock::default(), loading: Mutex::default() }
+    pub(crate) fn new(store: Store, reads: Counter) -> Self {
+        Self { store, reads, held: RwLock::default(), loading: Mutex::default() }
     }
 
     fn held(&self, workspace_id: &str) -> Option<Arc<Snapshot>> {
@@ -123,6 +126,7 @@ impl AuthzCache {
 
     /// Reads the workspace from the database and holds it, unless a newer copy is held already.
     async fn load(&self, workspace_id: &str) -> Result<Arc<Snapshot>, StoreError> {
+        self.reads.inc();
         let data = self.store.authz_changes(workspace_id, None).await?;
         let directory = Directory::new(
             data.roles.unwrap_or_default(),
@@ -144,10 +148,11 @@ impl AuthzCache {
     /// Each member in a copy is at least as new as the copy's version (what is read is at least
     /// as new as the version read before it), so applying changes read since an older version
     /// to a copy that moved on in between keeps that true; older reads are not applied.
-    async fn update(&self, workspace_id: &str) -> Result<Arc<Snapshot>, StoreError> {
+    pub(crate) async fn catch_up(&self, workspace_id: &str) -> Result<Arc<Snapshot>, StoreError> {
         let Some(since) = self.held(workspace_id).map(|snapshot| snapshot.version) else {
             return self.load(workspace_id).await;
         };
+        self.reads.inc();
         let changes = self.store.authz_changes(workspace_id, Some(since)).await?;
         if changes.roles.is_some() {
             return self.load(workspace_id).await;
@@ -165,7 +170,7 @@ impl AuthzCache {
         if self.held(workspace_id).is_none() {
             return;
         }
-        if let Err(err) = self.update(workspace_id).await {
+        if let Err(err) = self.catch_up(workspace_id).await {
             tracing::warn!(workspace_id, error = %err, "could not refresh the authorization cache; dropping the copy");
             self.held.write().unwrap_or_else(|e| e.into_inner()).remove(workspace_id);
         }
@@ -178,8 +183,9 @@ impl AuthzCache {
         if held.is_some() {
             return Ok(held);
         }
+        self.reads.inc();
         match self.store.user(workspace_id, user_id).await {
-            Ok(_) => Ok(self.update(workspace_id).await?.directory.member(user_id).map(MemberRef::to_member)),
+            Ok(_) => Ok(self.catch_up(workspace_id).await?.directory.member(user_id).map(MemberRef::to_member)),
             Err(StoreError::NotFound(_)) => Ok(None),
             Err(err) => Err(err),
         }
@@ -198,7 +204,9 @@ impl AuthzCache {
         Ok(fresh.directory.role(role_id.as_str()).cloned().unwrap_or_else(|| Arc::new(Role::missing(role_id.as_str()))))
     }
 
-    /// Reloads every held workspace whose version moved; drops the ones that no longer exist.
+    /// Reloads every held workspace whose version moved; drops the ones that no longer exist. A
+    /// workspace that cannot be brought up to date is dropped (its next check loads it afresh)
+    /// and the others are still brought up to date: one bad workspace stalls nobody else.
     async fn poll_once(&self) -> Result<(), StoreError> {
         let held: Vec<(String, i64)> = {
             let held = self.held.read().unwrap_or_else(|e| e.into_inner());
@@ -212,7 +220,10 @@ impl AuthzCache {
         for (id, version) in held {
             match current.get(&id) {
                 Some(now) if *now != version => {
-                    self.update(&id).await?;
+                    if let Err(err) = self.catch_up(&id).await {
+                        tracing::warn!(workspace_id = %id, error = %err, "could not refresh a workspace; dropping its copy");
+                        self.held.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                    }
                 }
                 Some(_) => {}
                 None => {

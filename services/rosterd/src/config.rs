@@ -38,6 +38,21 @@ pub struct Config {
     #[arg(long, env = "ROSTER_BCRYPT_COST", default_value_t = 12, value_parser = clap::value_parser!(u32).range(4..=31))]
     pub bcrypt_cost: u32,
 
+    /// How many bcrypt computations may wait for a core, for logins and for other password work
+    /// each (one runs per core at a time); past it a call is refused with SERVER_OVERLOADED.
+    #[arg(long, env = "ROSTER_BCRYPT_QUEUE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub bcrypt_queue: u32,
+
+    /// The most Roster calls in flight at once, over all connections; past it a call is refused
+    /// at once with SERVER_OVERLOADED (health and reflection do not count).
+    #[arg(long, env = "ROSTER_MAX_CALLS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_calls: u32,
+
+    /// The most concurrent HTTP/2 streams (calls) one connection may open; a client waits for one
+    /// to end before it opens another.
+    #[arg(long, env = "ROSTER_MAX_STREAMS_PER_CONNECTION", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_streams_per_connection: u32,
+
     /// How long a session token stays valid, in seconds.
     #[arg(long, env = "ROSTER_SESSION_TTL_SECS", default_value_t = 12 * 3600, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
     pub session_ttl_secs: u64,

@@ -8,6 +8,10 @@
 //! `x-request-id` when the client sends a sane one, is generated otherwise, and is echoed in the
 //! response headers.
 //!
+//! It sheds load: past the configured number of Roster calls in flight (all connections
+//! together; health and reflection do not count), a call is answered RESOURCE_EXHAUSTED
+//! `SERVER_OVERLOADED` at once instead of queueing behind the others.
+//!
 //! It also bounds each call by the configured request timeout, answering DEADLINE_EXCEEDED with
 //! an `ErrorInfo`, and gives the few statuses tonic produces on its own (an unknown method, a
 //! request body that does not decode) an `ErrorInfo` too, so that every error carries a reason.
@@ -22,6 +26,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::sync::Semaphore;
 use tonic::Code;
 use tower::{Layer, Service};
 use tracing::Instrument;
@@ -63,13 +68,21 @@ pub(crate) struct RequestContextLayer {
     pub(crate) metrics: Arc<Metrics>,
     /// Who calls.
     pub(crate) auth: Arc<Authenticator>,
+    /// A permit per Roster call in flight.
+    pub(crate) in_flight: Arc<Semaphore>,
 }
 
 impl<S> Layer<S> for RequestContextLayer {
     type Service = RequestContext<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequestContext { inner, timeout: self.timeout, metrics: self.metrics.clone(), auth: self.auth.clone() }
+        RequestContext {
+            inner,
+            timeout: self.timeout,
+            metrics: self.metrics.clone(),
+            auth: self.auth.clone(),
+            in_flight: self.in_flight.clone(),
+        }
     }
 }
 
@@ -80,6 +93,7 @@ pub(crate) struct RequestContext<S> {
     timeout: Duration,
     metrics: Arc<Metrics>,
     auth: Arc<Authenticator>,
+    in_flight: Arc<Semaphore>,
 }
 
 impl<S, B, R> Service<Request<B>> for RequestContext<S>
@@ -115,7 +129,10 @@ where
         let span = tracing::info_span!("rpc", method = %request.uri().path(), request_id = %request_id);
         let method = self.metrics.method(request.uri().path());
         let metrics = self.metrics.clone();
-        let auth = self.auth.protects(request.uri().path()).then(|| self.auth.clone());
+        let path = request.uri().path();
+        let auth = self.auth.protects(path).then(|| self.auth.clone());
+        let counted = auth.is_some() || self.auth.is_login(path);
+        let permit = counted.then(|| self.in_flight.clone().try_acquire_owned());
         request.extensions_mut().insert(RequestId(request_id.clone()));
         // The clone is ready only after poll_ready on `self.inner`; swap so that the ready one serves.
         let clone = self.inner.clone();
@@ -125,6 +142,9 @@ where
             async move {
                 let started = std::time::Instant::now();
                 let call = async {
+                    if let Some(Err(_)) = permit {
+                        return Err(error::overloaded("has too many calls in flight"));
+                    }
                     if let Some(auth) = auth {
                         let caller = auth.authenticate(credential, request_id.clone()).await?;
                         request.extensions_mut().insert(caller);

@@ -65,6 +65,20 @@ pub(crate) fn login_throttled(wait: roster_identity::throttle::RetryAfter) -> St
     )
 }
 
+/// The server `has` too much to take this call now ("has too many calls in flight"):
+/// RESOURCE_EXHAUSTED `SERVER_OVERLOADED` with a `RetryInfo`, retry in a second.
+pub(crate) fn overloaded(has: &str) -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_retry_info(Some(std::time::Duration::from_secs(1)));
+    status_with(
+        Code::ResourceExhausted,
+        "SERVER_OVERLOADED",
+        format!("the server {has}: retry in a second"),
+        &[("retry_after_seconds", "1".to_owned())],
+        details,
+    )
+}
+
 pub(crate) fn unauthenticated(reason: &str, message: &str) -> Status {
     status(Code::Unauthenticated, reason, message)
 }

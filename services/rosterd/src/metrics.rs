@@ -64,6 +64,8 @@ pub(crate) struct Metrics {
     assignments: Family<OutcomeLabels, Counter>,
     bcrypt: Family<OperationLabels, Counter>,
     login_throttled: Family<LimitLabels, Counter>,
+    /// The authorization cache's reads of the database.
+    pub(crate) authz_reads: Counter,
     outbox_backlog: Gauge,
     database_up: Gauge,
     pool: Family<StateLabels, Gauge>,
@@ -103,6 +105,12 @@ impl Metrics {
             "Logins refused before any work, by the limit reached: per workspace and email (account) or per client address",
             login_throttled.clone(),
         );
+        let authz_reads = Counter::default();
+        registry.register(
+            "authz_cache_reads",
+            "Reads of the database by the authorization cache: a workspace loaded, its changes applied, a user looked up",
+            authz_reads.clone(),
+        );
         let outbox_backlog = Gauge::default();
         registry.register(
             "outbox_backlog",
@@ -141,6 +149,7 @@ impl Metrics {
             assignments,
             bcrypt,
             login_throttled,
+            authz_reads,
             outbox_backlog,
             database_up,
             pool,

@@ -4,7 +4,7 @@ use crate::api::{
     AssignmentApi, AuditApi, AuthApi, AuthorizationApi, BillingApi, RoleApi, TeamApi, UserApi, WorkspaceApi,
 };
 use crate::app::App;
-use crate::auth::{Authenticator, Hasher, random_bytes};
+use crate::auth::{Authenticator, Hasher, Lane, random_bytes};
 use crate::authz_cache::AuthzCache;
 use crate::config::{Config, redact_url};
 use crate::context::RequestContextLayer;
@@ -115,16 +115,17 @@ pub async fn serve(
     });
 
     let auth = Arc::new(Authenticator::new(store.clone(), &config.service_keys));
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let metrics = Arc::new(Metrics::new(config.db_max_connections));
     let app = Arc::new(App {
         store: store.clone(),
-        hasher: Hasher::new(cost, metrics.bcrypt_counters()),
+        hasher: Arc::new(Hasher::new(cost, cores, config.bcrypt_queue as usize, metrics.bcrypt_counters())),
         metrics: metrics.clone(),
         login_throttle: LoginThrottle::new(&config, store.clone(), metrics.clone()),
         session_ttl: config.session_ttl(),
         sign_in_url: config.sign_in_url.clone(),
         outbox: Arc::new(Notify::new()),
-        authz: Arc::new(AuthzCache::new(store.clone())),
+        authz: Arc::new(AuthzCache::new(store.clone(), metrics.authz_reads.clone())),
     });
     app.hasher.warm_up();
     if config.demo && config.service_keys.is_empty() {
@@ -167,7 +168,13 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
     };
     let router = tonic::transport::Server::builder()
-        .layer(RequestContextLayer { timeout: Duration::from_secs(config.request_timeout_secs), metrics, auth })
+        .max_concurrent_streams(config.max_streams_per_connection)
+        .layer(RequestContextLayer {
+            timeout: Duration::from_secs(config.request_timeout_secs),
+            metrics,
+            auth,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_calls as usize)),
+        })
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
@@ -281,7 +288,8 @@ async fn create_demo_workspace(app: &App) -> Result<(), ServeError> {
     let email = Email::parse("admin@demo.example").map_err(|e| demo(&e))?;
     let full_name = FullName::parse("Demo Admin").map_err(|e| demo(&e))?;
     let password = Password::parse(&secret).map_err(|e| demo(&e))?;
-    let password_hash = app.hasher.hash(password).await.map_err(|s| ServeError::Config(s.message().to_owned()))?;
+    let password_hash =
+        app.hasher.hash(Lane::Account, password).await.map_err(|s| ServeError::Config(s.message().to_owned()))?;
     let welcome = app.welcome(&slug, &name, &email, &full_name);
     let ctx = Context {
         actor: Actor::Service("rosterd-first-run".into()),

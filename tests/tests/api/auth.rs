@@ -124,3 +124,37 @@ async fn sessions_expire() {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
     assert_eq!(app.store.purge_expired_sessions(now).await.expect("purge"), 1, "the expired row is deleted");
 }
+
+/// A password hashed at a lower cost than the server's is hashed again at the server's cost after
+/// the next successful login, and still logs in; a failed login upgrades nothing.
+#[tokio::test]
+async fn a_hash_of_a_lower_cost_is_upgraded_at_the_next_successful_login() {
+    use roster_identity::{BcryptCost, Email, FullName, Password, PasswordHash};
+    let app = spawn_app_with(|config| config.bcrypt_cost = 5).await;
+    let acme = app.workspace("acme").await;
+    let password = Password::parse(PASSWORD).expect("password");
+    let old = PasswordHash::new(&password, BcryptCost::new(4).expect("cost"), [9; 16]).expect("hash");
+    let email = Email::parse("old@acme.example").expect("email");
+    let ctx = roster_store::Context {
+        actor: roster_store::Actor::Service("tests".into()),
+        request_id: String::new(),
+        now: 0,
+    };
+    let new = roster_store::NewUser {
+        email: email.clone(),
+        full_name: FullName::parse("Old Hash").expect("name"),
+        password_hash: old,
+        role: roster_authz::RoleId::parse("agent").expect("role"),
+    };
+    let mail = roster_store::Mail { to: email, subject: "Welcome".into(), body: "Hello".into() };
+    let user = app.store.create_user(&ctx, &acme.id, new, mail, None).await.expect("user").value;
+    let cost = || async { app.store.password_hash(&acme.id, &user.id).await.expect("hash").cost() };
+
+    app.login("acme", "old@acme.example", "wrong password!").await.expect_err("wrong");
+    assert_eq!(cost().await, Some(4));
+    app.login("acme", "old@acme.example", PASSWORD).await.expect("logs in");
+    let upgraded =
+        eventually(Duration::from_secs(10), || async { (cost().await == Some(5)).then_some(()) }).await.is_some();
+    assert!(upgraded, "the hash is still of cost {:?}", cost().await);
+    app.login("acme", "old@acme.example", PASSWORD).await.expect("logs in with the upgraded hash");
+}

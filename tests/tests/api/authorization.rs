@@ -210,6 +210,53 @@ async fn a_batch_answers_each_item_in_order_with_per_item_errors() {
     }
 }
 
+/// Users the held copy does not know cost one read of what changed per call, not one per item: a
+/// batch of 1,000 unknown users is answered USER_NOT_FOUND each after a single catch-up, and a
+/// user created on another process since the copy was read is found by the same catch-up.
+#[tokio::test]
+async fn a_batch_of_unknown_users_costs_one_catch_up_and_finds_users_made_elsewhere() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let reads = || async { app.metrics().await.sum("roster_authz_cache_reads_total", &[]) };
+    // Loads the workspace into the cache.
+    decide(&app, check(&acme.id, &acme.admin.id, "templates.read", None)).await.expect("warm");
+    let before = reads().await;
+    let unknown = |i: usize| pb::PermissionCheck {
+        user_id: format!("{:032x}", i + 1),
+        permission: "templates.read".into(),
+        resource: None,
+    };
+    let request =
+        pb::CheckPermissionsRequest { workspace_id: acme.id.clone(), checks: (0..1000).map(unknown).collect() };
+    let results = app.authz().check_permissions(service(request)).await.expect("batch").into_inner().results;
+    let not_found = |r: &pb::CheckResult| matches!(&r.result, Some(pb::check_result::Result::Error(e)) if e.reason == "USER_NOT_FOUND");
+    assert!(results.iter().all(not_found), "{:?}", results.first());
+    assert_eq!(reads().await - before, 1.0, "one catch-up for the whole batch");
+
+    // Created through another process: this one's copy does not hold the new user yet.
+    let peer = app.spawn_peer_process().await;
+    let request = pb::CreateUserRequest {
+        workspace_id: acme.id.clone(),
+        email: "late@acme.example".into(),
+        full_name: "Late Comer".into(),
+        password: PASSWORD.into(),
+        role: "agent".into(),
+        request_id: String::new(),
+    };
+    let late =
+        peer.users().create_user(service(request)).await.expect("created elsewhere").into_inner().user.expect("user");
+    let mut checks: Vec<_> = (0..10).map(unknown).collect();
+    checks.push(pb::PermissionCheck { user_id: late.id.clone(), permission: "templates.read".into(), resource: None });
+    let request = pb::CheckPermissionsRequest { workspace_id: acme.id.clone(), checks };
+    let results = app.authz().check_permissions(service(request)).await.expect("batch").into_inner().results;
+    assert!(results[..10].iter().all(not_found));
+    assert!(
+        matches!(&results[10].result, Some(pb::check_result::Result::Decision(d)) if d.allowed),
+        "{:?}",
+        results[10]
+    );
+}
+
 /// While batches on other threads read the cache's copy of the workspace, every change made
 /// through the API is in force for the very next check: a copy a check still reads is copied,
 /// changed and put in its place, and no change is lost.

@@ -191,3 +191,41 @@ async fn each_role_gets_what_the_product_says_from_each_management_rpc() {
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
+
+/// The no-escalation rule weighs the acting person's role as it is when the change is made, not
+/// as a process's copy last saw it: a grant taken from the actor's role on one process cannot
+/// still be given on another whose copy has not caught up yet.
+#[tokio::test]
+async fn a_grant_just_taken_from_the_actor_cannot_be_given_on_a_process_that_has_not_caught_up() {
+    use crate::roles::set_grants;
+    // Copies catch up only when their process makes a change: the peer's stays as it first read it.
+    let app = spawn_app_with(|config| config.authz_refresh_ms = 60_000).await;
+    let acme = app.workspace("acme").await;
+    let manager = create_role(&app, &acme.admin_token, "Manager", &[("users.manage", All), ("contacts.write", All)])
+        .await
+        .expect("manager role");
+    let writer = create_role(&app, &acme.admin_token, "Writer", &[("contacts.write", All)]).await.expect("writer");
+    app.create_user(&acme.admin_token, "mia@acme.example", &manager.id).await.expect("mia");
+    let mia = app.login("acme", "mia@acme.example", PASSWORD).await.expect("mia logs in");
+    let peer = app.spawn_peer_process().await;
+    let ask = || pb::CheckPermissionRequest { permission: "contacts.write".into(), ..Default::default() };
+    let held = peer.authz().check_permission(bearer(&mia, ask())).await.expect("the peer reads the workspace now");
+    assert!(held.into_inner().decision.expect("decision").allowed);
+
+    set_grants(&app, &acme.admin_token, &manager.id, &[("users.manage", All)]).await.expect("contacts.write taken");
+    // The peer's copy has not caught up: it still says she holds it.
+    let stale = peer.authz().check_permission(bearer(&mia, ask())).await.expect("stale");
+    assert!(
+        stale.into_inner().decision.expect("decision").allowed,
+        "the peer's copy caught up; the test proves nothing"
+    );
+    let request = pb::CreateUserRequest {
+        email: "wes@acme.example".into(),
+        full_name: "Wes".into(),
+        password: PASSWORD.into(),
+        role: writer.id.clone(),
+        ..Default::default()
+    };
+    let refused = peer.users().create_user(bearer(&mia, request)).await.expect_err("no longer hers to give");
+    assert_status(&refused, Code::PermissionDenied, "ESCALATION");
+}

@@ -5,6 +5,7 @@ mod audit;
 mod auth;
 mod authorization;
 mod billing;
+mod boundaries;
 mod escalation;
 mod faults;
 mod fuzz;

@@ -251,3 +251,72 @@ async fn a_new_database_starts_every_time() {
         store.close().await.expect("close");
     }
 }
+
+/// CreateUser calls all at once, as `token`, each with its own email; what each answered.
+async fn create_users_at_once(app: &TestApp, token: &str, count: usize) -> Vec<Result<(), tonic::Status>> {
+    let calls: Vec<_> = (0..count)
+        .map(|i| {
+            let (mut users, token) = (app.users(), token.to_owned());
+            tokio::spawn(async move {
+                let request = pb::CreateUserRequest {
+                    email: format!("flood{i}@acme.example"),
+                    full_name: "Flood".into(),
+                    password: PASSWORD.into(),
+                    role: "agent".into(),
+                    ..Default::default()
+                };
+                users.create_user(bearer(&token, request)).await.map(drop)
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for call in calls {
+        answers.push(call.await.expect("call"));
+    }
+    answers
+}
+
+/// Password work waits for a core in a bounded queue per lane: a flood of new users is refused at
+/// once with SERVER_OVERLOADED past the queue, while logins, in their own lane, go through.
+#[tokio::test]
+async fn a_flood_of_password_work_is_refused_at_once_and_logins_still_go_through() {
+    let app = spawn_app_with(|config| {
+        config.bcrypt_cost = 9;
+        config.bcrypt_queue = 2;
+    })
+    .await;
+    let acme = app.workspace("acme").await;
+    let flood = create_users_at_once(&app, &acme.admin_token, 40);
+    let logins = async {
+        for _ in 0..3 {
+            app.login("acme", "admin@acme.example", PASSWORD).await.expect("a login during the flood");
+        }
+    };
+    let (answers, ()) = tokio::join!(flood, logins);
+    let created = answers.iter().filter(|a| a.is_ok()).count();
+    for refused in answers.iter().filter_map(|a| a.as_ref().err()) {
+        assert_status(refused, tonic::Code::ResourceExhausted, "SERVER_OVERLOADED");
+        assert!(tonic_types::StatusExt::get_error_details(refused).retry_info().is_some());
+    }
+    assert!((1..40).contains(&created), "{created} of 40 created");
+}
+
+/// Past the configured number of calls in flight, a call is refused at once, and health still
+/// answers.
+#[tokio::test]
+async fn past_the_calls_in_flight_a_call_is_refused_at_once_and_health_still_answers() {
+    let app = spawn_app_with(|config| {
+        config.bcrypt_cost = 9;
+        config.max_calls = 3;
+    })
+    .await;
+    let acme = app.workspace("acme").await;
+    let answers = create_users_at_once(&app, &acme.admin_token, 20).await;
+    let refused: Vec<_> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
+    assert!(!refused.is_empty() && refused.len() < 20, "{} of 20 refused", refused.len());
+    for status in refused {
+        assert_status(status, tonic::Code::ResourceExhausted, "SERVER_OVERLOADED");
+    }
+    let mut health = HealthClient::new(app.channel.clone());
+    health.check(HealthCheckRequest { service: String::new() }).await.expect("health answers");
+}

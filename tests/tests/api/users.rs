@@ -565,3 +565,26 @@ async fn two_admins_removed_at_the_same_moment_leave_exactly_one() {
         assert_eq!(admins.len(), 1, "round {round}");
     }
 }
+
+/// A CreateUser with a request id that cannot get its locks (another transaction holds them past
+/// the lock timeout) is told to retry, not that the email is taken; retried, it creates the user.
+#[tokio::test]
+async fn a_create_user_that_cannot_get_its_locks_is_told_to_retry_not_that_the_email_is_taken() {
+    let app = spawn_app_with(|config| config.db_timeout_ms = 200).await;
+    let acme = app.workspace("acme").await;
+    let request = || pb::CreateUserRequest {
+        email: "busy@acme.example".into(),
+        full_name: "Busy".into(),
+        password: PASSWORD.into(),
+        role: "agent".into(),
+        request_id: "create-busy-1".into(),
+        ..Default::default()
+    };
+    let lock = OutboxLock::take(&app.db.url).await;
+    let busy = app.users().create_user(bearer(&acme.admin_token, request())).await.expect_err("locked out");
+    lock.release().await;
+    assert_status(&busy, Code::Aborted, "CONCURRENT_UPDATE");
+    let created = app.users().create_user(bearer(&acme.admin_token, request())).await.expect("retried");
+    let again = app.users().create_user(bearer(&acme.admin_token, request())).await.expect("the same answer");
+    assert_eq!(created.into_inner().user, again.into_inner().user);
+}

@@ -1,9 +1,9 @@
 use crate::app::App;
-use crate::auth::{Principal, now_millis, random_bytes};
+use crate::auth::{Lane, Principal, now_millis, random_bytes};
 use crate::context::RequestId;
 use crate::convert;
 use crate::error::{self, Violations, checked, permission_denied, unauthenticated};
-use roster_identity::{Email, Password, SessionToken, Slug};
+use roster_identity::{Email, Password, PasswordHash, SessionToken, Slug};
 use roster_proto::v1::{self as pb, auth_service_server::AuthService};
 use roster_store::{Actor, Conflict, Context, Entity, StoreError, UserStatus};
 use std::sync::Arc;
@@ -13,6 +13,27 @@ pub(crate) struct AuthApi(pub(crate) Arc<App>);
 
 fn person_required() -> Status {
     permission_denied("PERSON_REQUIRED", "only a person signed in with a session can do this, not a service key")
+}
+
+/// A hash made at a lower cost than the configured one is made again at that cost, now that the
+/// password is known, and stored if it is still the hash verified. In the background: the login
+/// has its answer.
+fn upgrade_hash(app: &Arc<App>, user: &roster_store::User, verified: PasswordHash, password: Password) {
+    if verified.cost().is_none_or(|cost| cost >= app.hasher.cost().get()) {
+        return;
+    }
+    let (app, workspace_id, user_id) = (app.clone(), user.workspace_id.clone(), user.id.clone());
+    tokio::spawn(async move {
+        let upgraded = match app.hasher.hash(Lane::Login, password).await {
+            Ok(upgraded) => upgraded,
+            Err(status) => return tracing::debug!(message = status.message(), "password hash not upgraded now"),
+        };
+        match app.store.upgrade_password_hash(&workspace_id, &user_id, &verified, &upgraded).await {
+            Ok(true) => tracing::info!(user_id, cost = app.hasher.cost().get(), "password hash upgraded"),
+            Ok(false) => {}
+            Err(err) => tracing::warn!(user_id, error = %err, "could not upgrade a password hash"),
+        }
+    });
 }
 
 fn login_failed() -> Status {
@@ -44,7 +65,7 @@ impl AuthService for AuthApi {
         };
         let (user, hash) = found.unzip();
         // The same bcrypt work whether or not the workspace and the email exist.
-        let matched = app.hasher.verify(hash.clone(), Password::candidate(&req.password)).await?;
+        let matched = app.hasher.verify(Lane::Login, hash.clone(), Password::candidate(&req.password)).await?;
         let now = now_millis();
         let failure = Context { actor: Actor::Anonymous, request_id: request_id.clone(), now };
         let (user, verified) = match (matched, user, hash) {
@@ -89,6 +110,9 @@ impl AuthService for AuthApi {
             Err(err) => return Err(error::store(err)),
         };
         tracing::info!(user_id = %user.id, workspace_id = %user.workspace_id, "login succeeded");
+        if let Some(password) = Password::candidate(&req.password) {
+            upgrade_hash(app, &user, verified, password);
+        }
         Ok(Response::new(pb::LoginResponse {
             session_token: token.reveal().to_owned(),
             expire_time: Some(convert::timestamp(expires_at)),

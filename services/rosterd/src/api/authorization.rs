@@ -1,9 +1,10 @@
 use crate::app::{App, Call};
 use crate::auth::Caller;
+use crate::authz_cache::Snapshot;
 use crate::convert;
 use crate::error::{self, invalid, status_with};
 use crate::policy::Need;
-use roster_authz::{Decision, Directory, Grants, Member, Permission, Resource};
+use roster_authz::{Directory, Grants, Permission, Resource};
 use roster_proto::v1::{self as pb, authorization_service_server::AuthorizationService};
 use std::sync::Arc;
 use tonic::{Code, Request, Response, Status};
@@ -97,19 +98,44 @@ fn unknown_user() -> ItemError {
     ItemError { code: Code::NotFound, reason: "USER_NOT_FOUND", message: "user not found".into(), field: "user_id" }
 }
 
-/// The decision from the held directory, which reads the member's entry and not their role, with
-/// the member's role id; `None` for a user it does not hold.
-fn decide_held<'d>(directory: &'d Directory, check: &Check) -> Option<(Decision<'d>, &'d str)> {
-    directory.check_with_role(check.user_id, check.permission, check.resource.as_ref()).ok()
+/// The decision from the held directory, which reads the member's entry and not their role;
+/// `None` for a user it does not hold.
+fn decide_held(directory: &Directory, check: &Check) -> Option<pb::Decision> {
+    let (decision, role_id) =
+        directory.check_with_role(check.user_id, check.permission, check.resource.as_ref()).ok()?;
+    Some(convert::decision(&decision, role_id))
 }
 
-/// The decision for a member read on its own, for one the held directory did not have yet.
-fn decide<'m>(member: &'m Member, check: &Check) -> Decision<'m> {
-    roster_authz::decide(
-        &roster_authz::Subject { user_id: check.user_id, active: member.active, role: &member.role },
-        check.permission,
-        check.resource.as_ref(),
-    )
+/// Decides checks from the workspace's held copy. A user the copy does not know (created on
+/// another process since it was read) makes it catch up with the database once per call, however
+/// many such users a batch names; a user still unknown then does not exist.
+struct Checker<'a> {
+    app: &'a App,
+    workspace_id: &'a str,
+    snapshot: Option<Arc<Snapshot>>,
+    caught_up: bool,
+}
+
+impl<'a> Checker<'a> {
+    async fn new(app: &'a App, workspace_id: &'a str) -> Result<Self, Status> {
+        let snapshot = app.authz.snapshot(workspace_id).await.map_err(error::store)?;
+        Ok(Self { app, workspace_id, snapshot: Some(snapshot), caught_up: false })
+    }
+
+    /// The decision on `check`, `None` when the user is not a member of the workspace.
+    async fn decide(&mut self, check: &Check<'_>) -> Result<Option<pb::Decision>, Status> {
+        if let Some(decision) = self.snapshot.as_deref().and_then(|held| decide_held(&held.directory, check)) {
+            return Ok(Some(decision));
+        }
+        if self.caught_up {
+            return Ok(None);
+        }
+        // Let go of the copy first, so that the cache can bring it up to date in place.
+        self.snapshot = None;
+        self.snapshot = Some(self.app.authz.catch_up(self.workspace_id).await.map_err(error::store)?);
+        self.caught_up = true;
+        Ok(self.snapshot.as_deref().and_then(|held| decide_held(&held.directory, check)))
+    }
 }
 
 #[tonic::async_trait]
@@ -123,24 +149,8 @@ impl AuthorizationService for AuthorizationApi {
         let req = request.get_ref();
         let assignee = req.resource.as_ref().map(|r| r.assignee_user_id.as_str());
         let check = parse_check(&caller, &req.user_id, &req.permission, assignee).map_err(|e| e.into_status(""))?;
-        // The common case answers from the held copy without cloning anything out of it.
-        let snapshot = app.authz.snapshot(&workspace_id).await.map_err(error::store)?;
-        let held =
-            decide_held(&snapshot.directory, &check).map(|(decision, role_id)| convert::decision(&decision, role_id));
-        // Let go of the copy before the cache may catch up, so that it can update it in place.
-        drop(snapshot);
-        let decision = match held {
-            Some(decision) => decision,
-            None => {
-                let member = app
-                    .authz
-                    .member(&workspace_id, check.user_id)
-                    .await
-                    .map_err(error::store)?
-                    .ok_or_else(|| unknown_user().into_status(""))?;
-                convert::decision(&decide(&member, &check), &member.role.id)
-            }
-        };
+        let mut checker = Checker::new(app, &workspace_id).await?;
+        let decision = checker.decide(&check).await?.ok_or_else(|| unknown_user().into_status(""))?;
         Ok(Response::new(pb::CheckPermissionResponse { decision: Some(decision) }))
     }
 
@@ -155,29 +165,15 @@ impl AuthorizationService for AuthorizationApi {
             return Err(invalid("checks", format!("1..{MAX_BATCH} checks, got {}", req.checks.len())));
         }
         // A person may ask only about themselves: items about others get SELF_ONLY each.
-        let mut snapshot = app.authz.snapshot(&workspace_id).await.map_err(error::store)?;
+        let mut checker = Checker::new(app, &workspace_id).await?;
         let mut results = Vec::with_capacity(req.checks.len());
         for item in &req.checks {
             let assignee = item.resource.as_ref().map(|r| r.assignee_user_id.as_str());
             let result = match parse_check(&caller, &item.user_id, &item.permission, assignee) {
                 Err(e) => e.into_result(),
-                Ok(check) => match decide_held(&snapshot.directory, &check) {
-                    Some((decision, role_id)) => {
-                        pb::check_result::Result::Decision(convert::decision(&decision, role_id))
-                    }
-                    None => {
-                        // Let go of the copy while the cache catches up, so that it can update it in place.
-                        drop(snapshot);
-                        let member = app.authz.member(&workspace_id, check.user_id).await.map_err(error::store)?;
-                        snapshot = app.authz.snapshot(&workspace_id).await.map_err(error::store)?;
-                        match member {
-                            Some(member) => pb::check_result::Result::Decision(convert::decision(
-                                &decide(&member, &check),
-                                &member.role.id,
-                            )),
-                            None => unknown_user().into_result(),
-                        }
-                    }
+                Ok(check) => match checker.decide(&check).await? {
+                    Some(decision) => pb::check_result::Result::Decision(decision),
+                    None => unknown_user().into_result(),
                 },
             };
             results.push(pb::CheckResult { result: Some(result) });

@@ -25,11 +25,12 @@ fn description(v: &mut Violations, field: &str, value: &str) -> Option<String> {
     Some(value.to_owned())
 }
 
-/// A role name, also refusing the built-in roles' names so that "Admin" always means the real one.
+/// A role name, also refusing the built-in roles' names so that "Admin" always means the real one,
+/// whatever its case and whatever invisible characters it hides ([`RoleName::key`]).
 fn role_name(v: &mut Violations, field: &str, value: &str) -> Option<RoleName> {
     let name = v.check(field, RoleName::parse(value))?;
-    if roster_authz::BuiltinRole::ALL.iter().any(|b| b.name().eq_ignore_ascii_case(name.as_str())) {
-        v.add(field, format!("{name:?} is a built-in role's name"));
+    if roster_authz::BuiltinRole::ALL.iter().any(|b| b.name().to_lowercase() == name.key()) {
+        v.add(field, format!("{:?} is a built-in role's name", name.key()));
         return None;
     }
     Some(name)

@@ -1,5 +1,5 @@
 use crate::app::{Addressed, App};
-use crate::auth::Principal;
+use crate::auth::{Lane, Principal};
 use crate::convert;
 use crate::error::{self, Violations, checked, invalid, permission_denied};
 use crate::policy::Need;
@@ -80,7 +80,7 @@ impl UserService for UserApi {
         v.finish()?;
         let (email, full_name, role) = (checked(email)?, checked(full_name)?, checked(role)?);
         let workspace = app.store.workspace(&call.workspace_id).await.map_err(error::store)?;
-        let password_hash = app.hasher.hash(checked(password)?).await?;
+        let password_hash = app.hasher.hash(Lane::Account, checked(password)?).await?;
         let welcome = app.welcome(&workspace.slug, &workspace.name, &email, &full_name);
         let new = NewUser { email, full_name, password_hash, role };
         let changed = app
@@ -209,7 +209,7 @@ impl UserService for UserApi {
         let new_password = v.check("new_password", Password::parse(&req.new_password));
         v.finish()?;
         let current = app.store.password_hash(&user.workspace_id, &user.id).await.map_err(error::store)?;
-        if !app.hasher.verify(Some(current), Password::candidate(&req.current_password)).await? {
+        if !app.hasher.verify(Lane::Account, Some(current), Password::candidate(&req.current_password)).await? {
             let mut details = tonic_types::ErrorDetails::new();
             details.add_bad_request_violation("current_password", "does not match");
             return Err(error::status_with(
@@ -220,7 +220,7 @@ impl UserService for UserApi {
                 details,
             ));
         }
-        let hash = app.hasher.hash(checked(new_password)?).await?;
+        let hash = app.hasher.hash(Lane::Account, checked(new_password)?).await?;
         app.store
             .change_password(&caller.context(), &user.workspace_id, &user.id, &hash, Some(token))
             .await

@@ -1,4 +1,5 @@
 use crate::app::App;
+use crate::auth::Lane;
 use crate::convert;
 use crate::error::{self, Violations, checked, invalid};
 use crate::policy::Need;
@@ -31,7 +32,7 @@ impl WorkspaceService for WorkspaceApi {
         let request_id = super::request_id(&mut v, &req.request_id);
         v.finish()?;
         let (slug, name, email, full_name) = (checked(slug)?, checked(name)?, checked(email)?, checked(full_name)?);
-        let password_hash = app.hasher.hash(checked(password)?).await?;
+        let password_hash = app.hasher.hash(Lane::Account, checked(password)?).await?;
         let welcome = app.welcome(&slug, &name, &email, &full_name);
         let admin = NewUser { email, full_name, password_hash, role: BuiltinRole::Admin.into() };
         let changed = app
