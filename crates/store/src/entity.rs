@@ -76,6 +76,8 @@ pub mod user {
         /// The workspace's `authz_version` when this user's role or status last changed, or they
         /// were created.
         pub authz_version: i64,
+        /// The idempotency key of the user's last reactivation.
+        pub reactivate_request_id: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -73,14 +73,14 @@ impl Store {
     }
 
     /// Deletes the attempts `ids` (they do not count: a success, or no outcome) and the failures
-    /// under `forget` (an account whose failures a success forgets; others' attempts in progress
-    /// still count).
-    pub async fn end_login_attempt(&self, ids: &[String], forget: Option<&str>) -> Result<()> {
+    /// under the keys `forget` (an account whose failures a success forgets; others' attempts in
+    /// progress still count).
+    pub async fn end_login_attempt(&self, ids: &[String], forget: &[&str]) -> Result<()> {
         let mut which = Condition::any().add(login_attempt::Column::Id.is_in(ids.iter().map(String::as_str)));
-        if let Some(key) = forget {
+        for key in forget {
             which = which.add(
                 Condition::all()
-                    .add(login_attempt::Column::Key.eq(key))
+                    .add(login_attempt::Column::Key.eq(*key))
                     .add(login_attempt::Column::FailedAt.is_not_null()),
             );
         }

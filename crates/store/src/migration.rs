@@ -19,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(AssignmentOrder),
             Box::new(AuthzChanges),
             Box::new(LoginThrottling),
+            Box::new(ReactivationKeys),
         ]
     }
 }
@@ -71,6 +72,7 @@ enum Users {
     OpenConversations,
     LastAssignedAt,
     AuthzVersion,
+    ReactivateRequestId,
 }
 
 #[derive(DeriveIden)]
@@ -716,6 +718,27 @@ impl MigrationTrait for LoginThrottling {
                     .col(LoginAttempts::Key)
                     .col(LoginAttempts::StartedAt)
                     .to_owned(),
+            )
+            .await
+    }
+}
+
+/// The idempotency key of each user's last reactivation, so that a retried ReactivateUser does not
+/// undo a deactivation made after the first call.
+struct ReactivationKeys;
+
+impl MigrationName for ReactivationKeys {
+    fn name(&self) -> &str {
+        "m0007_reactivation_keys"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ReactivationKeys {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter().table(Users::Table).add_column(string_null(Users::ReactivateRequestId)).to_owned(),
             )
             .await
     }

@@ -176,7 +176,8 @@ impl Store {
     /// Deactivates or reactivates a user. Deactivated: no more logins, every session revoked, the
     /// seat freed, and every open conversation of theirs back in its team's queue and re-routed by
     /// the team's strategy, all in one transaction. Reactivated: a seat again, if one is free.
-    /// Setting the status a user has changes nothing. The person acting in `ctx` must hold every
+    /// Setting the status a user has changes nothing, and so does a reactivation with the
+    /// `request_id` of the user's last one (a retry). The person acting in `ctx` must hold every
     /// grant of the user's role.
     pub async fn set_user_status(
         &self,
@@ -184,6 +185,7 @@ impl Store {
         workspace_id: &str,
         user_id: &str,
         status: UserStatus,
+        request_id: Option<&str>,
     ) -> Result<Changed<User>> {
         // A deactivation locks the teams it re-routes before the user's row; one of the user's
         // conversations may turn out to be in a team it did not lock (assigned in between): it then
@@ -192,7 +194,7 @@ impl Store {
         let attempt = self
             .retry(|| async {
                 let locked = also.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                match self.try_set_status(ctx, workspace_id, user_id, status, &locked).await? {
+                match self.try_set_status(ctx, workspace_id, user_id, status, request_id, &locked).await? {
                     Attempt::Done(user) => Ok(user),
                     Attempt::LockAlso(more) => {
                         also.lock().unwrap_or_else(|e| e.into_inner()).extend(more);
@@ -218,6 +220,7 @@ impl Store {
         workspace_id: &str,
         user_id: &str,
         status: UserStatus,
+        request_id: Option<&str>,
         also: &BTreeSet<String>,
     ) -> Result<Attempt<Changed<User>>> {
         let txn = self.write().await?;
@@ -229,7 +232,10 @@ impl Store {
             UserStatus::Active => None,
         };
         let (row, _) = load_manageable(&txn, workspace_id, user_id, ctx).await?;
-        if row.status == status.as_str() {
+        // Already so, or a retry of a reactivation already made (which must not undo a
+        // deactivation made since): nothing to do.
+        let retried = request_id.is_some() && row.reactivate_request_id.as_deref() == request_id;
+        if row.status == status.as_str() || retried {
             return Ok(Attempt::Done(Changed::new(to_user(row)?)));
         }
         guard_last_admin(&txn, workspace_id, &row, status == UserStatus::Active).await?;
@@ -238,8 +244,11 @@ impl Store {
             let (subscription, used) = workspace::lock_seats(&txn, workspace_id).await?;
             check_seat(&subscription, used).map_err(|refused| workspace::seat_limit(workspace_id, refused))?;
         }
-        let changes =
+        let mut changes =
             vec![(user::Column::Status, status.as_str().into()), (user::Column::AuthzVersion, authz_version.into())];
+        if let Some(request_id) = request_id {
+            changes.push((user::Column::ReactivateRequestId, request_id.into()));
+        }
         update(&txn, &row, ctx.now, changes).await?;
         let (action, requeued) = match rerouting {
             Some(rerouting) => {
@@ -265,23 +274,39 @@ impl Store {
         Ok(Attempt::Done(Changed { value: user, effects }))
     }
 
-    /// Replaces a user's password hash and revokes every session except `keep`.
+    /// Replaces a person's password hash, if it is still `verified` (the one their current
+    /// password was checked against: [`Conflict::Changed`] otherwise) and their session `keep`
+    /// is still open ([`Entity::Session`] not found otherwise), and revokes every other session.
     pub async fn change_password(
         &self,
         ctx: &Context,
         workspace_id: &str,
         user_id: &str,
+        verified: &PasswordHash,
         hash: &PasswordHash,
-        keep: Option<&TokenHash>,
+        keep: &TokenHash,
     ) -> Result<()> {
         let txn = self.write().await?;
         let row = load(&txn, workspace_id, user_id).await?;
-        update(&txn, &row, ctx.now, vec![(user::Column::PasswordHash, hash.as_stored().into())]).await?;
-        let mut revoke = session::Entity::delete_many().filter(session::Column::UserId.eq(user_id));
-        if let Some(keep) = keep {
-            revoke = revoke.filter(session::Column::TokenHash.ne(keep.as_stored()));
+        if row.password_hash != verified.as_stored() {
+            return Err(StoreError::Conflict(Conflict::Changed));
         }
-        revoke.exec(&txn).await.map_err(classify)?;
+        let open = session::Entity::find_by_id(keep.as_stored().to_owned())
+            .filter(session::Column::UserId.eq(user_id))
+            .one(&txn)
+            .await
+            .map_err(classify)?;
+        if open.is_none() {
+            return Err(StoreError::NotFound(crate::Entity::Session));
+        }
+        // Conditional on the row's version, so also on the hash just compared.
+        update(&txn, &row, ctx.now, vec![(user::Column::PasswordHash, hash.as_stored().into())]).await?;
+        session::Entity::delete_many()
+            .filter(session::Column::UserId.eq(user_id))
+            .filter(session::Column::TokenHash.ne(keep.as_stored()))
+            .exec(&txn)
+            .await
+            .map_err(classify)?;
         audit::record(&txn, workspace_id, ctx, "user.password_changed", &format!("user:{user_id}"), &[]).await?;
         commit(txn).await
     }

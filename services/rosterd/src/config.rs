@@ -2,7 +2,7 @@
 
 use clap::{Parser, ValueEnum};
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -108,6 +108,16 @@ pub struct Config {
     #[arg(long, env = "ROSTER_LOGIN_MAX_FAILURES_PER_ADDRESS", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub login_max_failures_per_address: u32,
 
+    /// Failed logins allowed per workspace and email from all addresses together within the
+    /// window: a cap on guessing spread over many addresses.
+    #[arg(long, env = "ROSTER_LOGIN_MAX_FAILURES_PER_ACCOUNT", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub login_max_failures_per_account: u32,
+
+    /// The load balancers and proxies in front of rosterd, as addresses or CIDR blocks,
+    /// comma-separated: from them, the client's address is taken from `x-forwarded-for`.
+    #[arg(long, env = "ROSTER_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<Cidr>,
+
     /// The window failed logins are counted over, in seconds.
     #[arg(long, env = "ROSTER_LOGIN_WINDOW_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub login_window_secs: u64,
@@ -153,6 +163,7 @@ impl fmt::Debug for Config {
             .field("service_keys", &self.service_keys)
             .field("smtp_url", &self.smtp_url)
             .field("sign_in_url", &self.sign_in_url)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish_non_exhaustive()
     }
 }
@@ -203,6 +214,55 @@ impl FromStr for ServiceKeySpec {
             return Err(format!("the secret of service key {name} must not start with `rst_` (session tokens do)"));
         }
         Ok(Self { name: name.to_owned(), secret: secret.to_owned() })
+    }
+}
+
+/// An address block: `10.0.0.0/8`, `2001:db8::/32`, or one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` is in the block.
+    pub fn contains(self, ip: IpAddr) -> bool {
+        // Both families compared as the top bits of 128.
+        fn bits(ip: IpAddr) -> (u128, u8) {
+            match ip {
+                IpAddr::V4(v4) => (u128::from(u32::from(v4)) << 96, 32),
+                IpAddr::V6(v6) => (u128::from(v6), 128),
+            }
+        }
+        // An IPv4 client may show as an IPv4-mapped IPv6 address.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let ((network, width), (address, address_width)) = (bits(self.network), bits(ip));
+        if width != address_width {
+            return false;
+        }
+        let mask = u128::MAX.checked_shl(u32::from(128 - self.prefix)).unwrap_or(0);
+        network & mask == address & mask
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let (address, prefix) = s.split_once('/').map_or((s, None), |(a, p)| (a, Some(p)));
+        let network: IpAddr = address.parse().map_err(|_| format!("{s:?} is not an address or CIDR block"))?;
+        let width = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => width,
+            Some(p) => {
+                p.parse::<u8>().ok().filter(|p| *p <= width).ok_or(format!("{s:?}: the prefix is 0..={width}"))?
+            }
+        };
+        Ok(Self { network, prefix })
     }
 }
 
@@ -271,5 +331,28 @@ mod tests {
     #[test]
     fn database_credentials_are_redacted() {
         assert_eq!(redact_url("postgres://roster:hunter2@db/roster"), "postgres://<credentials>@db/roster");
+    }
+
+    #[test]
+    fn address_blocks_contain_what_they_say_and_nothing_else() {
+        let cases = [
+            ("10.0.0.0/8", "10.255.1.2", true),
+            ("10.0.0.0/8", "11.0.0.1", false),
+            ("192.168.1.7", "192.168.1.7", true),
+            ("192.168.1.7", "192.168.1.8", false),
+            ("0.0.0.0/0", "203.0.113.9", true),
+            ("127.0.0.1/32", "::ffff:127.0.0.1", true),
+            ("2001:db8::/32", "2001:db8:ffff::1", true),
+            ("2001:db8::/32", "2001:db9::1", false),
+            ("2001:db8::/32", "10.0.0.1", false),
+            ("10.0.0.0/8", "::1", false),
+        ];
+        for (block, ip, inside) in cases {
+            let cidr: Cidr = block.parse().expect(block);
+            assert_eq!(cidr.contains(ip.parse().expect(ip)), inside, "{block} ∋ {ip}");
+        }
+        for bad in ["10.0.0.0/33", "2001:db8::/129", "10.0.0/8", "example.com", "10.0.0.0/x"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
     }
 }

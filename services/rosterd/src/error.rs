@@ -177,11 +177,15 @@ pub(crate) fn store_with_role_field(err: StoreError, role_field: &str) -> Status
                 details,
             )
         }
+        // The caller's own session, revoked while the call ran.
+        StoreError::NotFound(Entity::Session) => {
+            unauthenticated("SESSION_INVALID", "the session token is unknown, expired or revoked: log in again")
+        }
         StoreError::NotFound(entity) => {
             let (reason, kind) = match entity {
                 Entity::Workspace => ("WORKSPACE_NOT_FOUND", "roster.v1.Workspace"),
                 Entity::User => ("USER_NOT_FOUND", "roster.v1.User"),
-                Entity::Session => ("SESSION_NOT_FOUND", "session"),
+                Entity::Session => ("SESSION_INVALID", "session"),
                 Entity::Role => ("ROLE_NOT_FOUND", "role"),
                 Entity::Team => ("TEAM_NOT_FOUND", "roster.v1.Team"),
                 Entity::TeamMember => ("TEAM_MEMBER_NOT_FOUND", "roster.v1.TeamMember"),

@@ -1,5 +1,7 @@
 //! Adversarial input to every RPC, against the real `rosterd` binary: well-formed protobuf requests
-//! built from the service descriptors with hostile field values, and bytes that do not decode.
+//! built from the service descriptors with hostile field values, values on the edges of each
+//! field's documented limit, bodies on the edge of each service's size limit, and bytes that do
+//! not decode.
 //!
 //! Every answer must be a deliberate one: no INTERNAL, UNKNOWN or broken connection, every error
 //! with an `ErrorInfo` reason, no panic in the server's log, no row changed by a refused call (the
@@ -9,10 +11,13 @@
 //! `ROSTER_FUZZ_CASES` (10000) and `ROSTER_FUZZ_SEED` change the run; the seed is printed so that
 //! a failure can be replayed.
 
+use crate::edges::{edges, limit};
 use crate::roles::create_role;
 use crate::teams::team_of_agents;
 use prost::Message;
-use prost_reflect::{DescriptorPool, DynamicMessage, Kind, MessageDescriptor, MethodDescriptor, Value};
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor, Value,
+};
 use roster_proto::v1 as pb;
 use roster_tests::*;
 use std::collections::{BTreeMap, HashSet};
@@ -144,6 +149,11 @@ impl Pools {
             {
                 continue;
             }
+            let edges = edges(limit(descriptor.name(), field.name()));
+            let value = |rng: &mut Rng| match field.kind() {
+                Kind::String if !edges.is_empty() && rng.percent(50) => Value::String(rng.pick(&edges).clone()),
+                kind => self.value(rng, &kind, depth),
+            };
             let value = if field.is_list() {
                 let n = match rng.below(20) {
                     0 => 0,
@@ -151,10 +161,9 @@ impl Pools {
                     2 => 101,
                     _ => 1 + rng.below(3),
                 };
-                let kind = field.kind();
-                Value::List((0..n).map(|_| self.value(rng, &kind, depth)).collect())
+                Value::List((0..n).map(|_| value(rng)).collect())
             } else {
-                self.value(rng, &field.kind(), depth)
+                value(rng)
             };
             message.set_field(&field, value);
         }
@@ -283,7 +292,7 @@ async fn pools(app: &TestApp) -> Pools {
 }
 
 /// Every unary method of Roster's services.
-fn methods() -> Vec<MethodDescriptor> {
+pub(crate) fn methods() -> Vec<MethodDescriptor> {
     let pool = DescriptorPool::decode(roster_proto::FILE_DESCRIPTOR_SET).expect("descriptors");
     let mut methods: Vec<MethodDescriptor> = pool
         .services()
@@ -327,7 +336,7 @@ fn summary(message: &DynamicMessage) -> String {
     fields.join(", ")
 }
 
-fn path(method: &MethodDescriptor) -> String {
+pub(crate) fn path(method: &MethodDescriptor) -> String {
     format!("/{}/{}", method.parent_service().full_name(), method.name())
 }
 
@@ -347,7 +356,7 @@ fn request(body: Vec<u8>, credential: &Credential) -> tonic::Request<Vec<u8>> {
 const AUDITED_REFUSALS: [&str; 3] = ["login.failed", "user.create_refused", "user.reactivate_refused"];
 
 /// Codes that would mean the server did not decide: a bug, a crash or a hang.
-const UNDECIDED: [Code; 4] = [Code::Internal, Code::Unknown, Code::DataLoss, Code::Unavailable];
+pub(crate) const UNDECIDED: [Code; 4] = [Code::Internal, Code::Unknown, Code::DataLoss, Code::Unavailable];
 
 #[tokio::test]
 async fn ten_thousand_hostile_requests_get_deliberate_answers_and_change_nothing_when_refused() {
@@ -434,6 +443,45 @@ async fn ten_thousand_hostile_requests_get_deliberate_answers_and_change_nothing
             }
         }
     }
+    // Bodies on the edge of their service's size limit, with the service key: up to the limit an
+    // answer of the handler's; one byte over, MESSAGE_TOO_LARGE before anything is decoded.
+    let mut oversized = 0;
+    // (A cut-off body above may have decoded and been accepted.)
+    before = fingerprint.read().await;
+    for method in &methods {
+        let max = if method.parent_service().name() == "AuthorizationService" { 128 * 1024 } else { 16 * 1024 };
+        let input = method.input();
+        let Some(field) = input.fields().find(|f| matches!(f.kind(), Kind::String) && !f.is_list()) else { continue };
+        for size in [max - 1, max, max + 1] {
+            let credential = Credential::Bearer(SERVICE_KEY.into());
+            let answer =
+                raw::unary(&peer.channel, &path(method), request(padded(&input, &field, size), &credential)).await;
+            let what = format!("{} with a body of {size} bytes (limit {max})", path(method));
+            let too_large = answer.as_ref().is_err_and(|status| {
+                status.code() == Code::ResourceExhausted && error_reason(status).as_deref() == Some("MESSAGE_TOO_LARGE")
+            });
+            oversized += usize::from(too_large);
+            if too_large != (size > max) {
+                failures.push(format!(
+                    "{what}: {:?}",
+                    answer.as_ref().map(|_| ()).map_err(|s| (s.code(), error_reason(s)))
+                ));
+            }
+            if let Err(status) = &answer
+                && UNDECIDED.contains(&status.code())
+            {
+                failures.push(format!("{what}: {:?} {}", status.code(), status.message()));
+            }
+            let after = fingerprint.read().await;
+            if let Err(status) = &answer
+                && after != before
+            {
+                let changed: Vec<&String> = after.keys().filter(|t| after.get(*t) != before.get(*t)).collect();
+                failures.push(format!("{what}: refused with {:?} but changed {changed:?}", status.code()));
+            }
+            before = after;
+        }
+    }
     // Not even HTTP/2: garbage on a fresh connection.
     {
         use tokio::io::AsyncWriteExt;
@@ -450,7 +498,8 @@ async fn ten_thousand_hostile_requests_get_deliberate_answers_and_change_nothing
     let panics = log.matches("panicked").count();
     println!(
         "fuzz: {cases} requests in {:.1} s over {} methods; codes {codes:?}; {undecodable} of 500 undecodable bodies \
-         refused as INVALID_ARGUMENT; {panics} panics; health {serving:?}; {} sessions renewed",
+         refused as INVALID_ARGUMENT; {oversized} bodies over their limit refused as MESSAGE_TOO_LARGE; {panics} \
+         panics; health {serving:?}; {} sessions renewed",
         elapsed.as_secs_f64(),
         per_method.len(),
         pools.renewed
@@ -460,4 +509,20 @@ async fn ten_thousand_hostile_requests_get_deliberate_answers_and_change_nothing
     assert_eq!(panics, 0, "the server panicked:\n{log}");
     assert_eq!(serving, tonic_health::pb::health_check_response::ServingStatus::Serving);
     assert_eq!(per_method.len(), methods.len(), "every method was called");
+}
+
+/// An encoded `message` of exactly `size` bytes: `field` set to as many 'a's as that takes.
+fn padded(message: &MessageDescriptor, field: &FieldDescriptor, size: usize) -> Vec<u8> {
+    let mut padded = DynamicMessage::new(message.clone());
+    let mut len = size;
+    for _ in 0..4 {
+        padded.set_field(field, Value::String("a".repeat(len)));
+        let body = padded.encode_to_vec();
+        match body.len().cmp(&size) {
+            std::cmp::Ordering::Equal => return body,
+            std::cmp::Ordering::Greater => len -= body.len() - size,
+            std::cmp::Ordering::Less => len += size - body.len(),
+        }
+    }
+    panic!("no {} of {size} bytes by padding {}", message.name(), field.name());
 }

@@ -6,6 +6,7 @@ mod auth;
 mod authorization;
 mod billing;
 mod boundaries;
+mod edges;
 mod escalation;
 mod faults;
 mod fuzz;

@@ -197,3 +197,121 @@ where
     }
     outputs
 }
+
+/// A login as the load balancer passes it on, from the client at `address`.
+fn through_proxy(address: &str, request: pb::LoginRequest) -> tonic::Request<pb::LoginRequest> {
+    let mut request = tonic::Request::new(request);
+    request.metadata_mut().insert("x-forwarded-for", format!("10.1.2.3, {address}").parse().expect("header"));
+    request
+}
+
+/// Behind a trusted load balancer, the client's address is the forwarded one: a stranger guessing
+/// an admin's password locks out their own address, and the admin logs in from elsewhere.
+#[tokio::test]
+async fn a_strangers_failures_lock_out_only_their_address_behind_a_trusted_proxy() {
+    let app = spawn_app_with(|c| {
+        c.login_max_failures = 3;
+        c.trusted_proxies = vec!["127.0.0.1".parse().expect("cidr"), "10.0.0.0/8".parse().expect("cidr")];
+    })
+    .await;
+    app.workspace("acme").await;
+    let stranger = |password: &str| through_proxy("203.0.113.7", login_request("acme", "admin@acme.example", password));
+    for i in 0..3 {
+        let wrong = app.auth().login(stranger(&format!("guess number {i}"))).await.expect_err("wrong");
+        assert_status(&wrong, Code::Unauthenticated, "INVALID_CREDENTIALS");
+    }
+    let throttled = app.auth().login(stranger(PASSWORD)).await.expect_err("that address is throttled");
+    assert_throttled(&throttled, 900);
+    let admin = through_proxy("198.51.100.4", login_request("acme", "admin@acme.example", PASSWORD));
+    app.auth().login(admin).await.expect("the admin logs in from elsewhere");
+}
+
+/// Without trusted proxies, `x-forwarded-for` is the client's word and ignored: the address is
+/// the connection's.
+#[tokio::test]
+async fn a_forwarded_address_from_an_untrusted_peer_is_ignored() {
+    let app = spawn_app_with(|c| c.login_max_failures = 3).await;
+    app.workspace("acme").await;
+    for i in 0..3 {
+        let request = through_proxy("203.0.113.7", login_request("acme", "admin@acme.example", &format!("guess {i}")));
+        app.auth().login(request).await.expect_err("wrong");
+    }
+    let other = through_proxy("198.51.100.4", login_request("acme", "admin@acme.example", PASSWORD));
+    let throttled = app.auth().login(other).await.expect_err("the same connection's address");
+    assert_throttled(&throttled, 900);
+}
+
+/// Guessing spread over many addresses is capped per account.
+#[tokio::test]
+async fn failures_spread_over_many_addresses_are_capped_per_account() {
+    let app = spawn_app_with(|c| {
+        c.login_max_failures = 2;
+        c.login_max_failures_per_account = 4;
+        c.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr"), "10.0.0.0/8".parse().expect("cidr")];
+    })
+    .await;
+    app.workspace("acme").await;
+    for address in ["203.0.113.1", "203.0.113.2"] {
+        for i in 0..2 {
+            let request = through_proxy(address, login_request("acme", "admin@acme.example", &format!("guess {i}")));
+            let wrong = app.auth().login(request).await.expect_err("wrong");
+            assert_status(&wrong, Code::Unauthenticated, "INVALID_CREDENTIALS");
+        }
+    }
+    let third = through_proxy("203.0.113.3", login_request("acme", "admin@acme.example", PASSWORD));
+    let throttled = app.auth().login(third).await.expect_err("the account's cap");
+    assert_throttled(&throttled, 900);
+    let scrape = app.metrics().await;
+    assert_eq!(scrape.sum("roster_login_throttled_total", &[("limit", "account_total")]), 1.0);
+}
+
+/// Someone holding a person's session cannot guess their current password without limit: past
+/// the limit even the right one is refused, and the password stays as it was.
+#[tokio::test]
+async fn guessing_the_current_password_with_a_session_is_throttled() {
+    let app = spawn_app_with(|c| c.login_max_failures = 3).await;
+    let acme = app.workspace("acme").await;
+    let change = |current: &str| pb::ChangePasswordRequest {
+        current_password: current.into(),
+        new_password: "a brand new secret".into(),
+    };
+    for i in 0..3 {
+        let wrong = app
+            .users()
+            .change_password(bearer(&acme.admin_token, change(&format!("guess number {i}"))))
+            .await
+            .expect_err("wrong");
+        assert_status(&wrong, Code::InvalidArgument, "CURRENT_PASSWORD_INCORRECT");
+    }
+    let throttled =
+        app.users().change_password(bearer(&acme.admin_token, change(PASSWORD))).await.expect_err("throttled");
+    assert_throttled(&throttled, 900);
+    app.login("acme", "admin@acme.example", PASSWORD).await.expect("the password is unchanged");
+}
+
+/// A password change is written only over the hash its current password was checked against,
+/// and only while its session is open: an owner's change made meanwhile is not overwritten.
+#[tokio::test]
+async fn a_password_change_is_written_only_over_the_hash_it_verified_and_only_while_its_session_is_open() {
+    use roster_identity::{BcryptCost, Password, PasswordHash, SessionToken};
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let (ws, me) = (acme.id.as_str(), acme.admin.id.as_str());
+    let hash = |password: &str| {
+        let password = Password::parse(password).expect("password");
+        PasswordHash::new(&password, BcryptCost::new(4).expect("cost"), [3; 16]).expect("hash")
+    };
+    let session = SessionToken::parse(&acme.admin_token).expect("token").hash();
+    let ctx = roster_store::Context { actor: roster_store::Actor::User(me.into()), request_id: String::new(), now: 0 };
+    let verified = app.store.password_hash(ws, me).await.expect("hash");
+    // The owner changed it meanwhile: the attacker's change, verified against the old hash, fails.
+    app.store.change_password(&ctx, ws, me, &verified, &hash("the owners new one"), &session).await.expect("owner");
+    let stale = app.store.change_password(&ctx, ws, me, &verified, &hash("the attackers one"), &session).await;
+    assert!(matches!(stale, Err(roster_store::StoreError::Conflict(roster_store::Conflict::Changed))), "{stale:?}");
+    app.login("acme", "admin@acme.example", "the owners new one").await.expect("the owner's change stands");
+    // A session revoked meanwhile changes nothing either.
+    let current = app.store.password_hash(ws, me).await.expect("hash");
+    let gone = SessionToken::from_random([9; 32]).hash();
+    let revoked = app.store.change_password(&ctx, ws, me, &current, &hash("the attackers one"), &gone).await;
+    assert!(matches!(revoked, Err(roster_store::StoreError::NotFound(roster_store::Entity::Session))), "{revoked:?}");
+}

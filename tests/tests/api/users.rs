@@ -308,6 +308,38 @@ async fn deactivation_revokes_sessions_refuses_login_and_frees_the_seat() {
     assert!(actions.contains(&"user.deactivated".to_owned()) && actions.contains(&"user.reactivated".to_owned()));
 }
 
+/// A retried ReactivateUser (same request id) answers the user as they are: it does not undo a
+/// deactivation made after the first call, while a new request id reactivates again.
+#[tokio::test]
+async fn a_retried_reactivation_does_not_undo_a_later_deactivation() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let agent = app.create_user(&acme.admin_token, "maria@acme.example", "agent").await.expect("agent");
+    let deactivate = || async {
+        let request = pb::DeactivateUserRequest { workspace_id: String::new(), user_id: agent.id.clone() };
+        app.users().deactivate_user(bearer(&acme.admin_token, request)).await
+    };
+    let reactivate = |request_id: &'static str| async {
+        let request = pb::ReactivateUserRequest {
+            workspace_id: String::new(),
+            user_id: agent.id.clone(),
+            request_id: request_id.to_owned(),
+        };
+        app.users().reactivate_user(bearer(&acme.admin_token, request)).await
+    };
+    let status =
+        |response: tonic::Response<pb::ReactivateUserResponse>| response.into_inner().user.expect("user").status();
+
+    deactivate().await.expect("deactivate");
+    assert_eq!(status(reactivate("back-1").await.expect("reactivate")), pb::UserStatus::Active);
+    deactivate().await.expect("deactivate again");
+    assert_eq!(status(reactivate("back-1").await.expect("retry")), pb::UserStatus::Deactivated);
+    let actions = app.audit_actions(&acme.id).await;
+    assert_eq!(actions.iter().filter(|action| *action == "user.reactivated").count(), 1);
+
+    assert_eq!(status(reactivate("back-2").await.expect("a new reactivation")), pb::UserStatus::Active);
+}
+
 #[tokio::test]
 async fn changing_a_password_needs_the_current_one_and_revokes_other_sessions() {
     let app = spawn_app().await;

@@ -133,6 +133,7 @@ pub(crate) async fn insert(
         availability: Availability::Online.as_str().to_owned(),
         version: 1,
         create_request_id: request_id.map(str::to_owned),
+        reactivate_request_id: None,
         created_at: ctx.now,
         updated_at: ctx.now,
         open_conversations: 0,

@@ -45,7 +45,7 @@ impl AuthService for AuthApi {
     async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
         let app = &self.0;
         let request_id = request.extensions().get::<RequestId>().map(|id| id.0.clone()).unwrap_or_default();
-        let address = request.remote_addr().map(|a| a.ip());
+        let address = app.login_throttle.client_address(request.remote_addr(), request.metadata());
         let req = request.into_inner();
         let mut v = Violations::new();
         let slug = v.check("workspace_slug", Slug::parse(&req.workspace_slug));
@@ -56,7 +56,7 @@ impl AuthService for AuthApi {
         v.finish()?;
         let (slug, email) = (checked(slug)?, checked(email)?);
         // Before any lookup or bcrypt work: refused attempts cost nothing.
-        let attempt = app.login_throttle.begin(&slug, &email, address, now_millis()).await?;
+        let attempt = app.login_throttle.begin_login(&slug, &email, address, now_millis()).await?;
 
         let candidate = app.store.login_candidate(&slug, &email).await.map_err(error::store)?;
         let (workspace_id, found) = match candidate {

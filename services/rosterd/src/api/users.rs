@@ -1,5 +1,5 @@
 use crate::app::{Addressed, App};
-use crate::auth::{Lane, Principal};
+use crate::auth::{Lane, Principal, now_millis};
 use crate::convert;
 use crate::error::{self, Violations, checked, invalid, permission_denied};
 use crate::policy::Need;
@@ -49,11 +49,11 @@ impl UserApi {
         let req = request.get_ref();
         let mut v = Violations::new();
         super::record_id(&mut v, "user_id", req.user_id());
-        super::request_id(&mut v, req.request_id());
+        let request_id = super::request_id(&mut v, req.request_id());
         v.finish()?;
         let changed = app
             .store
-            .set_user_status(&call.ctx, &call.workspace_id, req.user_id(), status)
+            .set_user_status(&call.ctx, &call.workspace_id, req.user_id(), status, request_id)
             .await
             .map_err(error::store)?;
         let user = app.settle(&call, changed).await;
@@ -208,8 +208,13 @@ impl UserService for UserApi {
         }
         let new_password = v.check("new_password", Password::parse(&req.new_password));
         v.finish()?;
+        // Guessing the current password with a stolen session is throttled like a login.
+        let attempt = app.login_throttle.begin_password_check(&user.id, now_millis()).await?;
         let current = app.store.password_hash(&user.workspace_id, &user.id).await.map_err(error::store)?;
-        if !app.hasher.verify(Lane::Account, Some(current), Password::candidate(&req.current_password)).await? {
+        let matched =
+            app.hasher.verify(Lane::Account, Some(current.clone()), Password::candidate(&req.current_password)).await?;
+        if !matched {
+            attempt.failed(now_millis()).await;
             let mut details = tonic_types::ErrorDetails::new();
             details.add_bad_request_violation("current_password", "does not match");
             return Err(error::status_with(
@@ -220,9 +225,12 @@ impl UserService for UserApi {
                 details,
             ));
         }
+        attempt.succeeded().await;
         let hash = app.hasher.hash(Lane::Account, checked(new_password)?).await?;
+        // Written only if the password is still the one verified and this session still open:
+        // a change made meanwhile (by the owner, from another session) is not overwritten.
         app.store
-            .change_password(&caller.context(), &user.workspace_id, &user.id, &hash, Some(token))
+            .change_password(&caller.context(), &user.workspace_id, &user.id, &current, &hash, token)
             .await
             .map_err(error::store)?;
         Ok(Response::new(pb::ChangePasswordResponse {}))
