@@ -13,9 +13,9 @@ use roster_proto::v1 as pb;
 use roster_proto::v1::{
     assignment_service_client::AssignmentServiceClient, audit_service_client::AuditServiceClient,
     auth_service_client::AuthServiceClient, authorization_service_client::AuthorizationServiceClient,
-    billing_service_client::BillingServiceClient, role_service_client::RoleServiceClient,
-    team_service_client::TeamServiceClient, user_service_client::UserServiceClient,
-    workspace_service_client::WorkspaceServiceClient,
+    billing_service_client::BillingServiceClient, event_service_client::EventServiceClient,
+    role_service_client::RoleServiceClient, team_service_client::TeamServiceClient,
+    user_service_client::UserServiceClient, workspace_service_client::WorkspaceServiceClient,
 };
 use roster_store::{Store, StoreConfig};
 use sea_orm::{ConnectionTrait, Database};
@@ -200,6 +200,10 @@ impl TestApp {
         BillingServiceClient::new(self.channel.clone())
     }
 
+    pub fn events(&self) -> EventServiceClient<Channel> {
+        EventServiceClient::new(self.channel.clone())
+    }
+
     /// A scrape of the server's Prometheus metrics.
     pub async fn metrics(&self) -> metrics::Scrape {
         metrics::scrape(self.metrics_addr).await
@@ -371,6 +375,10 @@ impl PeerProcess {
 
     pub fn billing(&self) -> BillingServiceClient<Channel> {
         BillingServiceClient::new(self.channel.clone())
+    }
+
+    pub fn events(&self) -> EventServiceClient<Channel> {
+        EventServiceClient::new(self.channel.clone())
     }
 
     pub fn auth(&self) -> AuthServiceClient<Channel> {

@@ -3,7 +3,8 @@
 //! (routing in [`crate::routing`]).
 
 use crate::entity::conversation;
-use crate::routing::{Members, Routing, release};
+use crate::events;
+use crate::routing::{Members, Routing, queued_event, release};
 use crate::rows::conversation::{load, queue_changes, queued, reload, to_conversation, update};
 use crate::rows::team;
 use crate::{
@@ -74,7 +75,7 @@ impl Store {
             (None, None) => return Err(StoreError::NotFound(Entity::Conversation)),
         };
         let releasing = before.as_ref().filter(|_| req.transfer).and_then(|row| row.assignee_id.clone());
-        let txn = self.write().await?;
+        let txn = self.write_in(workspace_id).await?;
         let team = team::lock(&txn, workspace_id, &team_id).await?;
         let fresh = conversation::Model {
             workspace_id: workspace_id.to_owned(),
@@ -99,7 +100,7 @@ impl Store {
             && !Routing::has_queue(&txn, &team, id).await?
         {
             let mut routing = Routing::of(&txn, team, Members::Read).await?;
-            let Some(row) = routing.insert_routed(&txn, now, &fresh).await? else {
+            let Some(row) = routing.insert_routed(&txn, ctx, &fresh).await? else {
                 exists.store(true, Ordering::Relaxed);
                 return Err(StoreError::Conflict(Conflict::Busy));
             };
@@ -189,7 +190,7 @@ impl Store {
     ) -> Result<Changed<Conversation>> {
         let read =
             load(&self.db, workspace_id, id.as_str()).await?.ok_or(StoreError::NotFound(Entity::Conversation))?;
-        let txn = self.write().await?;
+        let txn = self.write_in(workspace_id).await?;
         let members = Members::Lock { also: read.assignee_id.as_deref() };
         let routing = match action {
             Action::Resolve => None,
@@ -210,7 +211,11 @@ impl Store {
                     (conversation::Column::Status, ConversationStatus::Resolved.as_str().into()),
                     (conversation::Column::ResolvedAt, Some(ctx.now).into()),
                 ];
-                (update(&txn, &row, ctx.now, changes).await?, assignee.is_some())
+                let row = update(&txn, &row, ctx.now, changes).await?;
+                let details = [("team", row.team_id.as_str()), ("previous_assignee", assignee.unwrap_or_default())];
+                let target = format!("conversation:{}", row.id);
+                events::record(&txn, workspace_id, ctx, "conversation.resolved", &target, &details).await?;
+                (row, assignee.is_some())
             }
             Plan::Route(route) => {
                 let mut routing = match routing {
@@ -293,13 +298,13 @@ impl Store {
             .map_err(classify)?;
         for team_id in &teams {
             self.retry(|| async {
-                let txn = self.write().await?;
+                let txn = self.write_in(workspace_id).await?;
                 let members = Members::Lock { also: None };
                 let mut routing = match Routing::lock(&txn, workspace_id, team_id, members).await {
                     Err(StoreError::NotFound(Entity::Team)) => return Ok(()),
                     other => other?,
                 };
-                routing.drain(&txn, ctx.now).await?;
+                routing.drain(&txn, ctx).await?;
                 commit(txn).await
             })
             .await?;
@@ -319,6 +324,11 @@ async fn carry_out(
 ) -> Result<Routed> {
     let now = ctx.now;
     let from_team = row.team_id.clone();
+    // Waiting in this team's queue already (a new one is inserted queued: its wait starts now).
+    let was_queued = route.kind != Kind::New
+        && row.assignee_id.is_none()
+        && row.status == ConversationStatus::Open.as_str()
+        && row.team_id == route.team_id;
     if let Some(previous) = route.release {
         release(txn, previous).await?;
         routing.released(previous);
@@ -331,12 +341,12 @@ async fn carry_out(
     };
     match route.then {
         Then::User(user_id) => {
-            routing.assign_to(txn, now, &row, user_id).await?;
+            routing.assign_to(txn, ctx, &row, user_id).await?;
             row = reload(txn, &row.workspace_id, &row.id).await?;
         }
-        Then::Strategy { exclude } => row = routing.route(txn, now, &row, exclude).await?.0,
+        Then::Strategy { exclude } => row = routing.route(txn, ctx, &row, exclude).await?.0,
         Then::Queue => {
-            if let Some(queued) = routing.drain(txn, now).await? {
+            if let Some(queued) = routing.drain(txn, ctx).await? {
                 // Still waiting behind older ones: it shows why.
                 row = reload(txn, &row.workspace_id, &row.id).await?;
                 let reason = queued.to_string();
@@ -369,6 +379,9 @@ async fn carry_out(
             audit::record(txn, &workspace_id, ctx, "conversation.assigned", &target, &details).await?;
         }
         _ => {}
+    }
+    if row.assignee_id.is_none() && row.status == ConversationStatus::Open.as_str() && !was_queued {
+        queued_event(txn, ctx, &row).await?;
     }
     let freed = route.release.is_some() || (route.kind == Kind::Transferred && from_team != route.team_id);
     Ok(Routed { row, freed })

@@ -5,7 +5,8 @@ use crate::{AuditEvent, AuditFilter, Context, Page, Result, Store, StoreError, c
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use std::collections::BTreeMap;
 
-/// Records one event on `conn` (the change's own transaction).
+/// Records one event on `conn` (the change's own transaction), and the change feed's events for
+/// it.
 pub(crate) async fn record<C: ConnectionTrait>(
     conn: &C,
     workspace_id: &str,
@@ -14,7 +15,7 @@ pub(crate) async fn record<C: ConnectionTrait>(
     target: &str,
     details: &[(&str, &str)],
 ) -> Result<()> {
-    let details: BTreeMap<&str, &str> = details.iter().copied().collect();
+    let map: BTreeMap<&str, &str> = details.iter().copied().collect();
     let model = audit_event::ActiveModel {
         id: Default::default(),
         workspace_id: Set(workspace_id.to_owned()),
@@ -22,10 +23,13 @@ pub(crate) async fn record<C: ConnectionTrait>(
         action: Set(action.to_owned()),
         target: Set(target.to_owned()),
         request_id: Set(ctx.request_id.clone()),
-        details: Set(serde_json::to_string(&details).map_err(|e| StoreError::Corrupt(e.to_string()))?),
+        details: Set(serde_json::to_string(&map).map_err(|e| StoreError::Corrupt(e.to_string()))?),
         created_at: Set(ctx.now),
     };
     audit_event::Entity::insert(model).exec_without_returning(conn).await.map_err(classify)?;
+    for event_type in crate::events::types_of(action, details) {
+        crate::events::record(conn, workspace_id, ctx, event_type, target, details).await?;
+    }
     Ok(())
 }
 

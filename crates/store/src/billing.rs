@@ -32,7 +32,7 @@ impl Store {
         workspace_id: &str,
         change: impl FnOnce(Subscription) -> Subscription,
     ) -> Result<Workspace> {
-        let txn = self.write().await?;
+        let txn = self.write_in(workspace_id).await?;
         let (current, used) = lock_seats(&txn, workspace_id).await?;
         let to = change(current);
         if to == current {

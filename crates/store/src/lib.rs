@@ -19,6 +19,7 @@ mod migration;
 pub mod model;
 
 mod audit;
+mod events;
 mod routing;
 mod rows;
 
@@ -32,12 +33,13 @@ mod teams;
 mod users;
 mod workspaces;
 
+pub use events::{Cursor as EventCursor, Event, EventFilter};
 pub use logins::Admission;
 pub use model::*;
 
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, RuntimeErr,
-    SqlErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    SqlErr, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use std::fmt;
@@ -281,6 +283,23 @@ impl Store {
     }
 
     /// Begins a write transaction: `BEGIN IMMEDIATE` on SQLite, plain `BEGIN` on PostgreSQL.
+    /// A write transaction that changes the workspace `workspace_id` and records events: on
+    /// PostgreSQL it first takes the workspace's advisory lock, before anything gives it a
+    /// transaction id, so that the ids of one workspace's writers follow their commit order
+    /// (`events` relies on it).
+    async fn write_in(&self, workspace_id: &str) -> Result<DatabaseTransaction> {
+        let txn = self.write().await?;
+        if txn.get_database_backend() == DbBackend::Postgres {
+            let lock = Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                [workspace_id.into()],
+            );
+            txn.execute_raw(lock).await.map_err(classify)?;
+        }
+        Ok(txn)
+    }
+
     async fn write(&self) -> Result<DatabaseTransaction> {
         self.db
             .begin_with_options(TransactionOptions {

@@ -20,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(AuthzChanges),
             Box::new(LoginThrottling),
             Box::new(ReactivationKeys),
+            Box::new(ChangeFeed),
         ]
     }
 }
@@ -741,5 +742,64 @@ impl MigrationTrait for ReactivationKeys {
                 Table::alter().table(Users::Table).add_column(string_null(Users::ReactivateRequestId)).to_owned(),
             )
             .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum Events {
+    Table,
+    Id,
+    Txid,
+    WorkspaceId,
+    EventType,
+    Actor,
+    RequestId,
+    Target,
+    Details,
+    CreatedAt,
+}
+
+/// The change feed: an event per change, in the change's transaction. Read in the order of
+/// `(txid, id)`: the writing transaction's id (PostgreSQL's; 0 on SQLite, whose writers commit
+/// one at a time in id order), then the row's.
+struct ChangeFeed;
+
+impl MigrationName for ChangeFeed {
+    fn name(&self) -> &str {
+        "m0008_change_feed"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ChangeFeed {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Events::Table)
+                    .col(big_pk_auto(Events::Id))
+                    .col(big_integer(Events::Txid))
+                    .col(string(Events::WorkspaceId))
+                    .col(string(Events::EventType))
+                    .col(string(Events::Actor))
+                    .col(string(Events::RequestId))
+                    .col(string(Events::Target))
+                    .col(text(Events::Details))
+                    .col(big_integer(Events::CreatedAt))
+                    .to_owned(),
+            )
+            .await?;
+        for (name, columns) in [
+            ("events_order", vec![Events::Txid, Events::Id]),
+            ("events_workspace_order", vec![Events::WorkspaceId, Events::Txid, Events::Id]),
+            ("events_created_at", vec![Events::CreatedAt]),
+        ] {
+            let mut index = Index::create().name(name).table(Events::Table).to_owned();
+            for column in columns {
+                index.col(column);
+            }
+            manager.create_index(index).await?;
+        }
+        Ok(())
     }
 }

@@ -27,7 +27,7 @@ macro_rules! text_enum {
                 }
             }
 
-            pub(crate) fn from_stored(text: &str) -> Result<Self, crate::StoreError> {
+            pub fn from_stored(text: &str) -> Result<Self, crate::StoreError> {
                 match text {
                     $($text => Ok($name::$variant),)+
                     other => Err(crate::StoreError::Corrupt(format!(

@@ -16,11 +16,12 @@
 //! Locks are taken in one order: team, then users, then conversations.
 
 use crate::entity::{conversation, team, team_member, user};
+use crate::events;
 use crate::rows::conversation::{assign_changes, queued, update};
 use crate::rows::team::{Read, load_members, lock as lock_team};
 use crate::{
-    Availability, Conflict, ConversationStatus, Entity, NotEligible, Result, StoreError, TeamMember, UserStatus,
-    classify,
+    Availability, Conflict, Context, ConversationStatus, Entity, NotEligible, Result, StoreError, TeamMember,
+    UserStatus, classify,
 };
 use roster_assignment::{Capacity, Pick, Queued, Strategy, pick};
 use sea_orm::sea_query::{Expr, ExprTrait};
@@ -193,10 +194,11 @@ impl Routing {
     pub(crate) async fn route(
         &mut self,
         txn: &DatabaseTransaction,
-        now: i64,
+        ctx: &Context,
         row: &conversation::Model,
         exclude: Option<&str>,
     ) -> Result<(conversation::Model, Option<Queued>)> {
+        let now = ctx.now;
         match self.pick_and_take(txn, now, exclude).await? {
             Err(queued) => {
                 let reason = queued.to_string();
@@ -210,6 +212,7 @@ impl Routing {
                 let changes = assign_changes(&taken.user_id, now, &taken.reason, self.sequence());
                 let row = update(txn, row, now, changes).await?;
                 self.served(txn, Some(taken.position)).await?;
+                assigned(txn, ctx, &row).await?;
                 Ok((row, None))
             }
         }
@@ -221,9 +224,10 @@ impl Routing {
     pub(crate) async fn insert_routed(
         &mut self,
         txn: &DatabaseTransaction,
-        now: i64,
+        ctx: &Context,
         fresh: &conversation::Model,
     ) -> Result<Option<conversation::Model>> {
+        let now = ctx.now;
         let mut row = fresh.clone();
         let taken = match self.pick_and_take(txn, now, None).await? {
             Err(queued) => {
@@ -246,8 +250,12 @@ impl Routing {
         if !matches!(inserted, TryInsertResult::Inserted(n) if n > 0) {
             return Ok(None);
         }
-        if let Some(taken) = &taken {
-            self.served(txn, Some(taken.position)).await?;
+        match &taken {
+            Some(taken) => {
+                self.served(txn, Some(taken.position)).await?;
+                assigned(txn, ctx, &row).await?;
+            }
+            None => queued_event(txn, ctx, &row).await?,
         }
         Ok(Some(row))
     }
@@ -269,7 +277,7 @@ impl Routing {
     }
 
     /// Hands out the team's queue, oldest first, until it is empty or nobody can take the next one.
-    pub(crate) async fn drain(&mut self, txn: &DatabaseTransaction, now: i64) -> Result<Option<Queued>> {
+    pub(crate) async fn drain(&mut self, txn: &DatabaseTransaction, ctx: &Context) -> Result<Option<Queued>> {
         for _ in 0..DRAIN_BATCH {
             let oldest = conversation::Entity::find()
                 .filter(conversation::Column::WorkspaceId.eq(self.team.workspace_id.as_str()))
@@ -281,7 +289,7 @@ impl Routing {
                 .await
                 .map_err(classify)?;
             let Some(oldest) = oldest else { return Ok(None) };
-            if let (_, Some(queued)) = self.route(txn, now, &oldest, None).await? {
+            if let (_, Some(queued)) = self.route(txn, ctx, &oldest, None).await? {
                 return Ok(Some(queued));
             }
         }
@@ -292,10 +300,11 @@ impl Routing {
     pub(crate) async fn assign_to(
         &mut self,
         txn: &DatabaseTransaction,
-        now: i64,
+        ctx: &Context,
         row: &conversation::Model,
         user_id: &str,
     ) -> Result<()> {
+        let now = ctx.now;
         let member = self
             .members
             .iter_mut()
@@ -309,8 +318,9 @@ impl Routing {
             });
         }
         member.open += 1;
-        update(txn, row, now, assign_changes(user_id, now, "assigned by hand", self.sequence())).await?;
-        self.served(txn, None).await
+        let row = update(txn, row, now, assign_changes(user_id, now, "assigned by hand", self.sequence())).await?;
+        self.served(txn, None).await?;
+        assigned(txn, ctx, &row).await
     }
 }
 
@@ -414,13 +424,22 @@ impl Rerouting {
         txn: &DatabaseTransaction,
         workspace_id: &str,
         user_id: &str,
-        now: i64,
+        ctx: &Context,
     ) -> Result<Attempt<u64>> {
+        let now = ctx.now;
         let mut missing = teams_of(txn, workspace_id, user_id).await?;
         missing.retain(|id| !self.teams.iter().any(|team| &team.id == id));
         if !missing.is_empty() {
             return Ok(Attempt::LockAlso(missing));
         }
+        let requeued = conversation::Entity::find()
+            .filter(conversation::Column::WorkspaceId.eq(workspace_id))
+            .filter(conversation::Column::AssigneeId.eq(user_id))
+            .filter(conversation::Column::Status.eq(ConversationStatus::Open.as_str()))
+            .order_by_asc(conversation::Column::Id)
+            .all(txn)
+            .await
+            .map_err(classify)?;
         let result = conversation::Entity::update_many()
             .col_expr(conversation::Column::AssigneeId, Expr::val(Option::<String>::None))
             .col_expr(conversation::Column::Reason, Expr::val("queued: the assignee was deactivated"))
@@ -440,9 +459,13 @@ impl Rerouting {
             .exec(txn)
             .await
             .map_err(classify)?;
+        for row in &requeued {
+            let row = conversation::Model { assignee_id: None, ..row.clone() };
+            queued_event(txn, ctx, &row).await?;
+        }
         for team in self.teams {
             // The members' rows are locked already.
-            Routing::of(txn, team, Members::Read).await?.drain(txn, now).await?;
+            Routing::of(txn, team, Members::Read).await?.drain(txn, ctx).await?;
         }
         Ok(Attempt::Done(result.rows_affected))
     }
@@ -453,4 +476,19 @@ pub(crate) enum Attempt<T> {
     Done(T),
     /// It found work in these teams, which it had not locked: lock them too and start again.
     LockAlso(BTreeSet<String>),
+}
+
+/// The change feed's event for the conversation `row`, just assigned.
+pub(crate) async fn assigned(txn: &DatabaseTransaction, ctx: &Context, row: &conversation::Model) -> Result<()> {
+    let assignee = row.assignee_id.as_deref().unwrap_or_default();
+    let details = [("assignee", assignee), ("team", row.team_id.as_str()), ("reason", row.reason.as_str())];
+    events::record(txn, &row.workspace_id, ctx, "conversation.assigned", &format!("conversation:{}", row.id), &details)
+        .await
+}
+
+/// The change feed's event for the conversation `row`, now waiting in its team's queue.
+pub(crate) async fn queued_event(txn: &DatabaseTransaction, ctx: &Context, row: &conversation::Model) -> Result<()> {
+    let details = [("team", row.team_id.as_str()), ("reason", row.reason.as_str())];
+    events::record(txn, &row.workspace_id, ctx, "conversation.queued", &format!("conversation:{}", row.id), &details)
+        .await
 }

@@ -36,7 +36,7 @@ impl Store {
                 if let Some(user) = self.user_by_request(workspace_id, request_id).await? {
                     return Ok(Changed::new(user));
                 }
-                let txn = self.write().await?;
+                let txn = self.write_in(workspace_id).await?;
                 let user = insert(&txn, ctx, workspace_id, new.clone(), request_id, &welcome).await?;
                 commit(txn).await?;
                 Ok(Changed { value: user, effects: created })
@@ -130,7 +130,7 @@ impl Store {
         changes: UserChanges,
         expected_version: Option<i64>,
     ) -> Result<Changed<User>> {
-        let txn = self.write().await?;
+        let txn = self.write_in(workspace_id).await?;
         let (row, actor) = load_manageable(&txn, workspace_id, user_id, ctx).await?;
         if let Some(expected) = expected_version
             && expected != row.version
@@ -223,7 +223,7 @@ impl Store {
         request_id: Option<&str>,
         also: &BTreeSet<String>,
     ) -> Result<Attempt<Changed<User>>> {
-        let txn = self.write().await?;
+        let txn = self.write_in(workspace_id).await?;
         // The workspace's row first (every status change writes it: the authorization version, the
         // last-admin count, the seats), then what a deactivation re-routes: teams, then users.
         let authz_version = role::bump_authz(&txn, workspace_id, role::AuthzChange::Members).await?;
@@ -257,7 +257,7 @@ impl Store {
                     .exec(&txn)
                     .await
                     .map_err(classify)?;
-                let requeued = match rerouting.requeue_and_route(&txn, workspace_id, user_id, ctx.now).await? {
+                let requeued = match rerouting.requeue_and_route(&txn, workspace_id, user_id, ctx).await? {
                     Attempt::Done(requeued) => requeued,
                     Attempt::LockAlso(more) => return Ok(Attempt::LockAlso(more)),
                 };
@@ -286,7 +286,7 @@ impl Store {
         hash: &PasswordHash,
         keep: &TokenHash,
     ) -> Result<()> {
-        let txn = self.write().await?;
+        let txn = self.write_in(workspace_id).await?;
         let row = load(&txn, workspace_id, user_id).await?;
         if row.password_hash != verified.as_stored() {
             return Err(StoreError::Conflict(Conflict::Changed));
@@ -340,7 +340,7 @@ impl Store {
         user_id: &str,
         availability: Availability,
     ) -> Result<Changed<User>> {
-        let txn = self.write().await?;
+        let txn = self.write_in(workspace_id).await?;
         let row = match &ctx.actor {
             crate::Actor::User(me) if me == user_id => load(&txn, workspace_id, user_id).await?,
             _ => load_manageable(&txn, workspace_id, user_id, ctx).await?.0,

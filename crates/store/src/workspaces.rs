@@ -26,8 +26,8 @@ impl Store {
         if let Some(found) = self.workspace_by_request(request_id).await? {
             return Ok(Changed::new(found));
         }
-        let txn = self.write().await?;
         let id = new_id();
+        let txn = self.write_in(&id).await?;
         let row = workspace::ActiveModel {
             id: Set(id.clone()),
             slug: Set(new.slug.as_str().to_owned()),
@@ -106,7 +106,7 @@ impl Store {
         name: Option<WorkspaceName>,
         max_open: Option<Capacity>,
     ) -> Result<Changed<Workspace>> {
-        let txn = self.write().await?;
+        let txn = self.write_in(id).await?;
         let current = load(&txn, id).await?;
         let mut update = workspace::Entity::update_many().filter(workspace::Column::Id.eq(id));
         let mut details: Vec<(&str, String)> = Vec::new();

@@ -4,6 +4,7 @@
 use crate::auth::{Caller, Hasher};
 use crate::authz_cache::AuthzCache;
 use crate::error;
+use crate::feed::Feed;
 use crate::metrics::Metrics;
 use crate::policy::Need;
 use crate::throttle::LoginThrottle;
@@ -27,6 +28,8 @@ pub(crate) struct App {
     pub(crate) metrics: Arc<Metrics>,
     /// Failed-login counts, consulted before a login does any work.
     pub(crate) login_throttle: LoginThrottle,
+    /// The change feed's watchers, woken as changes commit.
+    pub(crate) feed: Arc<Feed>,
 }
 
 /// A call past its preamble: who calls, in which workspace, allowed what the call needs.
@@ -78,6 +81,7 @@ impl App {
     /// queued conversations handed out. The change itself has committed, so a failure here is
     /// logged, not answered: queued conversations stay queued for the next trigger or the sweep.
     pub(crate) async fn settle<T>(&self, call: &Call, changed: Changed<T>) -> T {
+        self.feed.wake();
         let effects = changed.effects;
         if effects.permissions {
             self.authz.refresh(&call.workspace_id).await;
@@ -147,6 +151,8 @@ addressed!(
     CheckPermissionsRequest,
     ListEffectivePermissionsRequest,
     ListAuditEventsRequest,
+    ListEventsRequest,
+    WatchEventsRequest,
     CreateTeamRequest,
     GetTeamRequest,
     ListTeamsRequest,

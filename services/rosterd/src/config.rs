@@ -93,6 +93,11 @@ pub struct Config {
     #[arg(long, env = "ROSTER_AUTHZ_REFRESH_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub authz_refresh_ms: u64,
 
+    /// How often the change feed looks for events other processes wrote, in milliseconds. Events
+    /// written by this process reach its watchers at once.
+    #[arg(long, env = "ROSTER_EVENTS_POLL_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub events_poll_ms: u64,
+
     /// How often every queue is handed out anyway, in milliseconds: a safety net for queued
     /// conversations whose hand-out after a change was lost (a crash between the change's commit
     /// and the hand-out, or a failure of the latter).

@@ -6,8 +6,8 @@ use roster_assignment::Strategy;
 use roster_authz::{Decision, Grants, Permission, Reason, Scope};
 use roster_proto::v1 as pb;
 use roster_store::{
-    AuditEvent, Availability, Conversation, ConversationStatus, Plan, StoredRole, Team, TeamMember, User, UserStatus,
-    Workspace,
+    AuditEvent, Availability, Conversation, ConversationStatus, Event, EventCursor, Plan, StoredRole, Team, TeamMember,
+    User, UserStatus, Workspace,
 };
 use tonic::Status;
 
@@ -105,6 +105,137 @@ pub(crate) fn audit_event(event: AuditEvent) -> pb::AuditEvent {
         time: Some(timestamp(event.created_at)),
         request_id: event.request_id,
         details: event.details.into_iter().collect(),
+    }
+}
+
+/// The change feed's event types, as the API and the store name them.
+const EVENT_TYPES: [(pb::EventType, &str); 23] = [
+    (pb::EventType::ConversationAssigned, "conversation.assigned"),
+    (pb::EventType::ConversationQueued, "conversation.queued"),
+    (pb::EventType::ConversationTransferred, "conversation.transferred"),
+    (pb::EventType::ConversationUnassigned, "conversation.unassigned"),
+    (pb::EventType::ConversationResolved, "conversation.resolved"),
+    (pb::EventType::UserCreated, "user.created"),
+    (pb::EventType::UserUpdated, "user.updated"),
+    (pb::EventType::UserRoleChanged, "user.role_changed"),
+    (pb::EventType::UserDeactivated, "user.deactivated"),
+    (pb::EventType::UserReactivated, "user.reactivated"),
+    (pb::EventType::UserAvailabilityChanged, "user.availability_changed"),
+    (pb::EventType::RoleCreated, "role.created"),
+    (pb::EventType::RoleChanged, "role.changed"),
+    (pb::EventType::RoleDeleted, "role.deleted"),
+    (pb::EventType::TeamCreated, "team.created"),
+    (pb::EventType::TeamChanged, "team.changed"),
+    (pb::EventType::TeamDeleted, "team.deleted"),
+    (pb::EventType::MembershipAdded, "membership.added"),
+    (pb::EventType::MembershipRemoved, "membership.removed"),
+    (pb::EventType::PlanChanged, "plan.changed"),
+    (pb::EventType::SeatsChanged, "seats.changed"),
+    (pb::EventType::WorkspaceCreated, "workspace.created"),
+    (pb::EventType::WorkspaceChanged, "workspace.changed"),
+];
+
+/// An event type asked for: a known one, not unspecified.
+pub(crate) fn event_type_from(value: i32) -> Result<&'static str, String> {
+    let known = pb::EventType::try_from(value).ok();
+    EVENT_TYPES
+        .iter()
+        .find(|(t, _)| Some(*t) == known)
+        .map(|(_, name)| *name)
+        .ok_or_else(|| format!("unknown event type {value}"))
+}
+
+/// A feed position as the API's opaque cursor: 32 hex digits, which sort as the feed does.
+pub(crate) fn cursor(cursor: EventCursor) -> String {
+    format!("{:016x}{:016x}", cursor.txid as u64, cursor.id as u64)
+}
+
+/// A cursor this server handed out, or `None`.
+pub(crate) fn cursor_from(text: &str) -> Option<EventCursor> {
+    if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return None;
+    }
+    let txid = i64::try_from(u64::from_str_radix(&text[..16], 16).ok()?).ok()?;
+    let id = i64::try_from(u64::from_str_radix(&text[16..], 16).ok()?).ok()?;
+    Some(EventCursor { txid, id })
+}
+
+/// A change feed event, its payload typed from what the store recorded.
+pub(crate) fn event(event: Event) -> pb::Event {
+    use pb::event::Payload;
+    let detail = |key: &str| event.details.get(key).cloned().unwrap_or_default();
+    let number = |key: &str| event.details.get(key).and_then(|v| v.parse::<i32>().ok()).unwrap_or_default();
+    let plan_of = |key: &str| {
+        event.details.get(key).and_then(|v| Plan::from_stored(v)).map_or(pb::Plan::Unspecified, plan) as i32
+    };
+    let id = event.target.split_once(':').map_or("", |(_, id)| id).to_owned();
+    let kind =
+        EVENT_TYPES.iter().find(|(_, name)| *name == event.event_type).map_or(pb::EventType::Unspecified, |(t, _)| *t);
+    let (group, _) = event.event_type.split_once('.').unwrap_or_default();
+    let payload = match group {
+        "conversation" => {
+            // A transfer names whom it went to, or "by strategy" (the next event says whom).
+            let to = detail("to");
+            let assignee = if kind == pb::EventType::ConversationTransferred { to } else { detail("assignee") };
+            Payload::Conversation(pb::ConversationChange {
+                conversation_id: id,
+                team_id: detail("team"),
+                assignee_id: if crate::api::is_record_id(&assignee) { assignee } else { String::new() },
+                previous_assignee_id: if event.details.contains_key("from") {
+                    detail("from")
+                } else {
+                    detail("previous_assignee")
+                },
+                previous_team_id: detail("from_team"),
+            })
+        }
+        "user" => Payload::User(pb::UserChange {
+            user_id: id,
+            email: detail("email"),
+            full_name: detail("full_name"),
+            role_id: detail("role"),
+            previous_role_id: detail("old_role"),
+            availability: match event.details.get("availability").map(|a| Availability::from_stored(a)) {
+                Some(Ok(a)) => availability(a) as i32,
+                _ => pb::Availability::Unspecified as i32,
+            },
+            conversations_requeued: number("conversations_requeued"),
+        }),
+        "role" => {
+            Payload::Role(pb::RoleChange { role_id: id, name: detail("name"), moved_to_role_id: detail("moved_to") })
+        }
+        "team" => Payload::Team(pb::TeamChange {
+            team_id: id,
+            name: detail("name"),
+            strategy: Strategy::from_stored(&detail("strategy")).map_or(pb::Strategy::Unspecified, strategy) as i32,
+        }),
+        "membership" => Payload::Membership(pb::MembershipChange {
+            team_id: id,
+            user_id: detail("user"),
+            max_open_conversations: number("max_open_conversations"),
+        }),
+        "plan" => Payload::Subscription(pb::SubscriptionChange {
+            plan: plan_of("to"),
+            previous_plan: plan_of("from"),
+            extra_seats: 0,
+            seat_limit: number("seat_limit"),
+        }),
+        "seats" => Payload::Subscription(pb::SubscriptionChange {
+            plan: pb::Plan::Unspecified as i32,
+            previous_plan: pb::Plan::Unspecified as i32,
+            extra_seats: number("to"),
+            seat_limit: number("seat_limit"),
+        }),
+        _ => Payload::Workspace(pb::WorkspaceChange { slug: detail("slug"), name: detail("name") }),
+    };
+    pb::Event {
+        cursor: cursor(event.cursor),
+        r#type: kind as i32,
+        workspace_id: event.workspace_id,
+        actor: event.actor,
+        request_id: event.request_id,
+        time: Some(timestamp(event.created_at)),
+        payload: Some(payload),
     }
 }
 

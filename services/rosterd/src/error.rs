@@ -79,6 +79,12 @@ pub(crate) fn overloaded(has: &str) -> Status {
     )
 }
 
+/// This server is shutting down: UNAVAILABLE `SHUTTING_DOWN`; the client goes on with another
+/// (a watcher resumes from its last cursor).
+pub(crate) fn shutting_down() -> Status {
+    status(Code::Unavailable, "SHUTTING_DOWN", "the server is shutting down: continue with another one")
+}
+
 pub(crate) fn unauthenticated(reason: &str, message: &str) -> Status {
     status(Code::Unauthenticated, reason, message)
 }

@@ -17,6 +17,7 @@ mod config;
 mod context;
 mod convert;
 mod error;
+mod feed;
 mod metrics;
 mod outbox;
 mod policy;

@@ -1,13 +1,14 @@
 //! Assembling and running the server: store, services, reflection, health, the outbox worker.
 
 use crate::api::{
-    AssignmentApi, AuditApi, AuthApi, AuthorizationApi, BillingApi, RoleApi, TeamApi, UserApi, WorkspaceApi,
+    AssignmentApi, AuditApi, AuthApi, AuthorizationApi, BillingApi, EventApi, RoleApi, TeamApi, UserApi, WorkspaceApi,
 };
 use crate::app::App;
 use crate::auth::{Authenticator, Hasher, Lane, random_bytes};
 use crate::authz_cache::AuthzCache;
 use crate::config::{Config, redact_url};
 use crate::context::RequestContextLayer;
+use crate::feed::Feed;
 use crate::metrics::Metrics;
 use crate::outbox::{self, Mailer};
 use crate::throttle::LoginThrottle;
@@ -16,9 +17,9 @@ use roster_identity::{BcryptCost, Email, FullName, Password, Slug, WorkspaceName
 use roster_proto::v1::{
     assignment_service_server::AssignmentServiceServer, audit_service_server::AuditServiceServer,
     auth_service_server::AuthServiceServer, authorization_service_server::AuthorizationServiceServer,
-    billing_service_server::BillingServiceServer, role_service_server::RoleServiceServer,
-    team_service_server::TeamServiceServer, user_service_server::UserServiceServer,
-    workspace_service_server::WorkspaceServiceServer,
+    billing_service_server::BillingServiceServer, event_service_server::EventServiceServer,
+    role_service_server::RoleServiceServer, team_service_server::TeamServiceServer,
+    user_service_server::UserServiceServer, workspace_service_server::WorkspaceServiceServer,
 };
 use roster_store::{Actor, Context, NewUser, NewWorkspace, Store, StoreConfig, StoreError};
 use std::future::Future;
@@ -62,7 +63,7 @@ impl Listeners {
 }
 
 /// The fully qualified names of the services we report health for.
-const SERVICES: [&str; 9] = [
+const SERVICES: [&str; 10] = [
     "roster.v1.WorkspaceService",
     "roster.v1.AuthService",
     "roster.v1.UserService",
@@ -72,6 +73,7 @@ const SERVICES: [&str; 9] = [
     "roster.v1.TeamService",
     "roster.v1.AssignmentService",
     "roster.v1.BillingService",
+    "roster.v1.EventService",
 ];
 
 /// The largest request body a Roster service decodes, in bytes: several times its largest
@@ -126,6 +128,7 @@ pub async fn serve(
         sign_in_url: config.sign_in_url.clone(),
         outbox: Arc::new(Notify::new()),
         authz: Arc::new(AuthzCache::new(store.clone(), metrics.authz_reads.clone())),
+        feed: Arc::new(Feed::new(store.clone(), Duration::from_millis(config.events_poll_ms))),
     });
     app.hasher.warm_up();
     if config.demo && config.service_keys.is_empty() {
@@ -148,6 +151,7 @@ pub async fn serve(
     let worker = tokio::spawn(outbox::run(store.clone(), mailer, policy, app.outbox.clone(), stop_rx.clone()));
     let janitor = tokio::spawn(purge_expired_sessions(store.clone(), stop_rx.clone()));
     let poller = tokio::spawn(app.authz.clone().run(Duration::from_millis(config.authz_refresh_ms), stop_rx.clone()));
+    let feed = tokio::spawn(app.feed.clone().run(stop_rx.clone()));
     let sweeper =
         tokio::spawn(sweep_queues(app.clone(), Duration::from_millis(config.queue_sweep_ms), stop_rx.clone()));
     let exporter = listeners.metrics.map(|listener| {
@@ -188,18 +192,21 @@ pub async fn serve(
         .add_service(AuditServiceServer::new(AuditApi(app.clone())).max_decoding_message_size(MAX_REQUEST))
         .add_service(TeamServiceServer::new(TeamApi(app.clone())).max_decoding_message_size(MAX_REQUEST))
         .add_service(AssignmentServiceServer::new(AssignmentApi(app.clone())).max_decoding_message_size(MAX_REQUEST))
-        .add_service(BillingServiceServer::new(BillingApi(app.clone())).max_decoding_message_size(MAX_REQUEST));
+        .add_service(BillingServiceServer::new(BillingApi(app.clone())).max_decoding_message_size(MAX_REQUEST))
+        .add_service(EventServiceServer::new(EventApi(app.clone())).max_decoding_message_size(MAX_REQUEST));
 
     let addr = listeners.grpc.local_addr().map_err(|e| ServeError::Config(format!("listener: {e}")))?;
     let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
     tracing::info!(%addr, startup_ms = started.elapsed().as_millis() as u64, "serving");
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+    let feed_closing = app.feed.clone();
     let drain = async move {
         shutdown.await;
         for name in SERVICES.into_iter().chain([""]) {
             reporter.set_service_status(name, ServingStatus::NotServing).await;
         }
         tracing::info!("shutting down: health is NOT_SERVING, finishing in-flight calls");
+        feed_closing.close();
         let _ = draining_tx.send(());
     };
     // Long-lived streams (a health Watch, say) would hold a graceful shutdown open forever: after
@@ -224,6 +231,7 @@ pub async fn serve(
     }
     let _ = janitor.await;
     let _ = poller.await;
+    let _ = feed.await;
     let _ = sweeper.await;
     if let Some(exporter) = exporter {
         let _ = exporter.await;

@@ -30,7 +30,7 @@ pub(crate) enum Limit {
     Ascii(usize),
     /// An email: 254 bytes, the local part 64, both counted as stored (lower-cased).
     Email,
-    /// A record id: 32 lower-case hex digits.
+    /// A record id or a change feed cursor: 32 lower-case hex digits.
     RecordId,
     /// One of a fixed set (a permission, a role name or id, an etag): no length of its own.
     Vocabulary,
@@ -41,7 +41,7 @@ pub(crate) enum Limit {
 pub(crate) fn limit(message: &str, field: &str) -> Option<Limit> {
     Some(match field {
         "workspace_id" | "user_id" | "team_id" | "role_id" | "id" | "assignee_id" | "assignee_user_id"
-        | "move_to_role_id" => Limit::RecordId,
+        | "move_to_role_id" | "after" => Limit::RecordId,
         "name" if message.contains("Role") || message.contains("Team") => Limit::Chars(100),
         "name" | "full_name" => Limit::Chars(200),
         "description" => Limit::Chars(500),

@@ -8,6 +8,7 @@ mod billing;
 mod boundaries;
 mod edges;
 mod escalation;
+mod events;
 mod faults;
 mod fuzz;
 mod isolation;

@@ -161,7 +161,7 @@ pub(crate) async fn insert(
         sent_at: Set(None),
     };
     outbox::Entity::insert(mail).exec_without_returning(txn).await.map_err(classify)?;
-    let details = [("email", new.email.as_str()), ("role", new.role.as_str())];
+    let details = [("email", new.email.as_str()), ("full_name", new.full_name.as_str()), ("role", new.role.as_str())];
     audit::record(txn, workspace_id, ctx, "user.created", &format!("user:{}", row.id), &details).await?;
     to_user(row)
 }

@@ -1,0 +1,201 @@
+//! The change feed: an event for every change, written in the transaction of the change, read in
+//! commit order within each workspace and resumable from any event's cursor.
+//!
+//! The order is `(txid, id)`. On PostgreSQL `txid` is the writing transaction's id, and a reader
+//! only reads events of transactions older than the oldest one still running (the xmin of its
+//! snapshot): those can no longer change, so no event ever appears behind a cursor already handed
+//! out, whatever order transactions commit in. Within a workspace, a transaction takes the
+//! workspace's advisory lock before its first write (see [`crate::Store::write_in`]), so its id is
+//! assigned after the previous writer of that workspace committed: id order is commit order.
+//! On SQLite writers commit one at a time in row-id order; `txid` is 0 and every committed event
+//! is stable.
+
+use crate::entity::event;
+use crate::{Context, Result, Store, StoreError, classify};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect,
+    Statement,
+};
+use std::collections::BTreeMap;
+
+/// Where an event sits in the feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Cursor {
+    pub txid: i64,
+    pub id: i64,
+}
+
+/// One change, as the feed reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub cursor: Cursor,
+    pub workspace_id: String,
+    /// For example "user.created", "conversation.assigned".
+    pub event_type: String,
+    pub actor: String,
+    pub request_id: String,
+    /// "user:<id>", "team:<id>", ...
+    pub target: String,
+    pub details: BTreeMap<String, String>,
+    pub created_at: i64,
+}
+
+/// Which events to read.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// One workspace's, or every workspace's.
+    pub workspace_id: Option<String>,
+    /// Only these types; empty: all.
+    pub types: Vec<String>,
+}
+
+/// The events an audit record of `action` with `details` reports: none for what changes nothing a
+/// consumer acts on (logins, password changes, refusals). Conversations assigned, queued and
+/// resolved are recorded where routing decides them (`routing`), whoever asked.
+pub(crate) fn types_of(action: &str, details: &[(&str, &str)]) -> Vec<&'static str> {
+    let has = |key: &str| details.iter().any(|(k, _)| *k == key);
+    match action {
+        "user.updated" => {
+            let mut types = Vec::new();
+            if has("full_name") {
+                types.push("user.updated");
+            }
+            if has("role") {
+                types.push("user.role_changed");
+            }
+            types
+        }
+        "user.created" => vec!["user.created"],
+        "user.deactivated" => vec!["user.deactivated"],
+        "user.reactivated" => vec!["user.reactivated"],
+        "user.availability_changed" => vec!["user.availability_changed"],
+        "role.created" => vec!["role.created"],
+        "role.updated" => vec!["role.changed"],
+        "role.deleted" => vec!["role.deleted"],
+        "team.created" => vec!["team.created"],
+        "team.updated" => vec!["team.changed"],
+        "team.deleted" => vec!["team.deleted"],
+        "team.member_added" => vec!["membership.added"],
+        "team.member_removed" => vec!["membership.removed"],
+        "billing.plan_changed" => vec!["plan.changed"],
+        "billing.extra_seats_changed" => vec!["seats.changed"],
+        "workspace.created" => vec!["workspace.created"],
+        "workspace.updated" => vec!["workspace.changed"],
+        "conversation.transferred" => vec!["conversation.transferred"],
+        "conversation.unassigned" => vec!["conversation.unassigned"],
+        _ => Vec::new(),
+    }
+}
+
+/// Records the event `event_type` on `conn`, the change's own transaction (begun with
+/// [`crate::Store::write_in`] for the workspace).
+pub(crate) async fn record<C: ConnectionTrait>(
+    conn: &C,
+    workspace_id: &str,
+    ctx: &Context,
+    event_type: &str,
+    target: &str,
+    details: &[(&str, &str)],
+) -> Result<()> {
+    let details: BTreeMap<&str, &str> = details.iter().copied().collect();
+    let details = serde_json::to_string(&details).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let backend = conn.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => {
+            "INSERT INTO events (txid, workspace_id, event_type, actor, request_id, target, details, created_at) \
+             VALUES (pg_current_xact_id()::text::bigint, $1, $2, $3, $4, $5, $6, $7)"
+        }
+        _ => {
+            "INSERT INTO events (txid, workspace_id, event_type, actor, request_id, target, details, created_at) \
+             VALUES (0, ?, ?, ?, ?, ?, ?, ?)"
+        }
+    };
+    let values = [
+        workspace_id.into(),
+        event_type.into(),
+        ctx.actor.to_string().into(),
+        ctx.request_id.as_str().into(),
+        target.into(),
+        details.into(),
+        ctx.now.into(),
+    ];
+    conn.execute_raw(Statement::from_sql_and_values(backend, sql, values)).await.map_err(classify)?;
+    Ok(())
+}
+
+#[derive(FromQueryResult)]
+struct Horizon {
+    horizon: i64,
+}
+
+impl Store {
+    /// Up to `limit` events after `after` (from the oldest kept without one), in feed order: only
+    /// events no transaction still running can precede.
+    pub async fn events(&self, filter: &EventFilter, after: Option<Cursor>, limit: u64) -> Result<Vec<Event>> {
+        let after = after.unwrap_or_default();
+        let mut query = event::Entity::find()
+            .filter(
+                Expr::tuple([Expr::col(event::Column::Txid), Expr::col(event::Column::Id)])
+                    .gt(Expr::tuple([Expr::val(after.txid), Expr::val(after.id)])),
+            )
+            .order_by_asc(event::Column::Txid)
+            .order_by_asc(event::Column::Id)
+            .limit(limit);
+        if let Some(horizon) = self.horizon().await? {
+            query = query.filter(event::Column::Txid.lt(horizon));
+        }
+        if let Some(workspace_id) = &filter.workspace_id {
+            query = query.filter(event::Column::WorkspaceId.eq(workspace_id.as_str()));
+        }
+        if !filter.types.is_empty() {
+            query = query.filter(event::Column::EventType.is_in(filter.types.iter().map(String::as_str)));
+        }
+        let rows = query.all(&self.db).await.map_err(classify)?;
+        rows.into_iter().map(to_event).collect()
+    }
+
+    /// The newest event a reader may read now, if any: what watchers compare their cursors with.
+    pub async fn newest_event(&self) -> Result<Option<Cursor>> {
+        let mut query = event::Entity::find()
+            .select_only()
+            .column(event::Column::Txid)
+            .column(event::Column::Id)
+            .order_by_desc(event::Column::Txid)
+            .order_by_desc(event::Column::Id)
+            .limit(1);
+        if let Some(horizon) = self.horizon().await? {
+            query = query.filter(event::Column::Txid.lt(horizon));
+        }
+        let newest = query.into_tuple::<(i64, i64)>().one(&self.db).await.map_err(classify)?;
+        Ok(newest.map(|(txid, id)| Cursor { txid, id }))
+    }
+
+    /// On PostgreSQL, the oldest transaction id still running: every event below it is final.
+    async fn horizon(&self) -> Result<Option<i64>> {
+        if self.db.get_database_backend() != DbBackend::Postgres {
+            return Ok(None);
+        }
+        let sql = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon";
+        let row = Horizon::find_by_statement(Statement::from_string(DbBackend::Postgres, sql))
+            .one(&self.db)
+            .await
+            .map_err(classify)?
+            .ok_or_else(|| StoreError::Corrupt("no snapshot horizon".into()))?;
+        Ok(Some(row.horizon))
+    }
+}
+
+fn to_event(row: event::Model) -> Result<Event> {
+    let details = serde_json::from_str(&row.details).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(Event {
+        cursor: Cursor { txid: row.txid, id: row.id },
+        workspace_id: row.workspace_id,
+        event_type: row.event_type,
+        actor: row.actor,
+        request_id: row.request_id,
+        target: row.target,
+        details,
+        created_at: row.created_at,
+    })
+}

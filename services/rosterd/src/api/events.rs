@@ -1,0 +1,148 @@
+//! EventService: the change feed, read a page at a time or watched.
+
+use crate::app::{Addressed, App};
+use crate::convert;
+use crate::error::{self, invalid};
+use crate::policy::Need;
+use roster_proto::v1::{self as pb, event_service_server::EventService};
+use roster_store::{EventCursor, EventFilter};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+pub(crate) struct EventApi(pub(crate) Arc<App>);
+
+/// Events per page of ListEvents (0 asks for the default) and per message of WatchEvents.
+const DEFAULT_PAGE: u64 = 100;
+const MAX_PAGE: u64 = 500;
+
+/// What a watcher's stream yields.
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEventsResponse, Status>> + Send>>;
+
+/// The arguments every read of the feed shares.
+trait FeedRequest: Addressed {
+    fn after(&self) -> &str;
+    fn types(&self) -> &[i32];
+}
+
+impl FeedRequest for pb::ListEventsRequest {
+    fn after(&self) -> &str {
+        &self.after
+    }
+    fn types(&self) -> &[i32] {
+        &self.types
+    }
+}
+
+impl FeedRequest for pb::WatchEventsRequest {
+    fn after(&self) -> &str {
+        &self.after
+    }
+    fn types(&self) -> &[i32] {
+        &self.types
+    }
+}
+
+impl EventApi {
+    /// Who may read what: a service key every workspace (no `workspace_id`) or the one it names; a
+    /// person their own, with `audit.read`. Then the cursor and the types asked for.
+    async fn read<T: FeedRequest>(&self, request: &Request<T>) -> Result<(EventFilter, Option<EventCursor>), Status> {
+        let app = &self.0;
+        let caller = App::caller(request)?;
+        let req = request.get_ref();
+        let workspace_id = if caller.user().is_none() && req.workspace_id().is_empty() {
+            app.authorize(&caller, Need::ReadAudit).await?;
+            None
+        } else {
+            let call = app.call(request, Need::ReadAudit).await?;
+            app.ensure_workspace(&call).await?;
+            Some(call.workspace_id)
+        };
+        let after = match req.after() {
+            "" => None,
+            text => Some(convert::cursor_from(text).ok_or_else(|| invalid("after", "not a cursor of this feed"))?),
+        };
+        let types = req
+            .types()
+            .iter()
+            .map(|&t| convert::event_type_from(t).map(str::to_owned))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|why| invalid("types", why))?;
+        Ok((EventFilter { workspace_id, types }, after))
+    }
+}
+
+#[tonic::async_trait]
+impl EventService for EventApi {
+    async fn list_events(
+        &self,
+        request: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let (filter, after) = self.read(&request).await?;
+        let limit = match request.get_ref().page_size {
+            0 => DEFAULT_PAGE,
+            n => convert::page_size(n)?.min(MAX_PAGE),
+        };
+        let events = self.0.store.events(&filter, after, limit).await.map_err(error::store)?;
+        let next_cursor = match events.last() {
+            Some(last) => convert::cursor(last.cursor),
+            None => request.get_ref().after.clone(),
+        };
+        Ok(Response::new(pb::ListEventsResponse {
+            events: events.into_iter().map(convert::event).collect(),
+            next_cursor,
+        }))
+    }
+
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(
+        &self,
+        request: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let (filter, after) = self.read(&request).await?;
+        let app = self.0.clone();
+        // One page waits in the buffer at most: a client that does not read holds the task here,
+        // and it reads on from the table when the client catches up.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            let mut newest = app.feed.newest();
+            let mut closing = app.feed.closing();
+            let mut cursor = after;
+            loop {
+                let events = match app.store.events(&filter, cursor, MAX_PAGE).await {
+                    Ok(events) => events,
+                    Err(err) => {
+                        let _ = tx.send(Err(error::store(err))).await;
+                        return;
+                    }
+                };
+                let full = events.len() as u64 == MAX_PAGE;
+                if let Some(last) = events.last() {
+                    cursor = Some(last.cursor);
+                    let events = events.into_iter().map(convert::event).collect();
+                    if tx.send(Ok(pb::WatchEventsResponse { events })).await.is_err() {
+                        return;
+                    }
+                }
+                if full {
+                    continue;
+                }
+                // Something newer than what was just read, anywhere: read again.
+                newest.mark_unchanged();
+                if *closing.borrow_and_update() {
+                    let _ = tx.send(Err(error::shutting_down())).await;
+                    return;
+                }
+                tokio::select! {
+                    changed = newest.changed() => if changed.is_err() { return },
+                    _ = closing.changed() => {}
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

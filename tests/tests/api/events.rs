@@ -1,0 +1,289 @@
+//! The change feed: every change as an event, in order, resumable from any cursor, listed and
+//! watched; on two processes writing one database at once.
+
+use crate::teams::team_of_agents;
+use pb::event::Payload;
+use roster_proto::v1 as pb;
+use roster_tests::*;
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+use tonic::Code;
+
+/// Every event of `workspace` after `after`, page by page, as the service key reads them.
+async fn all_events(channel: &EventsClient, workspace: &str, after: &str, page_size: i32) -> Vec<pb::Event> {
+    let mut events = Vec::new();
+    let mut after = after.to_owned();
+    loop {
+        let request = pb::ListEventsRequest {
+            workspace_id: workspace.into(),
+            after: after.clone(),
+            page_size,
+            ..Default::default()
+        };
+        let page = channel.clone().list_events(service(request)).await.expect("events").into_inner();
+        if page.events.is_empty() {
+            assert_eq!(page.next_cursor, after, "an empty page continues where it was");
+            return events;
+        }
+        after = page.next_cursor.clone();
+        assert_eq!(Some(&after), page.events.last().map(|e| &e.cursor));
+        events.extend(page.events);
+    }
+}
+
+type EventsClient = pb::event_service_client::EventServiceClient<tonic::transport::Channel>;
+
+fn kind(event: &pb::Event) -> pb::EventType {
+    event.r#type()
+}
+
+#[tokio::test]
+async fn every_change_is_an_event_in_order_with_its_payload_and_cursors_resume() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let globex = app.workspace("globex").await;
+    let start = all_events(&app.events(), &acme.id, "", 0).await;
+    let created = [pb::EventType::WorkspaceCreated, pb::EventType::UserCreated, pb::EventType::SeatsChanged];
+    assert_eq!(start.iter().map(kind).collect::<Vec<_>>(), created);
+
+    let (team, agents) = team_of_agents(&app, &acme, "Support", pb::Strategy::RoundRobin, 2, None).await;
+    let request = pb::AssignConversationRequest {
+        workspace_id: acme.id.clone(),
+        conversation_id: "wa:1".into(),
+        team_id: team.id.clone(),
+        ..Default::default()
+    };
+    let assigned = app.assignments().assign_conversation(service(request)).await.expect("assign").into_inner();
+    let assignee = assigned.assignment.expect("assignment").assignee_id;
+    let deactivate = pb::DeactivateUserRequest { workspace_id: acme.id.clone(), user_id: assignee.clone() };
+    app.users().deactivate_user(service(deactivate)).await.expect("deactivate");
+    let resolve = pb::ResolveConversationRequest { workspace_id: acme.id.clone(), conversation_id: "wa:1".into() };
+    app.assignments().resolve_conversation(service(resolve)).await.expect("resolve");
+    let plan = pb::ChangePlanRequest { workspace_id: acme.id.clone(), plan: pb::Plan::Scale as i32 };
+    app.billing().change_plan(service(plan)).await.expect("plan");
+    app.create_user(&globex.admin_token, "elsewhere@globex.example", "agent").await.expect("not acme's");
+
+    let events = all_events(&app.events(), &acme.id, &start[2].cursor, 0).await;
+    let kinds: Vec<pb::EventType> = events.iter().map(kind).collect();
+    use pb::EventType as T;
+    assert_eq!(
+        kinds,
+        [
+            T::TeamCreated,
+            T::UserCreated,
+            T::MembershipAdded,
+            T::UserCreated,
+            T::MembershipAdded,
+            T::ConversationAssigned,
+            T::ConversationQueued,
+            T::ConversationAssigned,
+            T::UserDeactivated,
+            T::ConversationResolved,
+            T::PlanChanged,
+        ],
+        "{events:#?}"
+    );
+    let other = agents.iter().find(|a| a.id != assignee).expect("the other agent");
+    let Some(Payload::Conversation(first)) = &events[5].payload else { panic!("{:?}", events[5]) };
+    assert_eq!((first.conversation_id.as_str(), first.team_id.as_str()), ("wa:1", team.id.as_str()));
+    assert_eq!(first.assignee_id, assignee);
+    let Some(Payload::Conversation(again)) = &events[7].payload else { panic!("{:?}", events[7]) };
+    assert_eq!(again.assignee_id, other.id, "the deactivated agent's conversation went to the other");
+    let Some(Payload::User(gone)) = &events[8].payload else { panic!("{:?}", events[8]) };
+    assert_eq!((gone.user_id.as_str(), gone.conversations_requeued), (assignee.as_str(), 1));
+    let Some(Payload::Subscription(plan)) = &events[10].payload else { panic!("{:?}", events[10]) };
+    assert_eq!((plan.plan(), plan.previous_plan()), (pb::Plan::Scale, pb::Plan::FreeTrial));
+    // The team by its admin; the rest by the service key, even what routing did on its own.
+    let actors: Vec<&str> = events.iter().map(|e| e.actor.as_str()).collect();
+    let (admin, key) = (format!("user:{}", acme.admin.id), format!("service:{SERVICE_NAME}"));
+    assert!(actors[..5].iter().all(|a| *a == admin) && actors[5..].iter().all(|a| *a == key), "{actors:?}");
+    assert!(events.iter().all(|e| e.workspace_id == acme.id && e.time.is_some()));
+    assert!(events.windows(2).all(|w| w[0].cursor < w[1].cursor), "cursors sort as the feed does");
+
+    // Any page size, resumed from any cursor, gives the same events exactly once.
+    let whole = all_events(&app.events(), &acme.id, "", 0).await;
+    assert_eq!(all_events(&app.events(), &acme.id, "", 1).await, whole);
+    for (i, event) in whole.iter().enumerate() {
+        assert_eq!(all_events(&app.events(), &acme.id, &event.cursor, 3).await, whole[i + 1..]);
+    }
+    // Every workspace's, to a service key that names none.
+    let everything = all_events(&app.events(), "", "", 0).await;
+    assert_eq!(everything.iter().filter(|e| e.workspace_id == acme.id).cloned().collect::<Vec<_>>(), whole);
+    assert!(everything.iter().any(|e| e.workspace_id == globex.id));
+    // Only the types asked for.
+    let request = pb::ListEventsRequest {
+        workspace_id: acme.id.clone(),
+        types: vec![T::ConversationAssigned as i32, T::ConversationResolved as i32],
+        ..Default::default()
+    };
+    let only = app.events().list_events(service(request)).await.expect("filtered").into_inner().events;
+    assert_eq!(
+        only.iter().map(kind).collect::<Vec<_>>(),
+        [T::ConversationAssigned, T::ConversationAssigned, T::ConversationResolved]
+    );
+}
+
+#[tokio::test]
+async fn people_read_their_own_workspace_with_audit_read_and_bad_arguments_are_refused() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let globex = app.workspace("globex").await;
+    app.create_user(&acme.admin_token, "maria@acme.example", "agent").await.expect("agent");
+    let maria = app.login("acme", "maria@acme.example", PASSWORD).await.expect("login");
+    let list = |workspace_id: &str, after: &str, types: Vec<i32>| pb::ListEventsRequest {
+        workspace_id: workspace_id.into(),
+        after: after.into(),
+        types,
+        ..Default::default()
+    };
+
+    let own = app.events().list_events(bearer(&acme.admin_token, list("", "", vec![]))).await.expect("own");
+    assert!(own.into_inner().events.iter().all(|e| e.workspace_id == acme.id));
+    let agent = app.events().list_events(bearer(&maria, list("", "", vec![]))).await.expect_err("no audit.read");
+    assert_status(&agent, Code::PermissionDenied, "PERMISSION_DENIED");
+    let foreign =
+        app.events().list_events(bearer(&acme.admin_token, list(&globex.id, "", vec![]))).await.expect_err("foreign");
+    assert_status(&foreign, Code::PermissionDenied, "WORKSPACE_MISMATCH");
+    let unknown = app.events().list_events(service(list(UNKNOWN_ID, "", vec![]))).await.expect_err("unknown");
+    assert_status(&unknown, Code::NotFound, "WORKSPACE_NOT_FOUND");
+    for after in ["x", "0000000000000000000000000000000g", &"0".repeat(33), "8000000000000000000000000000000a"] {
+        let bad = app.events().list_events(service(list(&acme.id, after, vec![]))).await.expect_err("cursor");
+        assert_invalid(&bad, "INVALID_FIELD", &["after"]);
+    }
+    for types in [vec![0], vec![99]] {
+        let bad = app.events().list_events(service(list(&acme.id, "", types))).await.expect_err("type");
+        assert_invalid(&bad, "INVALID_FIELD", &["types"]);
+    }
+    let watch = pb::WatchEventsRequest { workspace_id: globex.id.clone(), ..Default::default() };
+    let foreign = app.events().watch_events(bearer(&acme.admin_token, watch)).await.expect_err("foreign watch");
+    assert_status(&foreign, Code::PermissionDenied, "WORKSPACE_MISMATCH");
+}
+
+/// The next batch a watch sends, within a generous bound (the feed is meant to be far faster).
+async fn next(stream: &mut tonic::Streaming<pb::WatchEventsResponse>) -> Vec<pb::Event> {
+    let batch = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.expect("an event in time");
+    batch.expect("a batch").expect("open").events
+}
+
+#[tokio::test]
+async fn a_watch_sends_what_followed_its_cursor_then_each_change_and_resumes_without_duplicates() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let start = all_events(&app.events(), &acme.id, "", 0).await;
+    let watch = |after: &str| pb::WatchEventsRequest {
+        workspace_id: acme.id.clone(),
+        after: after.into(),
+        ..Default::default()
+    };
+    let mut stream = app.events().watch_events(service(watch(&start[0].cursor))).await.expect("watch").into_inner();
+    assert_eq!(next(&mut stream).await, start[1..]);
+
+    let mut seen = Vec::new();
+    for i in 0..3 {
+        app.create_user(&acme.admin_token, &format!("agent{i}@acme.example"), "agent").await.expect("user");
+        let batch = next(&mut stream).await;
+        assert!(batch.iter().all(|e| kind(e) == pb::EventType::UserCreated), "{batch:?}");
+        seen.extend(batch);
+    }
+    assert_eq!(seen.len(), 3);
+    drop(stream);
+
+    // Resumed from the last cursor it got: only what came after.
+    app.create_user(&acme.admin_token, "later@acme.example", "agent").await.expect("user");
+    let mut resumed = app.events().watch_events(service(watch(&seen[2].cursor))).await.expect("watch").into_inner();
+    let batch = next(&mut resumed).await;
+    assert_eq!(batch.len(), 1);
+    let Some(Payload::User(later)) = &batch[0].payload else { panic!("{batch:?}") };
+    assert_eq!(later.email, "later@acme.example");
+}
+
+/// Two processes change two workspaces at once while a reader follows the whole feed (every
+/// workspace) through one of them: the reader gets every event exactly once, although a
+/// transaction that took its number earlier may commit later, and each user's last event is their
+/// last change (commit order within a workspace).
+#[tokio::test]
+async fn two_processes_writing_at_once_lose_no_event_and_keep_each_workspaces_commit_order() {
+    let app = spawn_app().await;
+    let peer = app.spawn_peer_process().await;
+    let mut users = Vec::new();
+    for slug in ["acme", "globex"] {
+        let ws = app.workspace(slug).await;
+        for i in 0..3 {
+            let user = app.create_user(&ws.admin_token, &format!("u{i}@{slug}.example"), "agent").await.expect("user");
+            users.push((ws.id.clone(), user));
+        }
+    }
+    let start = all_events(&app.events(), "", "", 0).await.last().expect("events").cursor.clone();
+
+    let writers = 8;
+    let rounds = 15;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (channel, stop, start) = (peer.events(), stop.clone(), start.clone());
+        tokio::spawn(async move {
+            let (mut got, mut after) = (Vec::new(), start);
+            loop {
+                let done = stop.load(std::sync::atomic::Ordering::SeqCst);
+                let page = all_events(&channel, "", &after, 7).await;
+                if let Some(last) = page.last() {
+                    after = last.cursor.clone();
+                }
+                got.extend(page);
+                if done {
+                    return got;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let client = if w % 2 == 0 { app.users() } else { peer.users() };
+        let users = users.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..rounds {
+                let (workspace, user) = &users[(w + round) % users.len()];
+                let update = pb::UpdateUserRequest {
+                    workspace_id: workspace.clone(),
+                    user: Some(pb::User {
+                        id: user.id.clone(),
+                        full_name: format!("W{w} R{round}"),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask { paths: vec!["full_name".into()] }),
+                };
+                // A collision with another writer is answered, not lost: retried until it lands.
+                loop {
+                    match client.clone().update_user(service(update.clone())).await {
+                        Ok(_) => break,
+                        Err(status) if status.code() == Code::Aborted || status.code() == Code::Unavailable => {}
+                        Err(status) => panic!("update: {status:?}"),
+                    }
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("writer");
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let followed = reader.await.expect("reader");
+    let afterwards = all_events(&app.events(), "", &start, 0).await;
+
+    assert_eq!(afterwards.len(), writers * rounds, "one event per change");
+    let cursors: Vec<&String> = followed.iter().map(|e| &e.cursor).collect();
+    assert_eq!(cursors.iter().collect::<HashSet<_>>().len(), cursors.len(), "no event twice");
+    assert_eq!(followed.len(), afterwards.len(), "the follower missed events");
+    assert_eq!(followed, afterwards, "the follower got every event, in the order a later reader sees");
+    // Commit order within a workspace: each user's last event names their final name.
+    let mut last: BTreeMap<String, String> = BTreeMap::new();
+    for event in &afterwards {
+        let Some(Payload::User(change)) = &event.payload else { panic!("{event:?}") };
+        last.insert(change.user_id.clone(), change.full_name.clone());
+    }
+    for (workspace, user) in &users {
+        let request = pb::GetUserRequest { workspace_id: workspace.clone(), user_id: user.id.clone() };
+        let now = app.users().get_user(service(request)).await.expect("user").into_inner().user.expect("user");
+        assert_eq!(last.get(&user.id), Some(&now.full_name), "{}'s last event is their last change", user.id);
+    }
+}
