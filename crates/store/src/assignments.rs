@@ -3,7 +3,7 @@
 //! (routing in [`crate::routing`]).
 
 use crate::entity::conversation;
-use crate::events;
+use crate::events::{self, Stream};
 use crate::routing::{Members, Routing, queued_event, release};
 use crate::rows::conversation::{load, queue_changes, queued, reload, to_conversation, update};
 use crate::rows::team;
@@ -75,7 +75,11 @@ impl Store {
             (None, None) => return Err(StoreError::NotFound(Entity::Conversation)),
         };
         let releasing = before.as_ref().filter(|_| req.transfer).and_then(|row| row.assignee_id.clone());
-        let txn = self.write_in(workspace_id).await?;
+        // A transfer's events belong to the team it leaves too.
+        let from_team = before.as_ref().filter(|_| req.transfer).map(|row| row.team_id.as_str());
+        let streams: Vec<Stream> =
+            [Some(team_id.as_str()), from_team].into_iter().flatten().map(Stream::Team).collect();
+        let txn = self.write_in(&streams).await?;
         let team = team::lock(&txn, workspace_id, &team_id).await?;
         let fresh = conversation::Model {
             workspace_id: workspace_id.to_owned(),
@@ -190,7 +194,7 @@ impl Store {
     ) -> Result<Changed<Conversation>> {
         let read =
             load(&self.db, workspace_id, id.as_str()).await?.ok_or(StoreError::NotFound(Entity::Conversation))?;
-        let txn = self.write_in(workspace_id).await?;
+        let txn = self.write_in(&[Stream::Team(&read.team_id)]).await?;
         let members = Members::Lock { also: read.assignee_id.as_deref() };
         let routing = match action {
             Action::Resolve => None,
@@ -298,7 +302,7 @@ impl Store {
             .map_err(classify)?;
         for team_id in &teams {
             self.retry(|| async {
-                let txn = self.write_in(workspace_id).await?;
+                let txn = self.write_in(&[Stream::Team(team_id)]).await?;
                 let members = Members::Lock { also: None };
                 let mut routing = match Routing::lock(&txn, workspace_id, team_id, members).await {
                     Err(StoreError::NotFound(Entity::Team)) => return Ok(()),

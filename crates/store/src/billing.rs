@@ -7,6 +7,7 @@
 //! slip under a concurrent invitation.
 
 use crate::entity::workspace;
+use crate::events::Stream;
 use crate::rows::workspace::{load, lock_seats};
 use crate::{
     Conflict, Context, ExtraSeats, Plan, Result, Store, StoreError, Subscription, Workspace, audit, classify, commit,
@@ -32,7 +33,7 @@ impl Store {
         workspace_id: &str,
         change: impl FnOnce(Subscription) -> Subscription,
     ) -> Result<Workspace> {
-        let txn = self.write_in(workspace_id).await?;
+        let txn = self.write_in(&[Stream::Workspace(workspace_id)]).await?;
         let (current, used) = lock_seats(&txn, workspace_id).await?;
         let to = change(current);
         if to == current {

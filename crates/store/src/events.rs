@@ -4,20 +4,56 @@
 //! The order is `(txid, id)`. On PostgreSQL `txid` is the writing transaction's id, and a reader
 //! only reads events of transactions older than the oldest one still running (the xmin of its
 //! snapshot): those can no longer change, so no event ever appears behind a cursor already handed
-//! out, whatever order transactions commit in. Within a workspace, a transaction takes the
-//! workspace's advisory lock before its first write (see [`crate::Store::write_in`]), so its id is
-//! assigned after the previous writer of that workspace committed: id order is commit order.
+//! out, whatever order transactions commit in.
+//!
+//! Commit order: every changing transaction names the [`Stream`]s its events belong to (its
+//! workspace's people, roles, teams and plan; a team's conversations) and takes their advisory
+//! locks before its first write ([`order`]), so it is given its id only after every earlier
+//! writer of those streams committed. Two transactions that share a stream therefore get ids in
+//! their commit order; assignments in different teams of a workspace do not wait for each other.
 //! On SQLite writers commit one at a time in row-id order; `txid` is 0 and every committed event
 //! is stable.
 
-use crate::entity::event;
-use crate::{Context, Result, Store, StoreError, classify};
+use crate::entity::{event, event_purge};
+use crate::{Conflict, Context, Result, Store, StoreError, classify, commit};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect,
-    Statement,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, FromQueryResult, QueryFilter,
+    QueryOrder, QuerySelect, Statement,
 };
 use std::collections::BTreeMap;
+
+/// What a transaction's events are ordered within: the workspace (its people, roles, teams,
+/// memberships, plan) or one team's conversations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Stream<'a> {
+    Workspace(&'a str),
+    Team(&'a str),
+}
+
+/// Takes the advisory locks of `streams` on PostgreSQL, in one order everywhere (so two takers
+/// cannot deadlock), as the first statements of `txn`: before anything gives it a transaction id.
+pub(crate) async fn order(txn: &DatabaseTransaction, streams: &[Stream<'_>]) -> Result<()> {
+    if txn.get_database_backend() != DbBackend::Postgres {
+        return Ok(());
+    }
+    let mut keys: Vec<String> = streams
+        .iter()
+        .map(|stream| match stream {
+            Stream::Workspace(id) => format!("workspace:{id}"),
+            Stream::Team(id) => format!("team:{id}"),
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        let sql = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
+        txn.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, [key.into()]))
+            .await
+            .map_err(classify)?;
+    }
+    Ok(())
+}
 
 /// Where an event sits in the feed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -89,7 +125,7 @@ pub(crate) fn types_of(action: &str, details: &[(&str, &str)]) -> Vec<&'static s
 }
 
 /// Records the event `event_type` on `conn`, the change's own transaction (begun with
-/// [`crate::Store::write_in`] for the workspace).
+/// [`crate::Store::write_in`] for the event's streams).
 pub(crate) async fn record<C: ConnectionTrait>(
     conn: &C,
     workspace_id: &str,
@@ -133,11 +169,11 @@ impl Store {
     /// Up to `limit` events after `after` (from the oldest kept without one), in feed order: only
     /// events no transaction still running can precede.
     pub async fn events(&self, filter: &EventFilter, after: Option<Cursor>, limit: u64) -> Result<Vec<Event>> {
-        let after = after.unwrap_or_default();
+        let start = after.unwrap_or_default();
         let mut query = event::Entity::find()
             .filter(
                 Expr::tuple([Expr::col(event::Column::Txid), Expr::col(event::Column::Id)])
-                    .gt(Expr::tuple([Expr::val(after.txid), Expr::val(after.id)])),
+                    .gt(Expr::tuple([Expr::val(start.txid), Expr::val(start.id)])),
             )
             .order_by_asc(event::Column::Txid)
             .order_by_asc(event::Column::Id)
@@ -152,7 +188,56 @@ impl Store {
             query = query.filter(event::Column::EventType.is_in(filter.types.iter().map(String::as_str)));
         }
         let rows = query.all(&self.db).await.map_err(classify)?;
+        // Read after the events: a purge that committed before them shows here.
+        if let Some(after) = after
+            && after < self.purged().await?
+        {
+            return Err(StoreError::Conflict(Conflict::CursorExpired));
+        }
         rows.into_iter().map(to_event).collect()
+    }
+
+    /// Deletes the events written before `before` (milliseconds), and remembers the newest
+    /// position deleted so that a cursor behind it is refused rather than silently skipping.
+    pub async fn purge_events(&self, before: i64) -> Result<u64> {
+        let txn = self.write().await?;
+        let newest = event::Entity::find()
+            .select_only()
+            .column(event::Column::Txid)
+            .column(event::Column::Id)
+            .filter(event::Column::CreatedAt.lt(before))
+            .order_by_desc(event::Column::Txid)
+            .order_by_desc(event::Column::Id)
+            .limit(1)
+            .into_tuple::<(i64, i64)>()
+            .one(&txn)
+            .await
+            .map_err(classify)?;
+        let Some((txid, id)) = newest else { return Ok(0) };
+        let deleted = event::Entity::delete_many()
+            .filter(event::Column::CreatedAt.lt(before))
+            .exec(&txn)
+            .await
+            .map_err(classify)?
+            .rows_affected;
+        event_purge::Entity::update_many()
+            .col_expr(event_purge::Column::Txid, Expr::val(txid))
+            .col_expr(event_purge::Column::EventId, Expr::val(id))
+            .filter(
+                Expr::tuple([Expr::col(event_purge::Column::Txid), Expr::col(event_purge::Column::EventId)])
+                    .lt(Expr::tuple([Expr::val(txid), Expr::val(id)])),
+            )
+            .exec(&txn)
+            .await
+            .map_err(classify)?;
+        commit(txn).await?;
+        Ok(deleted)
+    }
+
+    /// The newest position retention has purged; a reader's cursor must not be behind it.
+    async fn purged(&self) -> Result<Cursor> {
+        let row = event_purge::Entity::find_by_id(1).one(&self.db).await.map_err(classify)?;
+        Ok(row.map_or_else(Cursor::default, |row| Cursor { txid: row.txid, id: row.event_id }))
     }
 
     /// The newest event a reader may read now, if any: what watchers compare their cursors with.

@@ -39,7 +39,7 @@ pub use model::*;
 
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, RuntimeErr,
-    SqlErr, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+    SqlErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use std::fmt;
@@ -136,6 +136,12 @@ pub enum Conflict {
     /// A plan or extra-seat change would leave more active users than seats.
     #[error("{0}")]
     TooManyInUse(roster_billing::TooManyInUse),
+    /// Events after the change feed cursor read from were purged (older than the retention).
+    #[error(
+        "events after this cursor were purged (older than the feed keeps): read the current state again, then \
+         follow the feed from the newest cursor"
+    )]
+    CursorExpired,
 }
 
 /// Result of a store operation.
@@ -283,20 +289,11 @@ impl Store {
     }
 
     /// Begins a write transaction: `BEGIN IMMEDIATE` on SQLite, plain `BEGIN` on PostgreSQL.
-    /// A write transaction that changes the workspace `workspace_id` and records events: on
-    /// PostgreSQL it first takes the workspace's advisory lock, before anything gives it a
-    /// transaction id, so that the ids of one workspace's writers follow their commit order
-    /// (`events` relies on it).
-    async fn write_in(&self, workspace_id: &str) -> Result<DatabaseTransaction> {
+    /// A write transaction whose events belong to `streams` (see [`events::order`], which it
+    /// calls before anything else).
+    async fn write_in(&self, streams: &[events::Stream<'_>]) -> Result<DatabaseTransaction> {
         let txn = self.write().await?;
-        if txn.get_database_backend() == DbBackend::Postgres {
-            let lock = Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                [workspace_id.into()],
-            );
-            txn.execute_raw(lock).await.map_err(classify)?;
-        }
+        events::order(&txn, streams).await?;
         Ok(txn)
     }
 

@@ -746,6 +746,14 @@ impl MigrationTrait for ReactivationKeys {
 }
 
 #[derive(DeriveIden)]
+enum EventPurges {
+    Table,
+    Id,
+    Txid,
+    EventId,
+}
+
+#[derive(DeriveIden)]
 enum Events {
     Table,
     Id,
@@ -800,6 +808,22 @@ impl MigrationTrait for ChangeFeed {
             }
             manager.create_index(index).await?;
         }
-        Ok(())
+        // The newest position retention has purged: a cursor below it may have missed events.
+        manager
+            .create_table(
+                Table::create()
+                    .table(EventPurges::Table)
+                    .col(integer(EventPurges::Id).primary_key())
+                    .col(big_integer(EventPurges::Txid))
+                    .col(big_integer(EventPurges::EventId))
+                    .to_owned(),
+            )
+            .await?;
+        let none = Query::insert()
+            .into_table(EventPurges::Table)
+            .columns([EventPurges::Id, EventPurges::Txid, EventPurges::EventId])
+            .values_panic([1.into(), 0.into(), 0.into()])
+            .to_owned();
+        manager.exec_stmt(none).await
     }
 }

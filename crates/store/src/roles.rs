@@ -4,6 +4,7 @@
 //! rule with the acting person's role as the transaction reads it.
 
 use crate::entity::{role, user, workspace};
+use crate::events::Stream;
 use crate::rows::role::{AuthzChange, actor, bump_authz, ensure_grantable, load, to_role, visible_in};
 use crate::{
     AuthzChanges, Changed, Conflict, Context, Effects, Entity, Member, NewRole, Result, RoleChanges, Store, StoreError,
@@ -70,7 +71,7 @@ impl Store {
 
     /// Creates a custom role. The person acting in `ctx` must hold every grant the role gives.
     pub async fn create_role(&self, ctx: &Context, workspace_id: &str, new: NewRole) -> Result<Changed<StoredRole>> {
-        let txn = self.write_in(workspace_id).await?;
+        let txn = self.write_in(&[Stream::Workspace(workspace_id)]).await?;
         bump_authz(&txn, workspace_id, AuthzChange::Roles).await?;
         ensure_grantable(actor(&txn, workspace_id, ctx).await?.as_ref(), &new.grants)?;
         let id = new_id();
@@ -114,7 +115,7 @@ impl Store {
         changes: RoleChanges,
         expected_version: Option<i64>,
     ) -> Result<Changed<StoredRole>> {
-        let txn = self.write_in(workspace_id).await?;
+        let txn = self.write_in(&[Stream::Workspace(workspace_id)]).await?;
         bump_authz(&txn, workspace_id, AuthzChange::Roles).await?;
         let current = load(&txn, workspace_id, role_id).await?;
         let actor = actor(&txn, workspace_id, ctx).await?;
@@ -180,7 +181,7 @@ impl Store {
         move_to: Option<&RoleId>,
         expected_version: Option<i64>,
     ) -> Result<Changed<u64>> {
-        let txn = self.write_in(workspace_id).await?;
+        let txn = self.write_in(&[Stream::Workspace(workspace_id)]).await?;
         let version = bump_authz(&txn, workspace_id, AuthzChange::Roles).await?;
         // Locking the row makes a concurrent assignment of this role wait, then fail on the
         // foreign key, instead of slipping a holder in between the count and the delete.

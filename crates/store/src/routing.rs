@@ -338,7 +338,8 @@ async fn refresh(txn: &DatabaseTransaction, member: &mut TeamMember) -> Result<(
 }
 
 /// The teams whose queues hold `user_id`'s open conversations, in the order of their ids.
-async fn teams_of(txn: &DatabaseTransaction, workspace_id: &str, user_id: &str) -> Result<BTreeSet<String>> {
+/// The teams of `user_id`'s open conversations.
+pub(crate) async fn teams_of(txn: &DatabaseTransaction, workspace_id: &str, user_id: &str) -> Result<BTreeSet<String>> {
     let teams = conversation::Entity::find()
         .select_only()
         .column(conversation::Column::TeamId)
@@ -412,6 +413,11 @@ impl Rerouting {
         }
         lock_users(txn, workspace_id, ids.iter().map(String::as_str), Some(user_id)).await?;
         Ok(Self { teams })
+    }
+
+    /// The ids of the teams it locked.
+    pub(crate) fn team_ids(&self) -> impl Iterator<Item = &str> {
+        self.teams.iter().map(|team| team.id.as_str())
     }
 
     /// Every open conversation of `user_id`, whose row already says deactivated (so no pick takes

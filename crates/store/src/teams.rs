@@ -2,6 +2,7 @@
 //! a member applies the no-escalation rule to that member, inside the transaction.
 
 use crate::entity::{conversation, team, team_member};
+use crate::events::Stream;
 use crate::rows::team::{Read, load, load_members, lock, to_team};
 use crate::rows::{user, workspace};
 use crate::{
@@ -36,7 +37,7 @@ fn name_taken(err: sea_orm::DbErr) -> StoreError {
 impl Store {
     /// Creates a team.
     pub async fn create_team(&self, ctx: &Context, workspace_id: &str, new: NewTeam) -> Result<Team> {
-        let txn = self.write_in(workspace_id).await?;
+        let txn = self.write_in(&[Stream::Workspace(workspace_id)]).await?;
         workspace::load(&txn, workspace_id).await?;
         let row = team::Model {
             id: new_id(),
@@ -114,7 +115,7 @@ impl Store {
         changes: TeamChanges,
         expected_version: Option<i64>,
     ) -> Result<Changed<Team>> {
-        let txn = self.write_in(workspace_id).await?;
+        let txn = self.write_in(&[Stream::Workspace(workspace_id), Stream::Team(team_id)]).await?;
         let row = lock(&txn, workspace_id, team_id).await?;
         ensure_version(&row, expected_version)?;
         let mut update = team::Entity::update_many()
@@ -159,7 +160,7 @@ impl Store {
         team_id: &str,
         expected_version: Option<i64>,
     ) -> Result<()> {
-        let txn = self.write_in(workspace_id).await?;
+        let txn = self.write_in(&[Stream::Workspace(workspace_id), Stream::Team(team_id)]).await?;
         let row = lock(&txn, workspace_id, team_id).await?;
         ensure_version(&row, expected_version)?;
         let open = count(
@@ -201,7 +202,7 @@ impl Store {
         user_id: &str,
         max_open: Option<Capacity>,
     ) -> Result<Changed<TeamMember>> {
-        let txn = self.write_in(workspace_id).await?;
+        let txn = self.write_in(&[Stream::Workspace(workspace_id), Stream::Team(team_id)]).await?;
         // The user must be of this workspace (the foreign key only says it exists somewhere).
         user::load_manageable(&txn, workspace_id, user_id, ctx).await?;
         let team = lock(&txn, workspace_id, team_id).await?;
@@ -254,7 +255,7 @@ impl Store {
         team_id: &str,
         user_id: &str,
     ) -> Result<()> {
-        let txn = self.write_in(workspace_id).await?;
+        let txn = self.write_in(&[Stream::Workspace(workspace_id), Stream::Team(team_id)]).await?;
         user::load_manageable(&txn, workspace_id, user_id, ctx).await?;
         lock(&txn, workspace_id, team_id).await?;
         let removed = team_member::Entity::delete_many()

@@ -4,7 +4,8 @@
 //! the transaction reads it (`rows::user::load_manageable`), never a copy read before.
 
 use crate::entity::{session, team_member, user};
-use crate::routing::{Attempt, Rerouting};
+use crate::events::{self, Stream};
+use crate::routing::{Attempt, Rerouting, teams_of};
 use crate::rows::user::{guard_last_admin, insert, load, load_manageable, to_user, update};
 use crate::rows::{role, workspace};
 use crate::{
@@ -36,7 +37,7 @@ impl Store {
                 if let Some(user) = self.user_by_request(workspace_id, request_id).await? {
                     return Ok(Changed::new(user));
                 }
-                let txn = self.write_in(workspace_id).await?;
+                let txn = self.write_in(&[Stream::Workspace(workspace_id)]).await?;
                 let user = insert(&txn, ctx, workspace_id, new.clone(), request_id, &welcome).await?;
                 commit(txn).await?;
                 Ok(Changed { value: user, effects: created })
@@ -130,7 +131,7 @@ impl Store {
         changes: UserChanges,
         expected_version: Option<i64>,
     ) -> Result<Changed<User>> {
-        let txn = self.write_in(workspace_id).await?;
+        let txn = self.write_in(&[Stream::Workspace(workspace_id)]).await?;
         let (row, actor) = load_manageable(&txn, workspace_id, user_id, ctx).await?;
         if let Some(expected) = expected_version
             && expected != row.version
@@ -223,14 +224,31 @@ impl Store {
         request_id: Option<&str>,
         also: &BTreeSet<String>,
     ) -> Result<Attempt<Changed<User>>> {
-        let txn = self.write_in(workspace_id).await?;
+        // A deactivation's events belong to the teams it re-routes too: read them (reading gives
+        // the transaction no id yet), then take the streams' locks before the first write.
+        let txn = self.write().await?;
+        let mut teams = match status {
+            UserStatus::Deactivated => teams_of(&txn, workspace_id, user_id).await?,
+            UserStatus::Active => BTreeSet::new(),
+        };
+        teams.extend(also.iter().cloned());
+        let streams: Vec<Stream> =
+            std::iter::once(Stream::Workspace(workspace_id)).chain(teams.iter().map(|t| Stream::Team(t))).collect();
+        events::order(&txn, &streams).await?;
         // The workspace's row first (every status change writes it: the authorization version, the
         // last-admin count, the seats), then what a deactivation re-routes: teams, then users.
         let authz_version = role::bump_authz(&txn, workspace_id, role::AuthzChange::Members).await?;
         let rerouting = match status {
-            UserStatus::Deactivated => Some(Rerouting::lock(&txn, workspace_id, user_id, also).await?),
+            UserStatus::Deactivated => Some(Rerouting::lock(&txn, workspace_id, user_id, &teams).await?),
             UserStatus::Active => None,
         };
+        // A team that got one of the user's conversations since they were read: start again with
+        // its stream too.
+        let unordered = rerouting.as_ref().map(|r| r.team_ids().filter(|id| !teams.contains(*id)).map(str::to_owned));
+        let unordered: BTreeSet<String> = unordered.into_iter().flatten().collect();
+        if !unordered.is_empty() {
+            return Ok(Attempt::LockAlso(unordered));
+        }
         let (row, _) = load_manageable(&txn, workspace_id, user_id, ctx).await?;
         // Already so, or a retry of a reactivation already made (which must not undo a
         // deactivation made since): nothing to do.
@@ -286,7 +304,7 @@ impl Store {
         hash: &PasswordHash,
         keep: &TokenHash,
     ) -> Result<()> {
-        let txn = self.write_in(workspace_id).await?;
+        let txn = self.write_in(&[Stream::Workspace(workspace_id)]).await?;
         let row = load(&txn, workspace_id, user_id).await?;
         if row.password_hash != verified.as_stored() {
             return Err(StoreError::Conflict(Conflict::Changed));
@@ -340,7 +358,7 @@ impl Store {
         user_id: &str,
         availability: Availability,
     ) -> Result<Changed<User>> {
-        let txn = self.write_in(workspace_id).await?;
+        let txn = self.write_in(&[Stream::Workspace(workspace_id)]).await?;
         let row = match &ctx.actor {
             crate::Actor::User(me) if me == user_id => load(&txn, workspace_id, user_id).await?,
             _ => load_manageable(&txn, workspace_id, user_id, ctx).await?.0,

@@ -1,6 +1,7 @@
 //! Workspaces: created with their first admin in one transaction.
 
 use crate::entity::{user, workspace};
+use crate::events::Stream;
 use crate::rows::user::{insert, to_user};
 use crate::rows::workspace::load;
 use crate::{
@@ -27,7 +28,7 @@ impl Store {
             return Ok(Changed::new(found));
         }
         let id = new_id();
-        let txn = self.write_in(&id).await?;
+        let txn = self.write_in(&[Stream::Workspace(&id)]).await?;
         let row = workspace::ActiveModel {
             id: Set(id.clone()),
             slug: Set(new.slug.as_str().to_owned()),
@@ -106,7 +107,7 @@ impl Store {
         name: Option<WorkspaceName>,
         max_open: Option<Capacity>,
     ) -> Result<Changed<Workspace>> {
-        let txn = self.write_in(id).await?;
+        let txn = self.write_in(&[Stream::Workspace(id)]).await?;
         let current = load(&txn, id).await?;
         let mut update = workspace::Entity::update_many().filter(workspace::Column::Id.eq(id));
         let mut details: Vec<(&str, String)> = Vec::new();

@@ -98,6 +98,11 @@ pub struct Config {
     #[arg(long, env = "ROSTER_EVENTS_POLL_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub events_poll_ms: u64,
 
+    /// How long the change feed keeps events, in seconds; a cursor older than that is refused
+    /// with CURSOR_EXPIRED.
+    #[arg(long, env = "ROSTER_EVENTS_RETENTION_SECS", default_value_t = 7 * 24 * 3600, value_parser = clap::value_parser!(u64).range(1..=10 * 365 * 24 * 3600))]
+    pub events_retention_secs: u64,
+
     /// How often every queue is handed out anyway, in milliseconds: a safety net for queued
     /// conversations whose hand-out after a change was lost (a crash between the change's commit
     /// and the hand-out, or a failure of the latter).

@@ -246,6 +246,7 @@ pub(crate) fn store_with_role_field(err: StoreError, role_field: &str) -> Status
             Conflict::Resolved => {
                 precondition("CONVERSATION_RESOLVED", "roster.v1.ConversationAssignment", &conflict, &[])
             }
+            Conflict::CursorExpired => precondition("CURSOR_EXPIRED", "roster.v1.Event", &conflict, &[]),
             Conflict::SeatLimit { workspace_id, refused } => {
                 let mut details = ErrorDetails::new();
                 details.add_quota_failure_violation(format!("workspace:{workspace_id}"), refused.to_string());

@@ -150,6 +150,8 @@ pub async fn serve(
     };
     let worker = tokio::spawn(outbox::run(store.clone(), mailer, policy, app.outbox.clone(), stop_rx.clone()));
     let janitor = tokio::spawn(purge_expired_sessions(store.clone(), stop_rx.clone()));
+    let retention = Duration::from_secs(config.events_retention_secs);
+    let feed_janitor = tokio::spawn(purge_old_events(store.clone(), retention, stop_rx.clone()));
     let poller = tokio::spawn(app.authz.clone().run(Duration::from_millis(config.authz_refresh_ms), stop_rx.clone()));
     let feed = tokio::spawn(app.feed.clone().run(stop_rx.clone()));
     let sweeper =
@@ -230,6 +232,7 @@ pub async fn serve(
         tracing::warn!("the outbox worker did not stop in time; its leased emails will be retried");
     }
     let _ = janitor.await;
+    let _ = feed_janitor.await;
     let _ = poller.await;
     let _ = feed.await;
     let _ = sweeper.await;
@@ -240,6 +243,24 @@ pub async fn serve(
     store.close().await?;
     tracing::info!("stopped");
     Ok(served?)
+}
+
+/// Deletes the change feed's events older than `retention`, every tenth of it (at most every ten
+/// minutes, at least every second).
+async fn purge_old_events(store: Store, retention: Duration, mut stop: watch::Receiver<bool>) {
+    let every = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        match store.purge_events(crate::auth::now_millis().saturating_sub(retention_ms)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(purged = n, "old change feed events deleted"),
+            Err(e) => tracing::warn!(error = %e, "could not delete old change feed events"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// Deletes expired sessions every ten minutes (they are refused anyway; this keeps the table small).

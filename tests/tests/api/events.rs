@@ -218,19 +218,25 @@ async fn two_processes_writing_at_once_lose_no_event_and_keep_each_workspaces_co
     let writers = 8;
     let rounds = 15;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Events become readable once every older transaction in the PostgreSQL cluster has ended
+    // (other tests' included): the reader goes on until it has them all, or gives up after 20 s.
+    let expected = writers * rounds;
     let reader = {
         let (channel, stop, start) = (peer.events(), stop.clone(), start.clone());
         tokio::spawn(async move {
             let (mut got, mut after) = (Vec::new(), start);
+            let mut deadline = None;
             loop {
-                let done = stop.load(std::sync::atomic::Ordering::SeqCst);
                 let page = all_events(&channel, "", &after, 7).await;
                 if let Some(last) = page.last() {
                     after = last.cursor.clone();
                 }
                 got.extend(page);
-                if done {
-                    return got;
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let deadline = *deadline.get_or_insert_with(|| std::time::Instant::now() + Duration::from_secs(20));
+                    if got.len() >= expected || std::time::Instant::now() > deadline {
+                        return got;
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
@@ -270,7 +276,7 @@ async fn two_processes_writing_at_once_lose_no_event_and_keep_each_workspaces_co
     let followed = reader.await.expect("reader");
     let afterwards = all_events(&app.events(), "", &start, 0).await;
 
-    assert_eq!(afterwards.len(), writers * rounds, "one event per change");
+    assert_eq!(afterwards.len(), expected, "one event per change");
     let cursors: Vec<&String> = followed.iter().map(|e| &e.cursor).collect();
     assert_eq!(cursors.iter().collect::<HashSet<_>>().len(), cursors.len(), "no event twice");
     assert_eq!(followed.len(), afterwards.len(), "the follower missed events");
@@ -286,4 +292,88 @@ async fn two_processes_writing_at_once_lose_no_event_and_keep_each_workspaces_co
         let now = app.users().get_user(service(request)).await.expect("user").into_inner().user.expect("user");
         assert_eq!(last.get(&user.id), Some(&now.full_name), "{}'s last event is their last change", user.id);
     }
+}
+
+/// Events older than the retention are purged; a cursor behind what was purged is refused with
+/// its own reason rather than silently skipping, and one at the edge of it goes on.
+#[tokio::test]
+async fn a_cursor_older_than_the_retention_is_refused_not_silently_skipped() {
+    let app = spawn_app_with(|c| c.events_retention_secs = 1).await;
+    let acme = app.workspace("acme").await;
+    let old = all_events(&app.events(), &acme.id, "", 0).await;
+    assert_eq!(old.len(), 3);
+    // Purged within about a second of turning a second old.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !all_events(&app.events(), &acme.id, "", 0).await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "never purged");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let request = |after: &str| pb::ListEventsRequest {
+        workspace_id: acme.id.clone(),
+        after: after.into(),
+        ..Default::default()
+    };
+    for behind in &old[..2] {
+        let expired = app.events().list_events(service(request(&behind.cursor))).await.expect_err("expired");
+        assert_status(&expired, Code::FailedPrecondition, "CURSOR_EXPIRED");
+        let watch = pb::WatchEventsRequest {
+            workspace_id: acme.id.clone(),
+            after: behind.cursor.clone(),
+            ..Default::default()
+        };
+        let mut stream = app.events().watch_events(service(watch)).await.expect("watch").into_inner();
+        let expired = stream.message().await.expect_err("expired");
+        assert_status(&expired, Code::FailedPrecondition, "CURSOR_EXPIRED");
+    }
+    // The newest purged event's cursor missed nothing: it goes on with what comes next.
+    let newest = &old[2].cursor;
+    assert!(
+        app.events().list_events(service(request(newest))).await.expect("at the edge").into_inner().events.is_empty()
+    );
+    app.create_user(&acme.admin_token, "new@acme.example", "agent").await.expect("user");
+    let next = app.events().list_events(service(request(newest))).await.expect("next").into_inner().events;
+    assert_eq!(next.iter().map(kind).collect::<Vec<_>>(), [pb::EventType::UserCreated]);
+}
+
+/// A watcher whose server is killed (`kill -9`) resumes on another with its last cursor and gets
+/// every change exactly once, those made while it was away included.
+#[tokio::test]
+async fn a_watcher_resumes_on_another_process_after_a_kill_and_misses_nothing() {
+    let app = spawn_app().await;
+    let mut peer = app.spawn_peer_process().await;
+    let acme = app.workspace("acme").await;
+    let start = all_events(&app.events(), &acme.id, "", 0).await.last().expect("events").cursor.clone();
+    let watch = |after: &str| pb::WatchEventsRequest {
+        workspace_id: acme.id.clone(),
+        after: after.into(),
+        ..Default::default()
+    };
+    let mut stream = peer.events().watch_events(service(watch(&start))).await.expect("watch").into_inner();
+    let mut got: Vec<pb::Event> = Vec::new();
+    for i in 0..3 {
+        app.create_user(&acme.admin_token, &format!("before{i}@acme.example"), "agent").await.expect("user");
+        got.extend(next(&mut stream).await);
+    }
+    peer.kill().await;
+    for i in 0..3 {
+        app.create_user(&acme.admin_token, &format!("after{i}@acme.example"), "agent").await.expect("user");
+    }
+    let last = got.last().expect("events").cursor.clone();
+    let mut resumed = app.events().watch_events(service(watch(&last))).await.expect("watch").into_inner();
+    while got.len() < 6 {
+        got.extend(next(&mut resumed).await);
+    }
+    let emails: Vec<String> = got
+        .iter()
+        .map(|e| match &e.payload {
+            Some(Payload::User(user)) => user.email.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let expected: Vec<String> = ["before0", "before1", "before2", "after0", "after1", "after2"]
+        .iter()
+        .map(|name| format!("{name}@acme.example"))
+        .collect();
+    assert_eq!(emails, expected);
+    assert_eq!(got, all_events(&app.events(), &acme.id, &start, 0).await);
 }
