@@ -123,8 +123,11 @@ impl Store {
         };
         if let Some(row) = &current {
             let open = row.status == ConversationStatus::Open.as_str();
-            // It moved since it was read: start again with what it is now.
-            let moved = req.team_id.is_none() && row.team_id != team_id;
+            // It moved since it was read, or it is in a team whose stream this call does not hold
+            // (it was created meanwhile): start again with what it is now.
+            let moved = (req.team_id.is_none() || req.transfer)
+                && row.team_id != team_id
+                && Some(row.team_id.as_str()) != from_team;
             if moved || (req.transfer && open && row.assignee_id != releasing) {
                 return Err(StoreError::Conflict(Conflict::Busy));
             }
@@ -337,6 +340,25 @@ async fn carry_out(
         release(txn, previous).await?;
         routing.released(previous);
     }
+    // What happened to it comes first in the feed; whom it went to next (routing's events).
+    let target = format!("conversation:{}", row.id);
+    let workspace_id = row.workspace_id.clone();
+    match (route.kind, route.then) {
+        (Kind::Transferred, then) => {
+            let to = match then {
+                Then::User(user_id) => user_id,
+                Then::Strategy { .. } | Then::Queue => "by strategy",
+            };
+            let from = route.release.unwrap_or_default();
+            let details = [("from", from), ("to", to), ("from_team", from_team.as_str()), ("team", route.team_id)];
+            audit::record(txn, &workspace_id, ctx, "conversation.transferred", &target, &details).await?;
+        }
+        (Kind::Unassigned, _) => {
+            let details = [("from", route.release.unwrap_or_default()), ("team", route.team_id)];
+            audit::record(txn, &workspace_id, ctx, "conversation.unassigned", &target, &details).await?;
+        }
+        _ => {}
+    }
     // A new conversation was inserted queued already.
     let mut row = if route.enqueue && route.kind != Kind::New {
         update(txn, &row, now, queue_changes(route.team_id, now, route.kind.queued_reason())).await?
@@ -362,27 +384,11 @@ async fn carry_out(
             }
         }
     }
-    let target = format!("conversation:{}", row.id);
-    let workspace_id = row.workspace_id.clone();
-    match (route.kind, route.then) {
-        (Kind::Transferred, then) => {
-            let to = match then {
-                Then::User(user_id) => user_id,
-                Then::Strategy { .. } | Then::Queue => "by strategy",
-            };
-            let from = route.release.unwrap_or_default();
-            let details = [("from", from), ("to", to), ("from_team", from_team.as_str()), ("team", route.team_id)];
-            audit::record(txn, &workspace_id, ctx, "conversation.transferred", &target, &details).await?;
-        }
-        (Kind::Unassigned, _) => {
-            let details = [("from", route.release.unwrap_or_default())];
-            audit::record(txn, &workspace_id, ctx, "conversation.unassigned", &target, &details).await?;
-        }
-        (_, Then::User(user_id)) => {
-            let details = [("assignee", user_id), ("team", route.team_id)];
-            audit::record(txn, &workspace_id, ctx, "conversation.assigned", &target, &details).await?;
-        }
-        _ => {}
+    if let Then::User(user_id) = route.then
+        && !matches!(route.kind, Kind::Transferred | Kind::Unassigned)
+    {
+        let details = [("assignee", user_id), ("team", route.team_id)];
+        audit::record(txn, &workspace_id, ctx, "conversation.assigned", &target, &details).await?;
     }
     if row.assignee_id.is_none() && row.status == ConversationStatus::Open.as_str() && !was_queued {
         queued_event(txn, ctx, &row).await?;

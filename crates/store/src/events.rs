@@ -77,6 +77,16 @@ pub struct Event {
     pub created_at: i64,
 }
 
+/// A page of the feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventPage {
+    pub events: Vec<Event>,
+    /// Where the reader may go on from: the last event's position, or, when the page is not full,
+    /// the newest event readable (none of the later ones up to it were wanted). `None` only when
+    /// the feed is empty and no cursor was given.
+    pub through: Option<Cursor>,
+}
+
 /// Which events to read.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
@@ -168,19 +178,27 @@ struct Horizon {
 impl Store {
     /// Up to `limit` events after `after` (from the oldest kept without one), in feed order: only
     /// events no transaction still running can precede.
-    pub async fn events(&self, filter: &EventFilter, after: Option<Cursor>, limit: u64) -> Result<Vec<Event>> {
+    pub async fn events(&self, filter: &EventFilter, after: Option<Cursor>, limit: u64) -> Result<EventPage> {
         let start = after.unwrap_or_default();
+        let horizon = self.horizon().await?;
+        // The newest event readable now, first: the page reads up to it, so when it is not full
+        // every event up to it that the filter wants is in it, and the reader may go on from there.
+        let Some(head) = self.newest_below(horizon).await? else {
+            self.check_kept(after).await?;
+            return Ok(EventPage { events: Vec::new(), through: after });
+        };
         let mut query = event::Entity::find()
             .filter(
                 Expr::tuple([Expr::col(event::Column::Txid), Expr::col(event::Column::Id)])
                     .gt(Expr::tuple([Expr::val(start.txid), Expr::val(start.id)])),
             )
+            .filter(
+                Expr::tuple([Expr::col(event::Column::Txid), Expr::col(event::Column::Id)])
+                    .lte(Expr::tuple([Expr::val(head.txid), Expr::val(head.id)])),
+            )
             .order_by_asc(event::Column::Txid)
             .order_by_asc(event::Column::Id)
             .limit(limit);
-        if let Some(horizon) = self.horizon().await? {
-            query = query.filter(event::Column::Txid.lt(horizon));
-        }
         if let Some(workspace_id) = &filter.workspace_id {
             query = query.filter(event::Column::WorkspaceId.eq(workspace_id.as_str()));
         }
@@ -188,13 +206,35 @@ impl Store {
             query = query.filter(event::Column::EventType.is_in(filter.types.iter().map(String::as_str)));
         }
         let rows = query.all(&self.db).await.map_err(classify)?;
-        // Read after the events: a purge that committed before them shows here.
-        if let Some(after) = after
-            && after < self.purged().await?
-        {
-            return Err(StoreError::Conflict(Conflict::CursorExpired));
+        // After the events: a purge that committed before they were read shows here.
+        self.check_kept(after).await?;
+        let events: Vec<Event> = rows.into_iter().map(to_event).collect::<Result<_>>()?;
+        let through = match events.last() {
+            Some(last) if events.len() as u64 == limit => Some(last.cursor),
+            _ => Some(head.max(start)),
+        };
+        Ok(EventPage { events, through })
+    }
+
+    /// The newest event a reader may read now, if any: what watchers compare their cursors with.
+    pub async fn newest_event(&self) -> Result<Option<Cursor>> {
+        let horizon = self.horizon().await?;
+        self.newest_below(horizon).await
+    }
+
+    async fn newest_below(&self, horizon: Option<i64>) -> Result<Option<Cursor>> {
+        let mut query = event::Entity::find()
+            .select_only()
+            .column(event::Column::Txid)
+            .column(event::Column::Id)
+            .order_by_desc(event::Column::Txid)
+            .order_by_desc(event::Column::Id)
+            .limit(1);
+        if let Some(horizon) = horizon {
+            query = query.filter(event::Column::Txid.lt(horizon));
         }
-        rows.into_iter().map(to_event).collect()
+        let newest = query.into_tuple::<(i64, i64)>().one(&self.db).await.map_err(classify)?;
+        Ok(newest.map(|(txid, id)| Cursor { txid, id }))
     }
 
     /// Deletes the events written before `before` (milliseconds), and remembers the newest
@@ -214,8 +254,13 @@ impl Store {
             .await
             .map_err(classify)?;
         let Some((txid, id)) = newest else { return Ok(0) };
+        // By position: an old event that commits after the read above stays, rather than vanish
+        // above the recorded position.
         let deleted = event::Entity::delete_many()
-            .filter(event::Column::CreatedAt.lt(before))
+            .filter(
+                Expr::tuple([Expr::col(event::Column::Txid), Expr::col(event::Column::Id)])
+                    .lte(Expr::tuple([Expr::val(txid), Expr::val(id)])),
+            )
             .exec(&txn)
             .await
             .map_err(classify)?
@@ -234,26 +279,18 @@ impl Store {
         Ok(deleted)
     }
 
+    /// Refuses a cursor behind what retention purged: events after it may be gone.
+    async fn check_kept(&self, after: Option<Cursor>) -> Result<()> {
+        match after {
+            Some(after) if after < self.purged().await? => Err(StoreError::Conflict(Conflict::CursorExpired)),
+            _ => Ok(()),
+        }
+    }
+
     /// The newest position retention has purged; a reader's cursor must not be behind it.
     async fn purged(&self) -> Result<Cursor> {
         let row = event_purge::Entity::find_by_id(1).one(&self.db).await.map_err(classify)?;
         Ok(row.map_or_else(Cursor::default, |row| Cursor { txid: row.txid, id: row.event_id }))
-    }
-
-    /// The newest event a reader may read now, if any: what watchers compare their cursors with.
-    pub async fn newest_event(&self) -> Result<Option<Cursor>> {
-        let mut query = event::Entity::find()
-            .select_only()
-            .column(event::Column::Txid)
-            .column(event::Column::Id)
-            .order_by_desc(event::Column::Txid)
-            .order_by_desc(event::Column::Id)
-            .limit(1);
-        if let Some(horizon) = self.horizon().await? {
-            query = query.filter(event::Column::Txid.lt(horizon));
-        }
-        let newest = query.into_tuple::<(i64, i64)>().one(&self.db).await.map_err(classify)?;
-        Ok(newest.map(|(txid, id)| Cursor { txid, id }))
     }
 
     /// On PostgreSQL, the oldest transaction id still running: every event below it is final.

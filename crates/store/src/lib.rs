@@ -33,7 +33,7 @@ mod teams;
 mod users;
 mod workspaces;
 
-pub use events::{Cursor as EventCursor, Event, EventFilter};
+pub use events::{Cursor as EventCursor, Event, EventFilter, EventPage};
 pub use logins::Admission;
 pub use model::*;
 

@@ -31,6 +31,9 @@ use sea_orm::{
 };
 use std::collections::BTreeSet;
 
+/// Why a deactivated agent's conversation waits in its team's queue.
+const REQUEUED_REASON: &str = "queued: the assignee was deactivated";
+
 /// How many queued conversations one transaction hands out at most.
 const DRAIN_BATCH: usize = 500;
 
@@ -448,7 +451,7 @@ impl Rerouting {
             .map_err(classify)?;
         let result = conversation::Entity::update_many()
             .col_expr(conversation::Column::AssigneeId, Expr::val(Option::<String>::None))
-            .col_expr(conversation::Column::Reason, Expr::val("queued: the assignee was deactivated"))
+            .col_expr(conversation::Column::Reason, Expr::val(REQUEUED_REASON))
             .col_expr(conversation::Column::AssignedAt, Expr::val(Option::<i64>::None))
             .col_expr(conversation::Column::Sequence, Expr::val(Option::<i64>::None))
             .col_expr(conversation::Column::Version, Expr::col(conversation::Column::Version).add(1))
@@ -466,7 +469,8 @@ impl Rerouting {
             .await
             .map_err(classify)?;
         for row in &requeued {
-            let row = conversation::Model { assignee_id: None, ..row.clone() };
+            let reason = REQUEUED_REASON.to_owned();
+            let row = conversation::Model { assignee_id: None, reason, ..row.clone() };
             queued_event(txn, ctx, &row).await?;
         }
         for team in self.teams {

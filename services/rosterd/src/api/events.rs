@@ -16,6 +16,8 @@ pub(crate) struct EventApi(pub(crate) Arc<App>);
 /// Events per page of ListEvents (0 asks for the default) and per message of WatchEvents.
 const DEFAULT_PAGE: u64 = 100;
 const MAX_PAGE: u64 = 500;
+/// How often at most a watcher whose events do not pass by is told how far the feed has moved.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What a watcher's stream yields.
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEventsResponse, Status>> + Send>>;
@@ -84,15 +86,10 @@ impl EventService for EventApi {
             0 => DEFAULT_PAGE,
             n => convert::page_size(n)?.min(MAX_PAGE),
         };
-        let events = self.0.store.events(&filter, after, limit).await.map_err(error::store)?;
-        let next_cursor = match events.last() {
-            Some(last) => convert::cursor(last.cursor),
-            None => request.get_ref().after.clone(),
-        };
-        Ok(Response::new(pb::ListEventsResponse {
-            events: events.into_iter().map(convert::event).collect(),
-            next_cursor,
-        }))
+        let page = self.0.store.events(&filter, after, limit).await.map_err(error::store)?;
+        let next_cursor = page.through.map(convert::cursor).unwrap_or_default();
+        let events = page.events.into_iter().map(convert::event).collect();
+        Ok(Response::new(pb::ListEventsResponse { events, next_cursor }))
     }
 
     type WatchEventsStream = EventStream;
@@ -110,30 +107,36 @@ impl EventService for EventApi {
             let mut newest = app.feed.newest();
             let mut closing = app.feed.closing();
             let mut cursor = after;
+            let mut progress_sent = tokio::time::Instant::now();
             loop {
-                let events = match app.store.events(&filter, cursor, MAX_PAGE).await {
-                    Ok(events) => events,
+                // Before reading: an event that commits from here on wakes the wait below.
+                newest.mark_unchanged();
+                let page = match app.store.events(&filter, cursor, MAX_PAGE).await {
+                    Ok(page) => page,
                     Err(err) => {
                         let _ = tx.send(Err(error::store(err))).await;
                         return;
                     }
                 };
-                let full = events.len() as u64 == MAX_PAGE;
-                if let Some(last) = events.last() {
-                    cursor = Some(last.cursor);
-                    let events = events.into_iter().map(convert::event).collect();
-                    if tx.send(Ok(pb::WatchEventsResponse { events })).await.is_err() {
+                let full = page.events.len() as u64 == MAX_PAGE;
+                let moved = page.through > cursor;
+                cursor = page.through.or(cursor);
+                let progress = moved && progress_sent.elapsed() >= PROGRESS_EVERY;
+                if !page.events.is_empty() || progress {
+                    let events = page.events.into_iter().map(convert::event).collect();
+                    let message =
+                        pb::WatchEventsResponse { events, cursor: cursor.map(convert::cursor).unwrap_or_default() };
+                    if tx.send(Ok(message)).await.is_err() {
                         return;
                     }
+                    progress_sent = tokio::time::Instant::now();
                 }
-                if full {
-                    continue;
-                }
-                // Something newer than what was just read, anywhere: read again.
-                newest.mark_unchanged();
                 if *closing.borrow_and_update() {
                     let _ = tx.send(Err(error::shutting_down())).await;
                     return;
+                }
+                if full {
+                    continue;
                 }
                 tokio::select! {
                     changed = newest.changed() => if changed.is_err() { return },
