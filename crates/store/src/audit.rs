@@ -15,7 +15,6 @@ pub(crate) async fn record<C: ConnectionTrait>(
     target: &str,
     details: &[(&str, &str)],
 ) -> Result<()> {
-    let map: BTreeMap<&str, &str> = details.iter().copied().collect();
     let model = audit_event::ActiveModel {
         id: Default::default(),
         workspace_id: Set(workspace_id.to_owned()),
@@ -23,7 +22,7 @@ pub(crate) async fn record<C: ConnectionTrait>(
         action: Set(action.to_owned()),
         target: Set(target.to_owned()),
         request_id: Set(ctx.request_id.clone()),
-        details: Set(serde_json::to_string(&map).map_err(|e| StoreError::Corrupt(e.to_string()))?),
+        details: Set(encode(details)?),
         created_at: Set(ctx.now),
     };
     audit_event::Entity::insert(model).exec_without_returning(conn).await.map_err(classify)?;
@@ -31,6 +30,12 @@ pub(crate) async fn record<C: ConnectionTrait>(
         crate::events::record(conn, workspace_id, ctx, event_type, target, details).await?;
     }
     Ok(())
+}
+
+/// A record's details as stored: a JSON object, keys sorted.
+pub(crate) fn encode(details: &[(&str, &str)]) -> Result<String> {
+    let map: BTreeMap<&str, &str> = details.iter().copied().collect();
+    serde_json::to_string(&map).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 impl Store {

@@ -18,8 +18,8 @@ use crate::entity::{event, event_purge};
 use crate::{Conflict, Context, Result, Store, StoreError, classify, commit};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, FromQueryResult, QueryFilter,
-    QueryOrder, QuerySelect, Statement,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Statement,
 };
 use std::collections::BTreeMap;
 
@@ -144,8 +144,7 @@ pub(crate) async fn record<C: ConnectionTrait>(
     target: &str,
     details: &[(&str, &str)],
 ) -> Result<()> {
-    let details: BTreeMap<&str, &str> = details.iter().copied().collect();
-    let details = serde_json::to_string(&details).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let details = crate::audit::encode(details)?;
     let backend = conn.get_database_backend();
     let sql = match backend {
         DbBackend::Postgres => {
@@ -170,20 +169,14 @@ pub(crate) async fn record<C: ConnectionTrait>(
     Ok(())
 }
 
-#[derive(FromQueryResult)]
-struct Horizon {
-    horizon: i64,
-}
-
 impl Store {
     /// Up to `limit` events after `after` (from the oldest kept without one), in feed order: only
     /// events no transaction still running can precede.
     pub async fn events(&self, filter: &EventFilter, after: Option<Cursor>, limit: u64) -> Result<EventPage> {
         let start = after.unwrap_or_default();
-        let horizon = self.horizon().await?;
         // The newest event readable now, first: the page reads up to it, so when it is not full
         // every event up to it that the filter wants is in it, and the reader may go on from there.
-        let Some(head) = self.newest_below(horizon).await? else {
+        let Some(head) = self.newest_event().await? else {
             self.check_kept(after).await?;
             return Ok(EventPage { events: Vec::new(), through: after });
         };
@@ -217,12 +210,9 @@ impl Store {
     }
 
     /// The newest event a reader may read now, if any: what watchers compare their cursors with.
+    /// On PostgreSQL, only below the oldest transaction still running (the xmin of the query's
+    /// snapshot): every event there is final.
     pub async fn newest_event(&self) -> Result<Option<Cursor>> {
-        let horizon = self.horizon().await?;
-        self.newest_below(horizon).await
-    }
-
-    async fn newest_below(&self, horizon: Option<i64>) -> Result<Option<Cursor>> {
         let mut query = event::Entity::find()
             .select_only()
             .column(event::Column::Txid)
@@ -230,8 +220,8 @@ impl Store {
             .order_by_desc(event::Column::Txid)
             .order_by_desc(event::Column::Id)
             .limit(1);
-        if let Some(horizon) = horizon {
-            query = query.filter(event::Column::Txid.lt(horizon));
+        if self.db.get_database_backend() == DbBackend::Postgres {
+            query = query.filter(Expr::cust("txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint"));
         }
         let newest = query.into_tuple::<(i64, i64)>().one(&self.db).await.map_err(classify)?;
         Ok(newest.map(|(txid, id)| Cursor { txid, id }))
@@ -291,20 +281,6 @@ impl Store {
     async fn purged(&self) -> Result<Cursor> {
         let row = event_purge::Entity::find_by_id(1).one(&self.db).await.map_err(classify)?;
         Ok(row.map_or_else(Cursor::default, |row| Cursor { txid: row.txid, id: row.event_id }))
-    }
-
-    /// On PostgreSQL, the oldest transaction id still running: every event below it is final.
-    async fn horizon(&self) -> Result<Option<i64>> {
-        if self.db.get_database_backend() != DbBackend::Postgres {
-            return Ok(None);
-        }
-        let sql = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon";
-        let row = Horizon::find_by_statement(Statement::from_string(DbBackend::Postgres, sql))
-            .one(&self.db)
-            .await
-            .map_err(classify)?
-            .ok_or_else(|| StoreError::Corrupt("no snapshot horizon".into()))?;
-        Ok(Some(row.horizon))
     }
 }
 
