@@ -15,13 +15,12 @@
 use roster_proto::v1 as pb;
 use roster_tests::*;
 use sea_orm::{ConnectionTrait, Database};
-use std::sync::Arc;
 use std::time::Instant;
 use tonic::transport::Channel;
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{Load, closed_loop, median, setting};
+use common::{Load, assign_load, closed_loop, median, setting, team};
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// The clients on both sides, as the issue sets it; `BENCH_CLIENTS` changes it for exploring.
@@ -38,58 +37,6 @@ fn main() {
     println!("machine: {cores} cores");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(run());
-}
-
-/// Creates `k` agents in a new load-balanced team; their ids.
-async fn team(app: &TestApp, workspace_id: &str, name: &str, k: usize) -> (String, Vec<String>) {
-    let request = pb::CreateTeamRequest {
-        workspace_id: workspace_id.into(),
-        name: name.into(),
-        strategy: pb::Strategy::LoadBalanced as i32,
-    };
-    let team = app.teams().create_team(service(request)).await.expect("team").into_inner().team.expect("team");
-    let mut agents = Vec::new();
-    for i in 0..k {
-        let request = pb::CreateUserRequest {
-            workspace_id: workspace_id.into(),
-            email: format!("{}-{i}@bench.example", name.to_lowercase()),
-            full_name: format!("{name} {i}"),
-            password: PASSWORD.into(),
-            role: "agent".into(),
-            request_id: String::new(),
-        };
-        let user = app.users().create_user(service(request)).await.expect("agent").into_inner().user.expect("user");
-        let request = pb::AddTeamMemberRequest {
-            workspace_id: workspace_id.into(),
-            team_id: team.id.clone(),
-            user_id: user.id.clone(),
-            max_open_conversations: None,
-        };
-        app.teams().add_team_member(service(request)).await.expect("member");
-        agents.push(user.id);
-    }
-    (team.id, agents)
-}
-
-/// [`clients`] callers of AssignConversation for `seconds`, each conversation new, spread over `teams`.
-async fn assign_load(channels: &[Channel], workspace_id: &str, teams: &[String], round: &str, seconds: u64) -> Load {
-    let (workspace_id, teams, round) =
-        (Arc::new(workspace_id.to_owned()), Arc::new(teams.to_vec()), Arc::new(round.to_owned()));
-    closed_loop(channels, clients(), seconds, move |channel, n| {
-        let request = service(pb::AssignConversationRequest {
-            workspace_id: workspace_id.to_string(),
-            conversation_id: format!("{round}-{n}"),
-            team_id: teams[n % teams.len()].clone(),
-            assignee_id: String::new(),
-            transfer: false,
-        });
-        async move {
-            let mut client = pb::assignment_service_client::AssignmentServiceClient::new(channel);
-            let answer = client.assign_conversation(request).await.expect("assign").into_inner();
-            assert!(!answer.assignment.expect("assignment").assignee_id.is_empty(), "unlimited capacity: assigned");
-        }
-    })
-    .await
 }
 
 /// pgbench's default script with [`clients`] clients for `seconds` on `url`: transactions per second.
@@ -127,12 +74,12 @@ async fn run() {
     let init = std::process::Command::new("pgbench").args(["-i", "-q", "-s", "10", &pgbench_db.url]).output();
     let init = init.expect("run pgbench -i (apt-get install postgresql-contrib)");
     assert!(init.status.success(), "pgbench -i failed: {}", String::from_utf8_lossy(&init.stderr));
-    assign_load(&channels, &ws.id, &teams, "warm", 2).await;
+    assign_load(&channels, clients(), &ws.id, &teams, "warm", 2).await;
     let (mut pg, mut spread, mut one) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         pg.push(pgbench(&pgbench_db.url, seconds));
-        spread.push(assign_load(&channels, &ws.id, &teams, &format!("s{round}"), seconds).await.rate());
-        one.push(assign_load(&channels, &ws.id, &teams[..1], &format!("o{round}"), seconds).await.rate());
+        spread.push(assign_load(&channels, clients(), &ws.id, &teams, &format!("s{round}"), seconds).await.rate());
+        one.push(assign_load(&channels, clients(), &ws.id, &teams[..1], &format!("o{round}"), seconds).await.rate());
         let clients = clients();
         println!(
             "round {round}: pgbench {:.0} tps, AssignConversation over {clients} teams {:.0}/s, into one team {:.0}/s",

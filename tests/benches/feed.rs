@@ -2,11 +2,14 @@
 //! event reaches a watcher on the process that made the change, and one on another process.
 //!
 //! Two release `rosterd` processes share one database (PostgreSQL by default). Each has a watcher
-//! of the workspace's feed; one writer renames a user on the first process at a steady rate. Each
-//! event is timed from the start of the call that made it to its arrival at each watcher.
+//! of the workspace's feed; one writer renames a user on the first process at a steady rate, while
+//! `BENCH_LOAD_CLIENTS` clients assign conversations over as many teams through the first process
+//! (the assignment benchmark's load). Each rename's event is timed from the start of the call that
+//! made it to its arrival at each watcher.
 //!
 //! Run: `cargo bench -p roster-tests --bench feed`.
 //! Settings: `BENCH_CHANGES` (default 500), `BENCH_RATE` (changes per second, default 20),
+//! `BENCH_LOAD_CLIENTS` (default 16; 0 for a quiet server),
 //! `ROSTER_TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`).
 
 use roster_proto::v1 as pb;
@@ -16,9 +19,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[path = "common/mod.rs"]
-#[allow(dead_code, reason = "the feed bench uses only `setting` of the shared benchmark code")]
+#[allow(dead_code, reason = "the feed bench uses only part of the shared benchmark code")]
 mod common;
-use common::setting;
+use common::{assign_load, setting, team};
+use tonic::transport::Channel;
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -68,11 +72,27 @@ async fn run() {
     let backend = if app.db.is_postgres() { "PostgreSQL" } else { "SQLite" };
     let (near, far) = (app.spawn_peer_process().await, app.spawn_peer_process().await);
     let acme = app.workspace("acme").await;
+    let clients = setting("BENCH_LOAD_CLIENTS", 16) as usize;
+    let seats = pb::SetExtraSeatsRequest { workspace_id: acme.id.clone(), extra_seats: 1_000 };
+    app.billing().set_extra_seats(service(seats)).await.expect("seats");
+    let mut teams = Vec::new();
+    for i in 0..clients {
+        teams.push(team(&app, &acme.id, &format!("T{i:02}"), 4).await.0);
+    }
     let user = app.create_user(&acme.admin_token, "maria@acme.example", "agent").await.expect("user");
     let request = pb::ListEventsRequest { workspace_id: acme.id.clone(), page_size: 500, ..Default::default() };
     let start = app.events().list_events(service(request)).await.expect("events").into_inner().next_cursor;
     let (near_arrivals, far_arrivals) = (watch(&near, &acme.id, &start).await, watch(&far, &acme.id, &start).await);
-    println!("feed: {changes} changes at {rate}/s on {backend}, two release rosterd processes, default poll (200 ms)");
+    println!(
+        "feed: {changes} changes at {rate}/s on {backend}, two release rosterd processes, default poll (200 ms), \
+         {clients} clients assigning conversations meanwhile"
+    );
+    let load = (clients > 0).then(|| {
+        let channels: Vec<Channel> =
+            (0..4).map(|_| Channel::from_shared(near.uri.clone()).expect("uri").connect_lazy()).collect();
+        let (workspace, seconds) = (acme.id.clone(), changes as u64 / rate + 2);
+        tokio::spawn(async move { assign_load(&channels, clients, &workspace, &teams, "load", seconds).await })
+    });
 
     let mut started = Vec::with_capacity(changes);
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
@@ -87,6 +107,10 @@ async fn run() {
         let at = Instant::now();
         near.users().update_user(service(update)).await.expect("rename");
         started.push((name, at));
+    }
+    if let Some(load) = load {
+        let load = load.await.expect("assignment load");
+        println!("feed: meanwhile {:.0} assignments/s", load.rate());
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
 

@@ -227,6 +227,26 @@ impl Store {
         Ok(newest.map(|(txid, id)| Cursor { txid, id }))
     }
 
+    /// The workspaces whose own stream (people, roles, teams, memberships, plan; not
+    /// conversations) has an event after `after`: committed ones beyond [`Store::newest_event`]
+    /// too, so that a long transaction elsewhere, which holds readers back, does not hold back
+    /// what the caller does about them. Each workspace once, in no order.
+    pub async fn workspaces_changed_after(&self, after: Cursor) -> Result<Vec<String>> {
+        event::Entity::find()
+            .select_only()
+            .column(event::Column::WorkspaceId)
+            .distinct()
+            .filter(
+                Expr::tuple([Expr::col(event::Column::Txid), Expr::col(event::Column::Id)])
+                    .gt(Expr::tuple([Expr::val(after.txid), Expr::val(after.id)])),
+            )
+            .filter(event::Column::EventType.not_like("conversation.%"))
+            .into_tuple::<String>()
+            .all(&self.db)
+            .await
+            .map_err(classify)
+    }
+
     /// Deletes the events written before `before` (milliseconds), and remembers the newest
     /// position deleted so that a cursor behind it is refused rather than silently skipping.
     pub async fn purge_events(&self, before: i64) -> Result<u64> {

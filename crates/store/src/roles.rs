@@ -295,22 +295,4 @@ impl Store {
             .collect::<Result<_>>()?;
         Ok(AuthzChanges { version, roles, members })
     }
-
-    /// The authorization versions of these workspaces (missing ones are left out).
-    pub async fn authz_versions(&self, workspace_ids: &[String]) -> Result<Vec<(String, i64)>> {
-        let mut versions = Vec::with_capacity(workspace_ids.len());
-        for chunk in workspace_ids.chunks(500) {
-            let rows: Vec<(String, i64)> = workspace::Entity::find()
-                .select_only()
-                .column(workspace::Column::Id)
-                .column(workspace::Column::AuthzVersion)
-                .filter(workspace::Column::Id.is_in(chunk.iter().map(String::as_str)))
-                .into_tuple()
-                .all(&self.db)
-                .await
-                .map_err(classify)?;
-            versions.extend(rows);
-        }
-        Ok(versions)
-    }
 }

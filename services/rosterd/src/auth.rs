@@ -149,17 +149,7 @@ impl Authenticator {
             Credential::Bearer(secret) => secret,
         };
         if let Ok(token) = SessionToken::parse(&secret) {
-            let hash = token.hash();
-            return match self.store.session(&hash, now_millis()).await.map_err(error::store)? {
-                Some(session) => Ok(Caller {
-                    principal: Principal::User { user: session.user, token: hash, expires_at: session.expires_at },
-                    request_id,
-                }),
-                None => Err(unauthenticated(
-                    "SESSION_INVALID",
-                    "the session token is unknown, expired or revoked: log in again",
-                )),
-            };
+            return session_caller(&self.store, token.hash(), request_id).await;
         }
         match self.keys.find(&secret) {
             Some(name) => Ok(Caller { principal: Principal::Service(name.to_owned()), request_id }),
@@ -167,6 +157,20 @@ impl Authenticator {
                 "CREDENTIALS_INVALID",
                 "the bearer secret is neither a session token nor a service key",
             )),
+        }
+    }
+}
+
+/// The person a session token's hash stands for, as they are now: refused if the session is
+/// unknown, expired or revoked.
+pub(crate) async fn session_caller(store: &Store, token: TokenHash, request_id: String) -> Result<Caller, Status> {
+    match store.session(&token, now_millis()).await.map_err(error::store)? {
+        Some(session) => Ok(Caller {
+            principal: Principal::User { user: session.user, token, expires_at: session.expires_at },
+            request_id,
+        }),
+        None => {
+            Err(unauthenticated("SESSION_INVALID", "the session token is unknown, expired or revoked: log in again"))
         }
     }
 }

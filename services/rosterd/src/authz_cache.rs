@@ -6,9 +6,11 @@
 //!
 //! - On the process that made a change, the handler calls [`AuthzCache::refresh`] before it
 //!   answers, so every later check there sees the change.
-//! - Every other process polls the versions of the workspaces it holds every `refresh_interval`
-//!   (one small query for all of them) and brings up to date the workspaces whose version moved,
-//!   so a change is in force everywhere within the interval plus one read.
+//! - Every process follows the change feed every `refresh_interval`: every such transaction also
+//!   writes an event in its workspace's stream, so two small queries (the feed's head, and the
+//!   workspaces with events after the last one seen) tell which held workspaces to bring up to
+//!   date, and a change is in force everywhere within the interval plus one read. An idle process
+//!   costs the same whether it holds ten workspaces or a hundred thousand.
 //!
 //! Bringing a copy up to date reads only the members changed since its version and sets them in
 //! place: an invitation costs one member, not a read of the whole workspace. A change to a role
@@ -19,7 +21,7 @@
 use prometheus_client::metrics::counter::Counter;
 use roster_authz::RoleId;
 use roster_authz::{Directory, Member, MemberRef, Role};
-use roster_store::{AuthzChanges, Store, StoreError};
+use roster_store::{AuthzChanges, EventCursor, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -117,15 +119,23 @@ impl AuthzCache {
         if let Some(snapshot) = self.held(workspace_id) {
             return Ok(snapshot);
         }
-        self.load(workspace_id).await
+        self.read_and_hold(workspace_id).await
     }
 
     fn gate(&self, workspace_id: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.loading.lock().unwrap_or_else(|e| e.into_inner()).entry(workspace_id.to_owned()).or_default().clone()
     }
 
-    /// Reads the workspace from the database and holds it, unless a newer copy is held already.
+    /// Reads the workspace from the database and holds it, unless a newer copy is held already;
+    /// one load at a time per workspace (see [`AuthzCache::follow`]).
     async fn load(&self, workspace_id: &str) -> Result<Arc<Snapshot>, StoreError> {
+        let gate = self.gate(workspace_id);
+        let _loading = gate.lock().await;
+        self.read_and_hold(workspace_id).await
+    }
+
+    /// [`AuthzCache::load`], its gate held.
+    async fn read_and_hold(&self, workspace_id: &str) -> Result<Arc<Snapshot>, StoreError> {
         self.reads.inc();
         let data = self.store.authz_changes(workspace_id, None).await?;
         let directory = Directory::new(
@@ -204,54 +214,71 @@ impl AuthzCache {
         Ok(fresh.directory.role(role_id.as_str()).cloned().unwrap_or_else(|| Arc::new(Role::missing(role_id.as_str()))))
     }
 
-    /// Reloads every held workspace whose version moved; drops the ones that no longer exist. A
-    /// workspace that cannot be brought up to date is dropped (its next check loads it afresh)
-    /// and the others are still brought up to date: one bad workspace stalls nobody else.
-    async fn poll_once(&self) -> Result<(), StoreError> {
-        let held: Vec<(String, i64)> = {
-            let held = self.held.read().unwrap_or_else(|e| e.into_inner());
-            held.iter().map(|(id, snapshot)| (id.clone(), snapshot.version)).collect()
-        };
-        if held.is_empty() {
+    /// Brings up to date the held workspaces whose stream in the change feed has events after
+    /// `after`; `after` moves to the newest event every reader may read. Workspaces that no longer
+    /// exist are dropped, as is one that cannot be brought up to date (its next check loads it
+    /// afresh); the others are still brought up to date: one bad workspace stalls nobody else.
+    ///
+    /// What is read first is the feed's head, then the workspaces changed after the cursor, so a
+    /// change is never missed between the two reads; changes committed beyond the head (a long
+    /// transaction elsewhere holds the head back) are acted on now and read again next time.
+    async fn follow_once(&self, after: &mut Option<EventCursor>) -> Result<(), StoreError> {
+        let head = self.store.newest_event().await?;
+        let Some(from) = *after else {
+            // The first look. Copies read before it may miss changes before it: let them go.
+            self.held.write().unwrap_or_else(|e| e.into_inner()).clear();
+            *after = Some(head.unwrap_or_default());
             return Ok(());
+        };
+        for id in self.store.workspaces_changed_after(from).await? {
+            self.follow(&id).await;
         }
-        let ids: Vec<String> = held.iter().map(|(id, _)| id.clone()).collect();
-        let current: HashMap<String, i64> = self.store.authz_versions(&ids).await?.into_iter().collect();
-        for (id, version) in held {
-            match current.get(&id) {
-                Some(now) if *now != version => {
-                    if let Err(err) = self.catch_up(&id).await {
-                        tracing::warn!(workspace_id = %id, error = %err, "could not refresh a workspace; dropping its copy");
-                        self.held.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
-                    }
-                }
-                Some(_) => {}
-                None => {
-                    self.held.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
-                }
-            }
+        if let Some(head) = head {
+            *after = Some(head.max(from));
         }
         Ok(())
     }
 
-    /// Polls until `stop` turns true; see the module documentation.
+    /// Brings the workspace up to date if it is held, or after the load of it under way. Taking
+    /// its load gate first means a load that read before the change cannot put its copy in place
+    /// after this looked.
+    async fn follow(&self, id: &str) {
+        let gate = self.gate(id);
+        drop(gate.lock().await);
+        if self.held(id).is_none() {
+            return;
+        }
+        match self.catch_up(id).await {
+            Ok(_) => {}
+            Err(StoreError::NotFound(_)) => {
+                self.held.write().unwrap_or_else(|e| e.into_inner()).remove(id);
+            }
+            Err(err) => {
+                tracing::warn!(workspace_id = %id, error = %err, "could not refresh a workspace; dropping its copy");
+                self.held.write().unwrap_or_else(|e| e.into_inner()).remove(id);
+            }
+        }
+    }
+
+    /// Follows the change feed until `stop` turns true; see the module documentation.
     pub(crate) async fn run(self: Arc<Self>, interval: Duration, mut stop: watch::Receiver<bool>) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut after = None;
         let mut failing = false;
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
                 _ = ticker.tick() => {}
             }
-            match self.poll_once().await {
+            match self.follow_once(&mut after).await {
                 Ok(()) if failing => {
-                    tracing::info!("authorization cache polling works again");
+                    tracing::info!("the authorization cache follows the change feed again");
                     failing = false;
                 }
                 Ok(()) => {}
                 Err(err) if !failing => {
-                    tracing::warn!(error = %err, "cannot poll authorization versions; answering from the held copy");
+                    tracing::warn!(error = %err, "cannot read the change feed; answering from the held copy");
                     failing = true;
                 }
                 Err(_) => {}

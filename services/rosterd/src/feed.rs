@@ -3,8 +3,9 @@
 //!
 //! A change on this process wakes the poller at once ([`Feed::wake`]); changes made by other
 //! processes are found at the next poll (`ROSTER_EVENTS_POLL_MS`). However many watchers there
-//! are, an idle process asks the database once per poll. A slow watcher holds at most one page in
-//! its stream's buffer and reads on from the table when it catches up: it slows nobody else.
+//! are, an idle process asks the database once per poll, and not at all while nobody watches. A
+//! slow watcher holds at most one page in its stream's buffer and reads on from the table when it
+//! catches up: it slows nobody else.
 
 use roster_store::{EventCursor, Store};
 use std::sync::Arc;
@@ -53,6 +54,10 @@ impl Feed {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(self.poll) => {}
                 _ = stop.changed() => return,
+            }
+            if self.newest.receiver_count() == 0 {
+                // Nobody watches: nothing to ask. A new watcher reads the table before it waits.
+                continue;
             }
             match self.store.newest_event().await {
                 Ok(newest) => {

@@ -1,5 +1,7 @@
 //! What the gRPC benchmarks share: settings from the environment and a closed-loop load generator.
 
+use roster_proto::v1 as pb;
+use roster_tests::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
@@ -28,19 +30,47 @@ pub struct CpuClock {
 #[allow(dead_code, reason = "each benchmark compiles this module; only some measure CPU time")]
 impl CpuClock {
     pub fn of(pid: u32) -> Self {
-        let ticks = std::process::Command::new("getconf").arg("CLK_TCK").output().expect("getconf CLK_TCK");
-        let ticks_per_second = String::from_utf8_lossy(&ticks.stdout).trim().parse().expect("CLK_TCK");
-        Self { stat: format!("/proc/{pid}/stat"), ticks_per_second }
+        Self { stat: format!("/proc/{pid}/stat"), ticks_per_second: ticks_per_second() }
     }
 
     /// CPU seconds used so far.
     pub fn seconds(&self) -> f64 {
         let stat = std::fs::read_to_string(&self.stat).expect("read /proc/<pid>/stat");
-        // After "pid (comm) ", the fields start at the state (field 3); utime and stime are 14 and 15.
-        let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..].split(' ').collect();
-        let ticks: f64 = fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
-        ticks / self.ticks_per_second
+        stat_ticks(&stat).1 / self.ticks_per_second
     }
+}
+
+/// The CPU seconds used so far by each running process whose command name is `comm`, by pid: the
+/// cost of a server that forks a process per connection, as PostgreSQL does.
+#[allow(dead_code, reason = "each benchmark compiles this module; only some measure CPU time")]
+pub fn cpu_seconds_of_all(comm: &str) -> std::collections::HashMap<u32, f64> {
+    let ticks_per_second = ticks_per_second();
+    let mut seconds = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        // A process may exit between the listing and the read.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let (name, ticks) = stat_ticks(&stat);
+        if name == comm {
+            seconds.insert(pid, ticks / ticks_per_second);
+        }
+    }
+    seconds
+}
+
+fn ticks_per_second() -> f64 {
+    let ticks = std::process::Command::new("getconf").arg("CLK_TCK").output().expect("getconf CLK_TCK");
+    String::from_utf8_lossy(&ticks.stdout).trim().parse().expect("CLK_TCK")
+}
+
+/// A `/proc/<pid>/stat` line's command name and CPU ticks (user and system).
+fn stat_ticks(stat: &str) -> (&str, f64) {
+    // "pid (comm) state ...": the name may hold spaces and parentheses, so it ends at the last ')'.
+    let (open, close) = (stat.find('(').expect("comm"), stat.rfind(')').expect("comm"));
+    // After "pid (comm) ", the fields start at the state (field 3); utime and stime are 14 and 15.
+    let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+    let ticks = fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    (&stat[open + 1..close], ticks)
 }
 
 /// What a closed loop measured.
@@ -94,4 +124,63 @@ where
         latencies.extend(task.await.expect("load task"));
     }
     Load { calls: latencies.len() as u64, elapsed: started.elapsed(), latencies }
+}
+
+/// Creates `k` agents in a new load-balanced team; their ids.
+pub async fn team(app: &TestApp, workspace_id: &str, name: &str, k: usize) -> (String, Vec<String>) {
+    let request = pb::CreateTeamRequest {
+        workspace_id: workspace_id.into(),
+        name: name.into(),
+        strategy: pb::Strategy::LoadBalanced as i32,
+    };
+    let team = app.teams().create_team(service(request)).await.expect("team").into_inner().team.expect("team");
+    let mut agents = Vec::new();
+    for i in 0..k {
+        let request = pb::CreateUserRequest {
+            workspace_id: workspace_id.into(),
+            email: format!("{}-{i}@bench.example", name.to_lowercase()),
+            full_name: format!("{name} {i}"),
+            password: PASSWORD.into(),
+            role: "agent".into(),
+            request_id: String::new(),
+        };
+        let user = app.users().create_user(service(request)).await.expect("agent").into_inner().user.expect("user");
+        let request = pb::AddTeamMemberRequest {
+            workspace_id: workspace_id.into(),
+            team_id: team.id.clone(),
+            user_id: user.id.clone(),
+            max_open_conversations: None,
+        };
+        app.teams().add_team_member(service(request)).await.expect("member");
+        agents.push(user.id);
+    }
+    (team.id, agents)
+}
+
+/// `clients` callers of AssignConversation for `seconds`, each conversation new, spread over `teams`.
+pub async fn assign_load(
+    channels: &[Channel],
+    clients: usize,
+    workspace_id: &str,
+    teams: &[String],
+    round: &str,
+    seconds: u64,
+) -> Load {
+    let (workspace_id, teams, round) =
+        (Arc::new(workspace_id.to_owned()), Arc::new(teams.to_vec()), Arc::new(round.to_owned()));
+    closed_loop(channels, clients, seconds, move |channel, n| {
+        let request = service(pb::AssignConversationRequest {
+            workspace_id: workspace_id.to_string(),
+            conversation_id: format!("{round}-{n}"),
+            team_id: teams[n % teams.len()].clone(),
+            assignee_id: String::new(),
+            transfer: false,
+        });
+        async move {
+            let mut client = pb::assignment_service_client::AssignmentServiceClient::new(channel);
+            let answer = client.assign_conversation(request).await.expect("assign").into_inner();
+            assert!(!answer.assignment.expect("assignment").assignee_id.is_empty(), "unlimited capacity: assigned");
+        }
+    })
+    .await
 }

@@ -410,6 +410,40 @@ async fn a_revocation_on_one_process_is_in_force_on_another_within_a_second() {
     assert!(lag < Duration::from_secs(1), "deactivation took {lag:?}");
 }
 
+/// Caches learn of changes from the change feed, whose readers wait for the oldest writing
+/// transaction in the PostgreSQL cluster; a revocation must not wait with them. On SQLite an open
+/// write transaction stops every writer, so there is nothing to show there.
+#[tokio::test]
+async fn a_revocation_reaches_another_process_while_a_long_transaction_holds_the_feed_back() {
+    use sea_orm::{ConnectionTrait, Database, TransactionTrait};
+    let app = spawn_app().await;
+    if !app.db.is_postgres() {
+        return;
+    }
+    let peer = app.spawn_peer_process().await;
+    let acme = app.workspace("acme").await;
+    let role = create_role(&app, &acme.admin_token, "Contacts", &[("contacts.read", All), ("templates.read", All)])
+        .await
+        .expect("role");
+    let maria = app.create_user(&acme.admin_token, "maria@acme.example", &role.id).await.expect("maria");
+    let allowed = peer.authz().check_permission(service(check(&acme.id, &maria.id, "contacts.read", None))).await;
+    assert!(allowed.expect("peer").into_inner().decision.expect("decision").allowed);
+    let feed = |after: String| pb::ListEventsRequest { workspace_id: acme.id.clone(), after, ..Default::default() };
+    let now = app.events().list_events(service(feed(String::new()))).await.expect("feed").into_inner().next_cursor;
+
+    // Another client's transaction that has written (it has a transaction id) and stays open.
+    let other = Database::connect(app.db.url.as_str()).await.expect("connect");
+    let long = other.begin().await.expect("begin");
+    long.execute_unprepared("SELECT pg_current_xact_id()").await.expect("a transaction id");
+
+    set_grants(&app, &acme.admin_token, &role.id, &[("templates.read", All)]).await.expect("revoke");
+    let held_back = app.events().list_events(service(feed(now))).await.expect("feed").into_inner();
+    assert!(held_back.events.is_empty(), "the feed is not held back; the test proves nothing: {held_back:?}");
+    let lag = until_denied(&peer, &acme.id, &maria.id, "contacts.read").await;
+    assert!(lag < Duration::from_secs(1), "the revocation waited {lag:?} for the long transaction");
+    long.rollback().await.expect("rollback");
+}
+
 /// The version, the number of roles if they were read, and the members changed since `since`.
 async fn changes_since(
     app: &TestApp,

@@ -214,6 +214,40 @@ async fn a_watch_sends_what_followed_its_cursor_then_each_change_and_resumes_wit
     assert_eq!(later.email, "later@acme.example");
 }
 
+/// A watch is not a pass for ever: a person who logs out, or whose role no longer grants
+/// `audit.read`, is cut off with the reason a new call would get, before the next change reaches
+/// them (a watch re-checks at most once a second, so the test waits that long first).
+#[tokio::test]
+async fn a_watching_person_who_logs_out_or_loses_audit_read_is_cut_off() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let ops = app.create_user(&acme.admin_token, "ops@acme.example", "admin").await.expect("ops");
+    let ops_token = app.login("acme", "ops@acme.example", PASSWORD).await.expect("ops logs in");
+    let own = || pb::WatchEventsRequest::default();
+    let mut leaving = app.events().watch_events(bearer(&acme.admin_token, own())).await.expect("watch").into_inner();
+    let mut demoted = app.events().watch_events(bearer(&ops_token, own())).await.expect("watch").into_inner();
+    assert!(!next(&mut leaving).await.is_empty() && !next(&mut demoted).await.is_empty(), "the history first");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+
+    app.auth().logout(bearer(&acme.admin_token, pb::LogoutRequest {})).await.expect("logout");
+    let mut user = ops.clone();
+    user.role = "agent".into();
+    let request = pb::UpdateUserRequest {
+        user: Some(user),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["role".into()] }),
+        workspace_id: acme.id.clone(),
+    };
+    app.users().update_user(service(request)).await.expect("ops becomes an agent");
+
+    for (stream, code, reason) in [
+        (&mut leaving, Code::Unauthenticated, "SESSION_INVALID"),
+        (&mut demoted, Code::PermissionDenied, "PERMISSION_DENIED"),
+    ] {
+        let end = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.expect("an answer in time");
+        assert_status(&end.expect_err("cut off, not sent the change"), code, reason);
+    }
+}
+
 /// Two processes change two workspaces at once while a reader follows the whole feed (every
 /// workspace) through one of them: the reader gets every event exactly once, although a
 /// transaction that took its number earlier may commit later, and each user's last event is their

@@ -3,8 +3,9 @@
 //!
 //! Every transaction that changes what a permission check answers — a role's grants, a user's
 //! role or status, a new user or role — starts with [`bump_authz`]. That increments the
-//! workspace's `authz_version`, which other processes poll to know when to reload, and takes the
-//! workspace row's lock, so such changes are serialized per workspace and always lock the
+//! workspace's `authz_version`, against which caches read only what changed (they learn which
+//! workspaces to read from the change feed: such a change always writes an event in its workspace's
+//! stream), and takes the workspace row's lock, so such changes are serialized per workspace and always lock the
 //! workspace before any user or role row (one lock order, no deadlocks).
 
 use crate::entity::{role, user, workspace};

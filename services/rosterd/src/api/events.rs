@@ -1,6 +1,7 @@
 //! EventService: the change feed, read a page at a time or watched.
 
 use crate::app::{Addressed, App};
+use crate::auth::{Caller, Principal};
 use crate::convert;
 use crate::error::{self, invalid};
 use crate::policy::Need;
@@ -18,6 +19,19 @@ const DEFAULT_PAGE: u64 = 100;
 const MAX_PAGE: u64 = 500;
 /// How often at most a watcher whose events do not pass by is told how far the feed has moved.
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long a watch goes on sending on the strength of its last authorization: a person whose
+/// session is revoked, or who loses `audit.read`, receives at most this much more.
+const REAUTHORIZE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether a watcher may still read what it was allowed to when it started: a service key always
+/// (its configuration does not change while the server runs); a person while their session lives
+/// and their role, as it is now, grants `audit.read`.
+async fn still_allowed(app: &App, caller: &Caller) -> Result<(), Status> {
+    let Principal::User { token, .. } = &caller.principal else { return Ok(()) };
+    let now = crate::auth::session_caller(&app.store, token.clone(), caller.request_id.clone()).await?;
+    app.authorize(&now, Need::ReadAudit).await
+}
 
 /// What a watcher's stream yields.
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEventsResponse, Status>> + Send>>;
@@ -99,6 +113,7 @@ impl EventService for EventApi {
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let (filter, after) = self.read(&request).await?;
+        let caller = App::caller(&request)?;
         let app = self.0.clone();
         // One page waits in the buffer at most: a client that does not read holds the task here,
         // and it reads on from the table when the client catches up.
@@ -108,6 +123,7 @@ impl EventService for EventApi {
             let mut closing = app.feed.closing();
             let mut cursor = after;
             let mut progress_sent = tokio::time::Instant::now();
+            let mut allowed_at = tokio::time::Instant::now();
             loop {
                 // Before reading: an event that commits from here on wakes the wait below.
                 newest.mark_unchanged();
@@ -123,6 +139,13 @@ impl EventService for EventApi {
                 cursor = page.through.or(cursor);
                 let progress = moved && progress_sent.elapsed() >= PROGRESS_EVERY;
                 if !page.events.is_empty() || progress {
+                    if allowed_at.elapsed() >= REAUTHORIZE_EVERY {
+                        if let Err(refused) = still_allowed(&app, &caller).await {
+                            let _ = tx.send(Err(refused)).await;
+                            return;
+                        }
+                        allowed_at = tokio::time::Instant::now();
+                    }
                     let events = page.events.into_iter().map(convert::event).collect();
                     let message =
                         pb::WatchEventsResponse { events, cursor: cursor.map(convert::cursor).unwrap_or_default() };
