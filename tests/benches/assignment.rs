@@ -135,6 +135,7 @@ async fn run() {
                         team_id: team_id.clone(),
                         assignee_id: String::new(),
                         transfer: false,
+                        override_availability: false,
                     });
                     async move {
                         let mut client = pb::assignment_service_client::AssignmentServiceClient::new(channel);

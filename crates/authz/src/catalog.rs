@@ -107,6 +107,7 @@ catalog! {
     ConversationsRead = (Conversations, "read", "conversations.read"),
     ConversationsReply = (Conversations, "reply", "conversations.reply"),
     ConversationsAssign = (Conversations, "assign", "conversations.assign"),
+    ConversationsTake = (Conversations, "take", "conversations.take"),
     ContactsRead = (Contacts, "read", "contacts.read"),
     ContactsWrite = (Contacts, "write", "contacts.write"),
     ContactsDelete = (Contacts, "delete", "contacts.delete"),
@@ -145,6 +146,7 @@ impl Permission {
             ConversationsRead => "View conversations",
             ConversationsReply => "Reply to conversations",
             ConversationsAssign => "Assign conversations to agents and teams",
+            ConversationsTake => "Take queued conversations of one's own teams",
             ContactsRead => "View contacts",
             ContactsWrite => "Create and edit contacts",
             ContactsDelete => "Delete contacts",
@@ -165,9 +167,10 @@ impl Permission {
     }
 
     /// Whether grants of this permission carry a scope: conversations and contacts can be granted
-    /// for every resource or only for those assigned to the user.
+    /// for every resource or only for those assigned to the user. Taking is not: it is only ever
+    /// of a queued conversation (nobody's) of the taker's own teams.
     pub fn is_scoped(self) -> bool {
-        matches!(self.feature(), Feature::Conversations | Feature::Contacts)
+        matches!(self.feature(), Feature::Conversations | Feature::Contacts) && self != Permission::ConversationsTake
     }
 }
 
@@ -216,7 +219,7 @@ mod tests {
     }
 
     #[test]
-    fn the_catalog_has_the_nineteen_permissions_of_the_product() {
+    fn the_catalog_has_the_twenty_permissions_of_the_product() {
         let names: Vec<String> = Permission::ALL.iter().map(|p| p.to_string()).collect();
         assert_eq!(
             names,
@@ -224,6 +227,7 @@ mod tests {
                 "conversations.read",
                 "conversations.reply",
                 "conversations.assign",
+                "conversations.take",
                 "contacts.read",
                 "contacts.write",
                 "contacts.delete",

@@ -147,6 +147,7 @@ impl Role {
                 (ConversationsRead, Scope::All),
                 (ConversationsReply, Scope::All),
                 (ConversationsAssign, Scope::All),
+                (ConversationsTake, Scope::All),
                 (ContactsRead, Scope::All),
                 (ContactsWrite, Scope::All),
                 (TemplatesRead, Scope::All),
@@ -158,6 +159,7 @@ impl Role {
             BuiltinRole::Agent => Grants::only([
                 (ConversationsRead, Scope::Assigned),
                 (ConversationsReply, Scope::Assigned),
+                (ConversationsTake, Scope::All),
                 (ContactsRead, Scope::Assigned),
                 (TemplatesRead, Scope::All),
             ]),
@@ -185,11 +187,11 @@ mod tests {
     }
 
     #[test]
-    fn agents_see_only_what_is_assigned_to_them_and_use_templates() {
+    fn agents_see_only_what_is_assigned_to_them_take_queued_work_and_use_templates() {
         let agent = Role::builtin(BuiltinRole::Agent);
         assert_eq!(
             agent.grants.to_stored(),
-            "conversations.read:ASSIGNED conversations.reply:ASSIGNED contacts.read:ASSIGNED templates.read"
+            "conversations.read:ASSIGNED conversations.reply:ASSIGNED conversations.take contacts.read:ASSIGNED templates.read"
         );
         assert_eq!(agent.grants.scope_of(Permission::ConversationsAssign), None);
     }
@@ -218,16 +220,17 @@ mod tests {
 
     #[test]
     fn the_stored_built_in_grants_match_the_seeded_rows() {
-        // crates/store/src/migration.rs seeds these strings; they must parse to the same roles.
+        // crates/store/src/migration.rs seeds these strings (m0009 the current ones); they must parse
+        // to the same roles.
         let seeded = [
             (BuiltinRole::Admin, "*"),
             (
                 BuiltinRole::Supervisor,
-                "conversations.read:ALL conversations.reply:ALL conversations.assign:ALL contacts.read:ALL contacts.write:ALL templates.read analytics.read users.read users.manage teams.manage",
+                "conversations.read:ALL conversations.reply:ALL conversations.assign:ALL conversations.take contacts.read:ALL contacts.write:ALL templates.read analytics.read users.read users.manage teams.manage",
             ),
             (
                 BuiltinRole::Agent,
-                "conversations.read:ASSIGNED conversations.reply:ASSIGNED contacts.read:ASSIGNED templates.read",
+                "conversations.read:ASSIGNED conversations.reply:ASSIGNED conversations.take contacts.read:ASSIGNED templates.read",
             ),
         ];
         for (role, text) in seeded {

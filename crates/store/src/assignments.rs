@@ -4,7 +4,7 @@
 
 use crate::entity::conversation;
 use crate::events::{self, Stream};
-use crate::routing::{Members, Routing, queued_event, release};
+use crate::routing::{Limits, Members, Routing, queued_event, release};
 use crate::rows::conversation::{load, queue_changes, queued, reload, to_conversation, update};
 use crate::rows::team;
 use crate::{
@@ -151,7 +151,7 @@ impl Store {
         let mut routing = Routing::of(&txn, team, members).await?;
         let version_before = current.as_ref().map(|row| row.version);
         let row = current.clone().unwrap_or(fresh);
-        let routed = carry_out(&txn, ctx, &mut routing, row, &route).await?;
+        let routed = carry_out(&txn, ctx, &mut routing, row, &route, req.limits).await?;
         // Handing out a queue may leave a queued conversation exactly as it was.
         let changed = version_before != Some(routed.row.version);
         let conversation = to_conversation(routed.row)?;
@@ -229,13 +229,57 @@ impl Store {
                     Some(routing) => routing,
                     None => Routing::lock(&txn, workspace_id, route.team_id, members).await?,
                 };
-                let routed = carry_out(&txn, ctx, &mut routing, row.clone(), &route).await?;
+                let routed = carry_out(&txn, ctx, &mut routing, row.clone(), &route, Limits::Respect).await?;
                 (routed.row, routed.freed)
             }
         };
         let conversation = to_conversation(row)?;
         commit(txn).await?;
         Ok(Changed { value: conversation, effects: Effects { room: freed, ..Effects::default() } })
+    }
+
+    /// TakeConversation: the conversation `id` waiting in the team's queue (`None`: the one that
+    /// has waited longest) for its member `user_id`, under the team's lock, so that of several
+    /// takers exactly one gets it and the others find it gone. Eligibility is any assignment's.
+    pub async fn take_conversation(
+        &self,
+        ctx: &Context,
+        workspace_id: &str,
+        team_id: &str,
+        user_id: &str,
+        id: Option<&ConversationId>,
+    ) -> Result<Changed<Conversation>> {
+        self.retry(|| async {
+            let txn = self.write_in(&[Stream::Team(team_id)]).await?;
+            let mut routing = Routing::lock(&txn, workspace_id, team_id, Members::Read).await?;
+            if !routing.has_member(user_id) {
+                return Err(StoreError::Conflict(Conflict::NotEligible(crate::NotEligible::NotAMember)));
+            }
+            let row = match id {
+                Some(id) => {
+                    let row = load(&txn, workspace_id, id.as_str())
+                        .await?
+                        .ok_or(StoreError::NotFound(Entity::Conversation))?;
+                    let waiting = row.team_id == team_id
+                        && row.assignee_id.is_none()
+                        && row.status == ConversationStatus::Open.as_str();
+                    if !waiting {
+                        return Err(StoreError::Conflict(Conflict::NotQueued));
+                    }
+                    row
+                }
+                None => routing.oldest_queued(&txn).await?.ok_or(StoreError::Conflict(Conflict::QueueEmpty))?,
+            };
+            routing.assign_to(&txn, ctx, &row, user_id, "taken from the queue", Limits::Respect).await?;
+            let row = reload(&txn, workspace_id, &row.id).await?;
+            let details = [("assignee", user_id), ("team", team_id)];
+            audit::record(&txn, workspace_id, ctx, "conversation.taken", &format!("conversation:{}", row.id), &details)
+                .await?;
+            let conversation = to_conversation(row)?;
+            commit(txn).await?;
+            Ok(Changed::new(conversation))
+        })
+        .await
     }
 
     /// One conversation's assignment.
@@ -328,6 +372,7 @@ async fn carry_out(
     routing: &mut Routing,
     row: conversation::Model,
     route: &Route<'_>,
+    limits: Limits,
 ) -> Result<Routed> {
     let now = ctx.now;
     let from_team = row.team_id.clone();
@@ -365,9 +410,10 @@ async fn carry_out(
     } else {
         row
     };
+    let mut overridden = None;
     match route.then {
         Then::User(user_id) => {
-            routing.assign_to(txn, ctx, &row, user_id).await?;
+            overridden = routing.assign_to(txn, ctx, &row, user_id, "assigned by hand", limits).await?;
             row = reload(txn, &row.workspace_id, &row.id).await?;
         }
         Then::Strategy { exclude } => row = routing.route(txn, ctx, &row, exclude).await?.0,
@@ -387,7 +433,8 @@ async fn carry_out(
     if let Then::User(user_id) = route.then
         && !matches!(route.kind, Kind::Transferred | Kind::Unassigned)
     {
-        let details = [("assignee", user_id), ("team", route.team_id)];
+        let mut details = vec![("assignee", user_id), ("team", route.team_id)];
+        details.extend(overridden.map(|what| ("override", what)));
         audit::record(txn, &workspace_id, ctx, "conversation.assigned", &target, &details).await?;
     }
     if row.assignee_id.is_none() && row.status == ConversationStatus::Open.as_str() && !was_queued {

@@ -124,6 +124,7 @@ pub(crate) fn types_of(action: &str, details: &[(&str, &str)]) -> Vec<&'static s
         "team.deleted" => vec!["team.deleted"],
         "team.member_added" => vec!["membership.added"],
         "team.member_removed" => vec!["membership.removed"],
+        "team.member_updated" => vec!["membership.changed"],
         "billing.plan_changed" => vec!["plan.changed"],
         "billing.extra_seats_changed" => vec!["seats.changed"],
         "workspace.created" => vec!["workspace.created"],

@@ -36,6 +36,7 @@ mod workspaces;
 pub use events::{Cursor as EventCursor, Event, EventFilter, EventPage};
 pub use logins::Admission;
 pub use model::*;
+pub use routing::Limits;
 
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, RuntimeErr,
@@ -128,6 +129,10 @@ pub enum Conflict {
     OtherTeam,
     #[error("the conversation is resolved")]
     Resolved,
+    #[error("the conversation is not waiting in the team's queue: it was taken, assigned or resolved")]
+    NotQueued,
+    #[error("the team's queue is empty")]
+    QueueEmpty,
     #[error("the conversation changed hands since the caller's permission was checked; retry the call")]
     Changed,
     /// One more active user does not fit in the workspace's seats.

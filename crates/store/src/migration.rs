@@ -21,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(LoginThrottling),
             Box::new(ReactivationKeys),
             Box::new(ChangeFeed),
+            Box::new(TakingQueuedWork),
         ]
     }
 }
@@ -825,5 +826,99 @@ impl MigrationTrait for ChangeFeed {
             .values_panic([1.into(), 0.into(), 0.into()])
             .to_owned();
         manager.exec_stmt(none).await
+    }
+}
+
+/// The catalog's `conversations.take`, held by the built-in Supervisor and Agent roles: their
+/// seeded rows get it. So do the custom roles that manage people or route work (`users.manage`,
+/// `conversations.assign`): without it they could no longer create or manage Agents, who now hold
+/// it (the no-escalation rule). Other custom roles get it when an admin grants it.
+struct TakingQueuedWork;
+
+impl MigrationName for TakingQueuedWork {
+    fn name(&self) -> &str {
+        "m0009_taking_queued_work"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for TakingQueuedWork {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for (id, grants) in [
+            (
+                "supervisor",
+                "conversations.read:ALL conversations.reply:ALL conversations.assign:ALL conversations.take contacts.read:ALL contacts.write:ALL templates.read analytics.read users.read users.manage teams.manage",
+            ),
+            (
+                "agent",
+                "conversations.read:ASSIGNED conversations.reply:ASSIGNED conversations.take contacts.read:ASSIGNED templates.read",
+            ),
+        ] {
+            let update = Query::update()
+                .table(Roles::Table)
+                .value(Roles::Grants, grants)
+                .and_where(Expr::col(Roles::Id).eq(id))
+                .and_where(Expr::col(Roles::Builtin).eq(true))
+                .to_owned();
+            manager.exec_stmt(update).await?;
+        }
+        let managers = Query::update()
+            .table(Roles::Table)
+            .value(Roles::Grants, Expr::cust("grants || ' conversations.take'"))
+            .and_where(Expr::col(Roles::Builtin).eq(false))
+            .and_where(
+                Expr::col(Roles::Grants)
+                    .like("%users.manage%")
+                    .or(Expr::col(Roles::Grants).like("%conversations.assign%")),
+            )
+            .and_where(Expr::col(Roles::Grants).not_like("%conversations.take%"))
+            .to_owned();
+        manager.exec_stmt(managers).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roster_authz::{Grants, Permission};
+    use sea_orm::{ConnectionTrait, Database, Statement};
+
+    async fn grants_of(db: &sea_orm::DatabaseConnection, id: &str) -> Grants {
+        let sql = format!("SELECT grants FROM roles WHERE id = '{id}'");
+        let row = db.query_one_raw(Statement::from_string(db.get_database_backend(), sql)).await.expect("read");
+        Grants::parse(&row.expect("the role").try_get::<String>("", "grants").expect("grants")).expect("parses")
+    }
+
+    /// Custom roles that manage people or route work keep managing Agents, who now hold
+    /// `conversations.take`; other custom roles are left as their admins made them.
+    #[tokio::test]
+    async fn taking_queued_work_is_granted_to_the_built_in_roles_and_to_managing_custom_roles() {
+        let db = Database::connect("sqlite::memory:").await.expect("sqlite");
+        Migrator::up(&db, Some(8)).await.expect("up to the change feed");
+        db.execute_unprepared(
+            "INSERT INTO workspaces (id, slug, name, plan, extra_seats, created_at, authz_version, \
+             max_open_conversations, roles_version) VALUES ('w', 'w', 'W', 'GROWTH', 0, 0, 0, 0, 0)",
+        )
+        .await
+        .expect("a workspace");
+        for (id, grants) in [
+            ("lead", "conversations.read:ASSIGNED users.read users.manage"),
+            ("router", "conversations.assign:ALL"),
+            ("sales", "contacts.read:ALL templates.read"),
+        ] {
+            db.execute_unprepared(&format!(
+                "INSERT INTO roles (id, workspace_id, name, builtin, grants, version, created_at, description, name_key) \
+                 VALUES ('{id}', 'w', '{id}', false, '{grants}', 1, 0, '', '{id}')"
+            ))
+            .await
+            .expect("a custom role");
+        }
+        Migrator::up(&db, None).await.expect("the rest");
+        let takes = |grants: &Grants| grants.scope_of(Permission::ConversationsTake).is_some();
+        for id in ["agent", "supervisor", "lead", "router"] {
+            assert!(takes(&grants_of(&db, id).await), "{id}");
+        }
+        assert!(!takes(&grants_of(&db, "sales").await));
+        assert!(grants_of(&db, "lead").await.scope_of(Permission::UsersManage).is_some(), "nothing else changed");
     }
 }

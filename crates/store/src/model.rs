@@ -278,6 +278,8 @@ pub struct AssignRequest<'a> {
     pub to: Target<'a>,
     /// Move an already assigned conversation.
     pub transfer: bool,
+    /// To a person by hand: whether their availability and capacity bind.
+    pub limits: crate::Limits,
     /// Whose conversation the caller's permission was decided on: if that changed meanwhile, the
     /// call is refused rather than acting on someone else's.
     pub seen: Seen<'a>,

@@ -37,21 +37,34 @@ const REQUEUED_REASON: &str = "queued: the assignee was deactivated";
 /// How many queued conversations one transaction hands out at most.
 const DRAIN_BATCH: usize = 500;
 
-/// One more open conversation for `user_id`, if they are active, ONLINE and under `capacity`, and
-/// (`Some(open)`) still have the `open` conversations the pick compared.
+/// Whether an assignment to a person respects their availability and capacity, or (a manager's
+/// deliberate choice, by hand) overrides them; being an active member of the team always counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limits {
+    Respect,
+    Override,
+}
+
+/// One more open conversation for `user_id`, if they are active and, unless `limits` says to
+/// override, ONLINE and under `capacity`, and (`Some(open)`) still have the `open` conversations
+/// the pick compared.
 pub(crate) async fn take(
     txn: &DatabaseTransaction,
     user_id: &str,
     capacity: Capacity,
     now: i64,
     expect_open: Option<u32>,
+    limits: Limits,
 ) -> Result<bool> {
     let mut update = user::Entity::update_many()
         .col_expr(user::Column::OpenConversations, Expr::col(user::Column::OpenConversations).add(1))
         .col_expr(user::Column::LastAssignedAt, Expr::val(now))
         .filter(user::Column::Id.eq(user_id))
-        .filter(user::Column::Status.eq(UserStatus::Active.as_str()))
-        .filter(user::Column::Availability.eq(Availability::Online.as_str()));
+        .filter(user::Column::Status.eq(UserStatus::Active.as_str()));
+    if limits == Limits::Override {
+        return Ok(update.exec(txn).await.map_err(classify)?.rows_affected == 1);
+    }
+    update = update.filter(user::Column::Availability.eq(Availability::Online.as_str()));
     if capacity.max_open() > 0 {
         update = update.filter(user::Column::OpenConversations.lt(i64::from(capacity.max_open())));
     }
@@ -159,7 +172,7 @@ impl Routing {
             let user_id = candidates[index].user_id.to_owned();
             let Some(member) = self.members.iter_mut().find(|m| m.user_id == user_id) else { break };
             let expect_open = (self.strategy == Strategy::LoadBalanced).then_some(member.open);
-            if !take(txn, &user_id, member.capacity, now, expect_open).await? {
+            if !take(txn, &user_id, member.capacity, now, expect_open, Limits::Respect).await? {
                 // Another team or process got there first, or they just went away: look again.
                 refresh(txn, member).await?;
                 continue;
@@ -279,19 +292,28 @@ impl Routing {
         Ok(found.is_some())
     }
 
+    /// The conversation that has waited longest in the team's queue.
+    pub(crate) async fn oldest_queued(&self, txn: &DatabaseTransaction) -> Result<Option<conversation::Model>> {
+        conversation::Entity::find()
+            .filter(conversation::Column::WorkspaceId.eq(self.team.workspace_id.as_str()))
+            .filter(conversation::Column::TeamId.eq(self.team.id.as_str()))
+            .filter(queued())
+            .order_by_asc(conversation::Column::QueuedAt)
+            .order_by_asc(conversation::Column::Id)
+            .one(txn)
+            .await
+            .map_err(classify)
+    }
+
+    /// Whether `user_id` is a member of the team.
+    pub(crate) fn has_member(&self, user_id: &str) -> bool {
+        self.members.iter().any(|m| m.user_id == user_id)
+    }
+
     /// Hands out the team's queue, oldest first, until it is empty or nobody can take the next one.
     pub(crate) async fn drain(&mut self, txn: &DatabaseTransaction, ctx: &Context) -> Result<Option<Queued>> {
         for _ in 0..DRAIN_BATCH {
-            let oldest = conversation::Entity::find()
-                .filter(conversation::Column::WorkspaceId.eq(self.team.workspace_id.as_str()))
-                .filter(conversation::Column::TeamId.eq(self.team.id.as_str()))
-                .filter(queued())
-                .order_by_asc(conversation::Column::QueuedAt)
-                .order_by_asc(conversation::Column::Id)
-                .one(txn)
-                .await
-                .map_err(classify)?;
-            let Some(oldest) = oldest else { return Ok(None) };
+            let Some(oldest) = self.oldest_queued(txn).await? else { return Ok(None) };
             if let (_, Some(queued)) = self.route(txn, ctx, &oldest, None).await? {
                 return Ok(Some(queued));
             }
@@ -299,21 +321,34 @@ impl Routing {
         Ok(None)
     }
 
-    /// Assigns the queued conversation `row` to the member `user_id` by hand.
+    /// Assigns the queued conversation `row` to the member `user_id`, not by the strategy: by hand,
+    /// or taken by the member, as `reason` says. Overriding `limits`, the reason says what was
+    /// overridden (their availability or capacity as read), which it returns.
     pub(crate) async fn assign_to(
         &mut self,
         txn: &DatabaseTransaction,
         ctx: &Context,
         row: &conversation::Model,
         user_id: &str,
-    ) -> Result<()> {
+        reason: &str,
+        limits: Limits,
+    ) -> Result<Option<&'static str>> {
         let now = ctx.now;
         let member = self
             .members
             .iter_mut()
             .find(|m| m.user_id == user_id)
             .ok_or(StoreError::Conflict(Conflict::NotEligible(NotEligible::NotAMember)))?;
-        if !take(txn, user_id, member.capacity, now, None).await? {
+        let overridden = match (limits, member.candidate().eligibility()) {
+            (Limits::Override, Err(roster_assignment::Ineligible::Away)) => Some("away"),
+            (Limits::Override, Err(roster_assignment::Ineligible::AtCapacity)) => Some("at capacity"),
+            _ => None,
+        };
+        let reason = match overridden {
+            Some(what) => format!("{reason}, overriding: {what}"),
+            None => reason.to_owned(),
+        };
+        if !take(txn, user_id, member.capacity, now, None, limits).await? {
             refresh(txn, member).await?;
             return Err(match member.candidate().eligibility() {
                 Err(why) => StoreError::Conflict(Conflict::NotEligible(NotEligible::Is(why))),
@@ -321,9 +356,10 @@ impl Routing {
             });
         }
         member.open += 1;
-        let row = update(txn, row, now, assign_changes(user_id, now, "assigned by hand", self.sequence())).await?;
+        let row = update(txn, row, now, assign_changes(user_id, now, &reason, self.sequence())).await?;
         self.served(txn, None).await?;
-        assigned(txn, ctx, &row).await
+        assigned(txn, ctx, &row).await?;
+        Ok(overridden)
     }
 }
 

@@ -228,22 +228,38 @@ impl Store {
             .exec(&txn)
             .await
             .map_err(classify)?;
-        let capacity_text = max_open.map_or("workspace default".to_owned(), |c| c.max_open().to_string());
-        audit::record(
-            &txn,
-            workspace_id,
-            ctx,
-            "team.member_added",
-            &format!("team:{team_id}"),
-            &[("user", user_id), ("max_open_conversations", &capacity_text)],
-        )
-        .await?;
-        let member = load_members(&txn, team_id, Read::Page { after: Some(row.position - 1), limit: 1 })
-            .await?
-            .pop()
-            .ok_or_else(|| StoreError::Corrupt(format!("team member {user_id} not read back")))?;
-        commit(txn).await?;
-        Ok(Changed { value: member, effects: ROOM })
+        settle_member(txn, ctx, workspace_id, &row, max_open, "team.member_added").await
+    }
+
+    /// Sets a member's own capacity in the team (`None`: the workspace default), keeping their
+    /// place in its order. The person acting in `ctx` must be allowed to manage the user.
+    pub async fn update_team_member(
+        &self,
+        ctx: &Context,
+        workspace_id: &str,
+        team_id: &str,
+        user_id: &str,
+        max_open: Option<Capacity>,
+    ) -> Result<Changed<TeamMember>> {
+        let txn = self.write_in(&[Stream::Workspace(workspace_id), Stream::Team(team_id)]).await?;
+        user::load_manageable(&txn, workspace_id, user_id, ctx).await?;
+        lock(&txn, workspace_id, team_id).await?;
+        let row = team_member::Entity::find()
+            .filter(team_member::Column::TeamId.eq(team_id))
+            .filter(team_member::Column::UserId.eq(user_id))
+            .one(&txn)
+            .await
+            .map_err(classify)?
+            .ok_or(StoreError::NotFound(Entity::TeamMember))?;
+        let stored = max_open.map(|c| i32::try_from(c.max_open()).unwrap_or(i32::MAX));
+        team_member::Entity::update_many()
+            .col_expr(team_member::Column::MaxOpen, Expr::val(stored))
+            .filter(team_member::Column::TeamId.eq(team_id))
+            .filter(team_member::Column::UserId.eq(user_id))
+            .exec(&txn)
+            .await
+            .map_err(classify)?;
+        settle_member(txn, ctx, workspace_id, &row, max_open, "team.member_updated").await
     }
 
     /// Removes a user from a team; their open conversations stay theirs. The person acting in
@@ -287,4 +303,38 @@ impl Store {
         let next = if more { items.last().map(|m| m.position.to_string()) } else { None };
         Ok(Page { items, next })
     }
+
+    /// Whether `user_id` is a member of the team (`NotFound` for a team not in the workspace).
+    pub async fn is_team_member(&self, workspace_id: &str, team_id: &str, user_id: &str) -> Result<bool> {
+        load(&self.db, workspace_id, team_id).await?;
+        let found = team_member::Entity::find()
+            .filter(team_member::Column::TeamId.eq(team_id))
+            .filter(team_member::Column::UserId.eq(user_id))
+            .one(&self.db)
+            .await
+            .map_err(classify)?;
+        Ok(found.is_some())
+    }
+}
+
+/// The end of adding a member or changing their capacity: the audit record (`action`), the member
+/// as now stored, the commit. Their capacity may let them take the team's queue.
+async fn settle_member(
+    txn: sea_orm::DatabaseTransaction,
+    ctx: &Context,
+    workspace_id: &str,
+    row: &team_member::Model,
+    max_open: Option<Capacity>,
+    action: &str,
+) -> Result<Changed<TeamMember>> {
+    let (team_id, user_id) = (row.team_id.as_str(), row.user_id.as_str());
+    let capacity = max_open.map_or("workspace default".to_owned(), |c| c.max_open().to_string());
+    let details = [("user", user_id), ("max_open_conversations", capacity.as_str())];
+    audit::record(&txn, workspace_id, ctx, action, &format!("team:{team_id}"), &details).await?;
+    let member = load_members(&txn, team_id, Read::Page { after: Some(row.position - 1), limit: 1 })
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::Corrupt(format!("team member {user_id} not read back")))?;
+    commit(txn).await?;
+    Ok(Changed { value: member, effects: ROOM })
 }

@@ -55,10 +55,10 @@ impl App {
 
     /// The preamble of every call that addresses a workspace: the caller, the workspace it may
     /// reach (a person only their own), and `need` allowed ([`crate::policy`]). A call only a
-    /// service key may make says so before it looks at the workspace.
+    /// service key (or only a person) may make says so before it looks at the workspace.
     pub(crate) async fn call<T: Addressed>(&self, request: &Request<T>, need: Need<'_>) -> Result<Call, Status> {
         let caller = Self::caller(request)?;
-        if need == Need::ServiceKey {
+        if matches!(need, Need::ServiceKey | Need::Take) {
             self.authorize(&caller, need).await?;
         }
         let workspace_id = caller.workspace(request.get_ref().workspace_id())?;
@@ -160,12 +160,14 @@ addressed!(
     DeleteTeamRequest,
     AddTeamMemberRequest,
     RemoveTeamMemberRequest,
+    UpdateTeamMemberRequest,
     ListTeamMembersRequest,
     AssignConversationRequest,
     UnassignConversationRequest,
     ResolveConversationRequest,
     GetConversationAssignmentRequest,
     ListConversationAssignmentsRequest,
+    TakeConversationRequest,
     GetSubscriptionRequest,
     ChangePlanRequest,
     SetExtraSeatsRequest,

@@ -231,7 +231,9 @@ impl AuthzCache {
             return Ok(());
         };
         for id in self.store.workspaces_changed_after(from).await? {
-            self.follow(&id).await;
+            // The database went away meanwhile: keep answering from the copies held and look at
+            // the same changes again next time.
+            self.follow(&id).await?;
         }
         if let Some(head) = head {
             *after = Some(head.max(from));
@@ -241,15 +243,17 @@ impl AuthzCache {
 
     /// Brings the workspace up to date if it is held, or after the load of it under way. Taking
     /// its load gate first means a load that read before the change cannot put its copy in place
-    /// after this looked.
-    async fn follow(&self, id: &str) {
+    /// after this looked. An unreachable database is handed back, the copy kept; a workspace that
+    /// is gone or cannot be read is dropped.
+    async fn follow(&self, id: &str) -> Result<(), StoreError> {
         let gate = self.gate(id);
         drop(gate.lock().await);
         if self.held(id).is_none() {
-            return;
+            return Ok(());
         }
         match self.catch_up(id).await {
             Ok(_) => {}
+            Err(err @ StoreError::Unavailable(_)) => return Err(err),
             Err(StoreError::NotFound(_)) => {
                 self.held.write().unwrap_or_else(|e| e.into_inner()).remove(id);
             }
@@ -258,6 +262,7 @@ impl AuthzCache {
                 self.held.write().unwrap_or_else(|e| e.into_inner()).remove(id);
             }
         }
+        Ok(())
     }
 
     /// Follows the change feed until `stop` turns true; see the module documentation.

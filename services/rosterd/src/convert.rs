@@ -109,7 +109,7 @@ pub(crate) fn audit_event(event: AuditEvent) -> pb::AuditEvent {
 }
 
 /// The change feed's event types, as the API and the store name them.
-const EVENT_TYPES: [(pb::EventType, &str); 23] = [
+const EVENT_TYPES: [(pb::EventType, &str); 24] = [
     (pb::EventType::ConversationAssigned, "conversation.assigned"),
     (pb::EventType::ConversationQueued, "conversation.queued"),
     (pb::EventType::ConversationTransferred, "conversation.transferred"),
@@ -129,6 +129,7 @@ const EVENT_TYPES: [(pb::EventType, &str); 23] = [
     (pb::EventType::TeamDeleted, "team.deleted"),
     (pb::EventType::MembershipAdded, "membership.added"),
     (pb::EventType::MembershipRemoved, "membership.removed"),
+    (pb::EventType::MembershipChanged, "membership.changed"),
     (pb::EventType::PlanChanged, "plan.changed"),
     (pb::EventType::SeatsChanged, "seats.changed"),
     (pb::EventType::WorkspaceCreated, "workspace.created"),
@@ -187,6 +188,7 @@ pub(crate) fn event(event: Event) -> pb::Event {
                     detail("previous_assignee")
                 },
                 previous_team_id: detail("from_team"),
+                reason: detail("reason"),
             })
         }
         "user" => Payload::User(pb::UserChange {
@@ -212,7 +214,7 @@ pub(crate) fn event(event: Event) -> pb::Event {
         "membership" => Payload::Membership(pb::MembershipChange {
             team_id: id,
             user_id: detail("user"),
-            max_open_conversations: number("max_open_conversations"),
+            max_open_conversations: event.details.get("max_open_conversations").and_then(|v| v.parse::<i32>().ok()),
         }),
         "plan" => Payload::Subscription(pb::SubscriptionChange {
             plan: plan_of("to"),

@@ -246,6 +246,8 @@ pub(crate) fn store_with_role_field(err: StoreError, role_field: &str) -> Status
             Conflict::Resolved => {
                 precondition("CONVERSATION_RESOLVED", "roster.v1.ConversationAssignment", &conflict, &[])
             }
+            Conflict::NotQueued => precondition("NOT_QUEUED", "roster.v1.ConversationAssignment", &conflict, &[]),
+            Conflict::QueueEmpty => precondition("QUEUE_EMPTY", "roster.v1.Team", &conflict, &[]),
             Conflict::CursorExpired => precondition("CURSOR_EXPIRED", "roster.v1.Event", &conflict, &[]),
             Conflict::SeatLimit { workspace_id, refused } => {
                 let mut details = ErrorDetails::new();

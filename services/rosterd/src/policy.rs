@@ -21,11 +21,12 @@
 //! | ListAuditEvents | `audit.read` |
 //! | GetTeam, ListTeams, ListTeamMembers | membership |
 //! | CreateTeam, UpdateTeam, DeleteTeam | `teams.manage` |
-//! | AddTeamMember, RemoveTeamMember | `teams.manage`; the member's role grants nothing the caller lacks |
+//! | AddTeamMember, UpdateTeamMember, RemoveTeamMember | `teams.manage`; the member's role grants nothing the caller lacks |
 //! | AssignConversation (by strategy or by hand), UnassignConversation | `conversations.assign` on the conversation |
 //! | ResolveConversation | `conversations.reply` on the conversation |
 //! | GetConversationAssignment | `conversations.read` on the conversation |
-//! | ListConversationAssignments | `conversations.read`; with scope ASSIGNED only the caller's own (`assignee_id` = self) |
+//! | ListConversationAssignments | `conversations.read`; with scope ASSIGNED only the caller's own (`assignee_id` = self); or a team's queue for a member holding `conversations.take` |
+//! | TakeConversation | a person holding `conversations.take`, a member of the team (decided by the store) |
 //!
 //! "On the conversation" means the resource of the check is the conversation with its current
 //! assignee (nobody for a new or queued one), so a grant with scope ASSIGNED covers the caller's
@@ -77,6 +78,8 @@ pub(crate) enum Need<'a> {
     WriteSettings,
     /// Change the workspace's plan (`billing.manage`).
     ManageBilling,
+    /// Take queued conversations for oneself (`conversations.take`): people only.
+    Take,
     /// Use `permission` on a conversation assigned to this user (`None`: nobody), so that a grant
     /// with scope ASSIGNED covers the caller's own conversations only.
     On(Permission, Option<&'a str>),
@@ -86,6 +89,12 @@ impl App {
     /// Allows or denies `caller` what `need` names.
     pub(crate) async fn authorize(&self, caller: &Caller, need: Need<'_>) -> Result<(), Status> {
         let user = match &caller.principal {
+            Principal::Service(_) if need == Need::Take => {
+                return Err(permission_denied(
+                    "PERSON_REQUIRED",
+                    "only a person takes a conversation, for themselves; services assign with AssignConversation",
+                ));
+            }
             Principal::Service(_) => return Ok(()),
             Principal::User { user, .. } => user,
         };
@@ -104,6 +113,7 @@ impl App {
             Need::ManageTeams => (&[Permission::TeamsManage], None),
             Need::WriteSettings => (&[Permission::SettingsWrite], None),
             Need::ManageBilling => (&[Permission::BillingManage], None),
+            Need::Take => (&[Permission::ConversationsTake], None),
             Need::On(permission, assignee) => (&[permission][..], Some(Resource { assignee })),
         };
         let role = self.authz.role(&user.workspace_id, &user.role).await.map_err(error::store)?;

@@ -175,6 +175,7 @@ pub async fn assign_load(
             team_id: teams[n % teams.len()].clone(),
             assignee_id: String::new(),
             transfer: false,
+            override_availability: false,
         });
         async move {
             let mut client = pb::assignment_service_client::AssignmentServiceClient::new(channel);

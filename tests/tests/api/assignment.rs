@@ -14,18 +14,18 @@ fn assign_request(ws: &str, conversation: &str, team: &str) -> pb::AssignConvers
 }
 
 /// AssignConversation as the inbox's router does it: by strategy, with the service key.
-async fn route(app: &TestApp, ws: &str, conversation: &str, team: &str) -> pb::ConversationAssignment {
+pub(crate) async fn route(app: &TestApp, ws: &str, conversation: &str, team: &str) -> pb::ConversationAssignment {
     let response = app.assignments().assign_conversation(service(assign_request(ws, conversation, team))).await;
     response.expect("assign").into_inner().assignment.expect("assignment")
 }
 
-async fn set_availability(app: &TestApp, ws: &str, user: &str, availability: pb::Availability) {
+pub(crate) async fn set_availability(app: &TestApp, ws: &str, user: &str, availability: pb::Availability) {
     let request =
         pb::SetAvailabilityRequest { workspace_id: ws.into(), user_id: user.into(), availability: availability as i32 };
     app.users().set_availability(service(request)).await.expect("availability");
 }
 
-async fn get(app: &TestApp, ws: &str, conversation: &str) -> pb::ConversationAssignment {
+pub(crate) async fn get(app: &TestApp, ws: &str, conversation: &str) -> pb::ConversationAssignment {
     let request =
         pb::GetConversationAssignmentRequest { workspace_id: ws.into(), conversation_id: conversation.into() };
     app.assignments()
@@ -238,6 +238,7 @@ async fn deactivating_an_agent_hands_their_conversations_to_the_others() {
         team_id: manual.id.clone(),
         assignee_id: agents[0].id.clone(),
         transfer: false,
+        override_availability: false,
     };
     app.assignments().assign_conversation(service(request)).await.expect("by hand");
 
@@ -309,6 +310,7 @@ async fn bad_assignment_input_is_refused_field_by_field() {
         team_id: "x".into(),
         assignee_id: "y".into(),
         transfer: false,
+        override_availability: false,
     };
     let status = app.assignments().assign_conversation(service(request)).await.expect_err("invalid");
     assert_invalid(&status, "INVALID_FIELD", &["conversation_id", "team_id", "assignee_id"]);
@@ -414,6 +416,7 @@ async fn load_balanced_never_picks_a_busier_member_across_two_processes() {
                 team_id: backlog.id.clone(),
                 assignee_id: agent.id.clone(),
                 transfer: false,
+                override_availability: false,
             };
             app.assignments().assign_conversation(service(request)).await.expect("by hand");
         }
@@ -537,6 +540,7 @@ async fn transfers_and_unassigns_hand_work_on_and_free_capacity() {
         team_id: team.into(),
         assignee_id: to.into(),
         transfer,
+        override_availability: false,
     };
     // A new conversation with transfer set is simply routed.
     let a = app.assignments().assign_conversation(service(request("f1", &team.id, "", true))).await;
@@ -597,4 +601,62 @@ async fn the_sweep_hands_out_queues_nobody_triggered() {
     })
     .await;
     assert_eq!(assigned.expect("handed out by the sweep").assignee_id, agents[0].id);
+}
+
+/// A manager may deliberately give a conversation to a member who is AWAY or at capacity, saying
+/// so in the request; the answer and the audit record say what was overridden. Nobody else can,
+/// and being a member still counts.
+#[tokio::test]
+async fn a_manager_may_override_away_or_at_capacity_and_the_answer_and_audit_say_so() {
+    let app = spawn_app().await;
+    let acme = app.workspace("acme").await;
+    let (team, agents) = team_of_agents(&app, &acme, "VIP", pb::Strategy::Manual, 1, Some(1)).await;
+    let supervisor = app.create_user(&acme.admin_token, "sup@acme.example", "supervisor").await.expect("sup");
+    let boss = app.login("acme", &supervisor.email, PASSWORD).await.expect("login");
+    let agent = app.login("acme", &agents[0].email, PASSWORD).await.expect("login");
+    let by_hand = |conversation: &str, to: &str, override_availability: bool| pb::AssignConversationRequest {
+        conversation_id: conversation.into(),
+        team_id: team.id.clone(),
+        assignee_id: to.into(),
+        override_availability,
+        ..Default::default()
+    };
+    let assign = |token: String, request: pb::AssignConversationRequest| {
+        let mut client = app.assignments();
+        async move { Ok::<_, Status>(client.assign_conversation(bearer(&token, request)).await?.into_inner()) }
+    };
+
+    set_availability(&app, &acme.id, &agents[0].id, pb::Availability::Away).await;
+    let refused = assign(boss.clone(), by_hand("v1", &agents[0].id, false)).await.expect_err("away");
+    assert_status(&refused, Code::FailedPrecondition, "ASSIGNEE_NOT_ELIGIBLE");
+    let no_one = assign(boss.clone(), by_hand("v1", "", true)).await.expect_err("override whom?");
+    assert_invalid(&no_one, "INVALID_FIELD", &["override_availability"]);
+    let not_a_manager = assign(agent.clone(), by_hand("v1", &agents[0].id, true)).await.expect_err("an agent");
+    assert_status(&not_a_manager, Code::PermissionDenied, "PERMISSION_DENIED");
+    let outsider = assign(boss.clone(), by_hand("v1", &supervisor.id, true)).await.expect_err("not a member");
+    assert_status(&outsider, Code::FailedPrecondition, "ASSIGNEE_NOT_ELIGIBLE");
+
+    let away = assign(boss.clone(), by_hand("v1", &agents[0].id, true)).await.expect("overriding away");
+    let away = away.assignment.expect("a");
+    assert_eq!(
+        (away.assignee_id.as_str(), away.reason.as_str()),
+        (agents[0].id.as_str(), "assigned by hand, overriding: away")
+    );
+    set_availability(&app, &acme.id, &agents[0].id, pb::Availability::Online).await;
+    let full = assign(boss.clone(), by_hand("v2", &agents[0].id, true)).await.expect("overriding capacity");
+    assert_eq!(full.assignment.expect("a").reason, "assigned by hand, overriding: at capacity");
+    let fine = assign(boss.clone(), by_hand("v3", &agents[0].id, false)).await.expect_err("no override asked");
+    assert_status(&fine, Code::FailedPrecondition, "ASSIGNEE_NOT_ELIGIBLE");
+
+    let request = pb::ListAuditEventsRequest { workspace_id: acme.id.clone(), page_size: 10, ..Default::default() };
+    let audit = app.audit().list_audit_events(service(request)).await.expect("audit").into_inner().events;
+    let overrides: Vec<(String, String)> = audit
+        .iter()
+        .filter(|e| e.action == "conversation.assigned")
+        .map(|e| (e.target.clone(), e.details.get("override").cloned().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        overrides,
+        [("conversation:v2".to_owned(), "at capacity".to_owned()), ("conversation:v1".to_owned(), "away".to_owned())]
+    );
 }

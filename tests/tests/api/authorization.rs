@@ -96,6 +96,7 @@ async fn effective_permissions_list_the_role_grants_with_scopes() {
         [
             ("conversations.read".into(), Assigned),
             ("conversations.reply".into(), Assigned),
+            ("conversations.take".into(), All),
             ("contacts.read".into(), Assigned),
             ("templates.read".into(), All)
         ]
@@ -107,7 +108,7 @@ async fn effective_permissions_list_the_role_grants_with_scopes() {
         .expect("admin")
         .into_inner();
     assert!(admin.all_permissions);
-    assert_eq!(admin.grants.len(), 19);
+    assert_eq!(admin.grants.len(), 20);
 
     // ... but not about anyone else.
     let other = pb::ListEffectivePermissionsRequest { workspace_id: String::new(), user_id: acme.admin.id.clone() };

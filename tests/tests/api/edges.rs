@@ -263,12 +263,13 @@ fn set(message: &mut DynamicMessage, path: &[prost_reflect::FieldDescriptor], va
 const IGNORED: [(&str, &str); 2] = [("UpdateUser", "user.email"), ("UpdateWorkspace", "workspace.slug")];
 
 /// Fields only one value passes (a password, the slug and email of an account) or that name a
-/// record the edges cannot (their conversations are resolved by then).
-const UNREACHABLE: [&str; 5] = [
+/// record the edges cannot (their conversations are resolved, or were never queued, by then).
+const UNREACHABLE: [&str; 6] = [
     "ChangePassword.current_password",
     "Login.email",
     "Login.password",
     "Login.workspace_slug",
+    "TakeConversation.conversation_id",
     "UnassignConversation.conversation_id",
 ];
 

@@ -76,6 +76,7 @@ fn matrix() -> Vec<(&'static str, [Expect; 14])> {
 const TEAM_LEAD: &[(&str, pb::Scope)] = &[
     ("conversations.read", Assigned),
     ("conversations.reply", Assigned),
+    ("conversations.take", All),
     ("contacts.read", Assigned),
     ("templates.read", All),
     ("users.read", All),

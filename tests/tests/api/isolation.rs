@@ -200,6 +200,16 @@ fn requests(ws: &str, other: &Tenant) -> Vec<(&'static str, Vec<u8>)> {
             .encode_to_vec(),
         ),
         (
+            "/roster.v1.TeamService/UpdateTeamMember",
+            pb::UpdateTeamMemberRequest {
+                workspace_id: w(),
+                team_id: other.team_id.clone(),
+                user_id: user(),
+                max_open_conversations: Some(9),
+            }
+            .encode_to_vec(),
+        ),
+        (
             "/roster.v1.TeamService/RemoveTeamMember",
             pb::RemoveTeamMemberRequest { workspace_id: w(), team_id: other.team_id.clone(), user_id: user() }
                 .encode_to_vec(),
@@ -240,6 +250,15 @@ fn requests(ws: &str, other: &Tenant) -> Vec<(&'static str, Vec<u8>)> {
                 workspace_id: w(),
                 team_id: other.team_id.clone(),
                 ..Default::default()
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "/roster.v1.AssignmentService/TakeConversation",
+            pb::TakeConversationRequest {
+                workspace_id: w(),
+                team_id: other.team_id.clone(),
+                conversation_id: other.conversation.clone(),
             }
             .encode_to_vec(),
         ),

@@ -16,6 +16,7 @@ mod mail;
 mod metrics;
 mod roles;
 mod server;
+mod taking;
 mod teams;
 mod throttle;
 mod users;

@@ -84,7 +84,7 @@ async fn the_catalog_is_grouped_by_feature_as_the_admin_screen_toggles_it() {
         [("contacts.read", "read", true), ("contacts.write", "write", true), ("contacts.delete", "delete", true)]
     );
     assert!(!catalog.groups[3].permissions[0].scoped, "templates are not scoped");
-    assert_eq!(catalog.groups.iter().map(|g| g.permissions.len()).sum::<usize>(), 19);
+    assert_eq!(catalog.groups.iter().map(|g| g.permissions.len()).sum::<usize>(), 20);
 }
 
 #[tokio::test]
@@ -176,7 +176,7 @@ async fn built_in_roles_cannot_be_changed_or_deleted() {
         .role
         .expect("role");
     assert!(agent.builtin);
-    assert_eq!(agent.grants.len(), 4);
+    assert_eq!(agent.grants.len(), 5);
     assert_eq!(app.audit_actions(&acme.id).await.len(), before);
 }
 

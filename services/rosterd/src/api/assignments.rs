@@ -6,7 +6,7 @@ use crate::policy::Need;
 use roster_assignment::{ConversationId, Seen, Target};
 use roster_authz::Permission;
 use roster_proto::v1::{self as pb, assignment_service_server::AssignmentService};
-use roster_store::{AssignRequest, ConversationFilter, ConversationStatus, Entity, StoreError};
+use roster_store::{AssignRequest, ConversationFilter, ConversationStatus, Entity, Limits, StoreError};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -116,6 +116,34 @@ impl AssignmentApi {
 
 #[tonic::async_trait]
 impl AssignmentService for AssignmentApi {
+    async fn take_conversation(
+        &self,
+        request: Request<pb::TakeConversationRequest>,
+    ) -> Result<Response<pb::TakeConversationResponse>, Status> {
+        let app = &self.0;
+        let call = app.call(&request, Need::Take).await?;
+        let req = request.get_ref();
+        let mut v = Violations::new();
+        super::record_id(&mut v, "team_id", &req.team_id);
+        let id = match req.conversation_id.as_str() {
+            "" => None,
+            id => conversation_id(&mut v, id),
+        };
+        v.finish()?;
+        let user = call
+            .caller
+            .user()
+            .ok_or_else(|| error::internal(&std::io::Error::other("Need::Take let a service key through")))?;
+        let changed = app
+            .store
+            .take_conversation(&call.ctx, &call.workspace_id, &req.team_id, &user.id, id.as_ref())
+            .await
+            .map_err(error::store)?;
+        let conversation = app.settle(&call, changed).await;
+        app.metrics.assignment(AssignOutcome::Assigned);
+        Ok(Response::new(pb::TakeConversationResponse { assignment: Some(convert::conversation(&conversation)) }))
+    }
+
     async fn assign_conversation(
         &self,
         request: Request<pb::AssignConversationRequest>,
@@ -127,11 +155,16 @@ impl AssignmentService for AssignmentApi {
         let id = conversation_id(&mut v, &req.conversation_id);
         let team_id = optional_id(&mut v, "team_id", &req.team_id);
         let assignee = optional_id(&mut v, "assignee_id", &req.assignee_id);
+        if req.override_availability && req.assignee_id.is_empty() {
+            v.add("override_availability", "only an assignment to a named assignee_id can override");
+        }
         v.finish()?;
         let id = checked(id)?;
         let decided = self.authorize_on(&call, &id, Permission::ConversationsAssign).await?;
         let to = assignee.map_or(Target::Strategy, Target::User);
-        let assign = AssignRequest { conversation: &id, team_id, to, transfer: req.transfer, seen: decided.seen() };
+        let limits = if req.override_availability { Limits::Override } else { Limits::Respect };
+        let assign =
+            AssignRequest { conversation: &id, team_id, to, transfer: req.transfer, limits, seen: decided.seen() };
         let changed =
             app.store.assign_conversation(&call.ctx, &call.workspace_id, &assign).await.map_err(|err| match err {
                 StoreError::NotFound(Entity::User) => invalid("assignee_id", "no user with this id in the workspace"),
@@ -210,8 +243,15 @@ impl AssignmentService for AssignmentApi {
             v.add("queued", "queued conversations have no assignee: drop assignee_id or queued");
         }
         v.finish()?;
-        // With scope ASSIGNED, a person may list only their own conversations.
-        app.authorize(&call.caller, Need::On(Permission::ConversationsRead, assignee)).await?;
+        // With scope ASSIGNED, a person may list only their own conversations; a member who may
+        // take from a team's queue may list that queue.
+        if let Err(denied) = app.authorize(&call.caller, Need::On(Permission::ConversationsRead, assignee)).await {
+            let (Some(team), Some(user), true) = (team, call.caller.user(), req.queued) else { return Err(denied) };
+            app.authorize(&call.caller, Need::Take).await.map_err(|_| denied.clone())?;
+            if !app.store.is_team_member(&call.workspace_id, team, &user.id).await.map_err(error::store)? {
+                return Err(denied);
+            }
+        }
         app.ensure_workspace(&call).await?;
         let limit = convert::page_size(req.page_size)?;
         let after = convert::decode_page_token(PAGE_KIND, &req.page_token)?;

@@ -140,6 +140,26 @@ impl TeamService for TeamApi {
         Ok(Response::new(pb::AddTeamMemberResponse { member: Some(convert::team_member(&member)) }))
     }
 
+    async fn update_team_member(
+        &self,
+        request: Request<pb::UpdateTeamMemberRequest>,
+    ) -> Result<Response<pb::UpdateTeamMemberResponse>, Status> {
+        let app = &self.0;
+        let call = app.call(&request, Need::ManageTeams).await?;
+        let req = request.get_ref();
+        let mut v = Violations::new();
+        membership(&mut v, &req.team_id, &req.user_id);
+        let max_open = super::capacity(&mut v, "max_open_conversations", req.max_open_conversations);
+        v.finish()?;
+        let changed = app
+            .store
+            .update_team_member(&call.ctx, &call.workspace_id, &req.team_id, &req.user_id, max_open)
+            .await
+            .map_err(error::store)?;
+        let member = app.settle(&call, changed).await;
+        Ok(Response::new(pb::UpdateTeamMemberResponse { member: Some(convert::team_member(&member)) }))
+    }
+
     async fn remove_team_member(
         &self,
         request: Request<pb::RemoveTeamMemberRequest>,
