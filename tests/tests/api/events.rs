@@ -256,22 +256,27 @@ async fn a_watching_person_who_logs_out_or_loses_audit_read_is_cut_off() {
 async fn two_processes_writing_at_once_lose_no_event_and_keep_each_workspaces_commit_order() {
     let app = spawn_app().await;
     let peer = app.spawn_peer_process().await;
-    let mut users = Vec::new();
+    let (mut users, mut teams) = (Vec::new(), Vec::new());
     for slug in ["acme", "globex"] {
         let ws = app.workspace(slug).await;
+        let team = crate::teams::create_team(&app, &ws.admin_token, "Support", pb::Strategy::RoundRobin).await;
+        let team = team.expect("team");
         for i in 0..3 {
             let user = app.create_user(&ws.admin_token, &format!("u{i}@{slug}.example"), "agent").await.expect("user");
+            crate::teams::add_member(&app, &ws.admin_token, &team.id, &user.id, None).await.expect("member");
             users.push((ws.id.clone(), user));
         }
+        teams.push((ws.id.clone(), team.id));
     }
     let start = all_events(&app.events(), "", "", 0).await.last().expect("events").cursor.clone();
 
     let writers = 8;
+    let assigners = 4;
     let rounds = 15;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Events become readable once every older transaction in the PostgreSQL cluster has ended
     // (other tests' included): the reader goes on until it has them all, or gives up after 20 s.
-    let expected = writers * rounds;
+    let expected = (writers + assigners) * rounds;
     let reader = {
         let (channel, stop, start) = (peer.events(), stop.clone(), start.clone());
         tokio::spawn(async move {
@@ -320,6 +325,30 @@ async fn two_processes_writing_at_once_lose_no_event_and_keep_each_workspaces_co
             }
         }));
     }
+    // Assignments beside the renames: each a new conversation, handed to an agent by round robin
+    // (one event each), in the teams' streams rather than the workspaces'.
+    for a in 0..assigners {
+        let client = if a % 2 == 0 { app.assignments() } else { peer.assignments() };
+        let teams = teams.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..rounds {
+                let (workspace, team) = &teams[(a + round) % teams.len()];
+                let assign = pb::AssignConversationRequest {
+                    workspace_id: workspace.clone(),
+                    conversation_id: format!("a{a}-r{round}"),
+                    team_id: team.clone(),
+                    ..Default::default()
+                };
+                loop {
+                    match client.clone().assign_conversation(service(assign.clone())).await {
+                        Ok(_) => break,
+                        Err(status) if status.code() == Code::Aborted || status.code() == Code::Unavailable => {}
+                        Err(status) => panic!("assign: {status:?}"),
+                    }
+                }
+            }
+        }));
+    }
     for task in tasks {
         task.await.expect("writer");
     }
@@ -332,16 +361,39 @@ async fn two_processes_writing_at_once_lose_no_event_and_keep_each_workspaces_co
     assert_eq!(cursors.iter().collect::<HashSet<_>>().len(), cursors.len(), "no event twice");
     assert_eq!(followed.len(), afterwards.len(), "the follower missed events");
     assert_eq!(followed, afterwards, "the follower got every event, in the order a later reader sees");
-    // Commit order within a workspace: each user's last event names their final name.
-    let mut last: BTreeMap<String, String> = BTreeMap::new();
+    // A consumer that resumes from any cursor it was given gets exactly what followed it.
+    for i in (0..afterwards.len()).step_by(17) {
+        let resumed = all_events(&peer.events(), "", &afterwards[i].cursor, 5).await;
+        assert_eq!(resumed, afterwards[i + 1..], "resumed after event {i}");
+    }
+    // Commit order: each user's last event names their final name; each conversation's, its
+    // assignee.
+    let (mut names, mut assignees) = (BTreeMap::new(), BTreeMap::new());
     for event in &afterwards {
-        let Some(Payload::User(change)) = &event.payload else { panic!("{event:?}") };
-        last.insert(change.user_id.clone(), change.full_name.clone());
+        match &event.payload {
+            Some(Payload::User(change)) => {
+                names.insert(change.user_id.clone(), change.full_name.clone());
+            }
+            Some(Payload::Conversation(change)) => {
+                let place = (event.workspace_id.clone(), change.assignee_id.clone());
+                assignees.insert(change.conversation_id.clone(), place);
+            }
+            _ => panic!("{event:?}"),
+        }
     }
     for (workspace, user) in &users {
         let request = pb::GetUserRequest { workspace_id: workspace.clone(), user_id: user.id.clone() };
         let now = app.users().get_user(service(request)).await.expect("user").into_inner().user.expect("user");
-        assert_eq!(last.get(&user.id), Some(&now.full_name), "{}'s last event is their last change", user.id);
+        assert_eq!(names.get(&user.id), Some(&now.full_name), "{}'s last event is their last change", user.id);
+    }
+    assert_eq!(assignees.len(), assigners * rounds);
+    for (conversation, (workspace, assignee)) in &assignees {
+        let request = pb::GetConversationAssignmentRequest {
+            workspace_id: workspace.clone(),
+            conversation_id: conversation.clone(),
+        };
+        let now = app.assignments().get_conversation_assignment(service(request)).await.expect("conversation");
+        assert_eq!(&now.into_inner().assignment.expect("a").assignee_id, assignee, "{conversation}");
     }
 }
 
