@@ -641,3 +641,23 @@ where
 pub fn error_reason(status: &Status) -> Option<String> {
     status.get_error_details().error_info().map(|info| info.reason.clone())
 }
+
+/// The events of `types` in `workspace_id`, as the service key lists them, once there are at
+/// least `count`: on PostgreSQL the feed shows a change only once no older transaction is still
+/// running (other tests' among them).
+pub async fn events_of(app: &TestApp, workspace_id: &str, types: &[pb::EventType], count: usize) -> Vec<pb::Event> {
+    let request = pb::ListEventsRequest {
+        workspace_id: workspace_id.into(),
+        types: types.iter().map(|t| *t as i32).collect(),
+        ..Default::default()
+    };
+    eventually(Duration::from_secs(10), || {
+        let (mut client, request) = (app.events(), service(request.clone()));
+        async move {
+            let events = client.list_events(request).await.expect("events").into_inner().events;
+            (events.len() >= count).then_some(events)
+        }
+    })
+    .await
+    .unwrap_or_else(|| panic!("{count} events of {types:?} in the feed within 10 s"))
+}

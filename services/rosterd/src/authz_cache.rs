@@ -246,7 +246,10 @@ impl AuthzCache {
     /// after this looked. An unreachable database is handed back, the copy kept; a workspace that
     /// is gone or cannot be read is dropped.
     async fn follow(&self, id: &str) -> Result<(), StoreError> {
-        let gate = self.gate(id);
+        // Without a gate this process never loaded the workspace: nothing to do, and no gate is
+        // made for every workspace that changes anywhere.
+        let gate = self.loading.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned();
+        let Some(gate) = gate else { return Ok(()) };
         drop(gate.lock().await);
         if self.held(id).is_none() {
             return Ok(());

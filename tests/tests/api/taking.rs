@@ -76,22 +76,7 @@ async fn an_agent_sees_their_teams_queue_and_takes_the_oldest_or_the_one_they_na
     let audit = app.audit().list_audit_events(service(request)).await.expect("audit").into_inner().events;
     assert_eq!(audit[0].action, "conversation.taken");
     assert_eq!(audit[0].actor, format!("user:{}", agents[0].id));
-    let request = pb::ListEventsRequest {
-        workspace_id: acme.id.clone(),
-        types: vec![pb::EventType::ConversationAssigned as i32],
-        ..Default::default()
-    };
-    // On PostgreSQL the feed shows a change once no older transaction is still running (other
-    // tests' among them): wait for both takes.
-    let events = eventually(std::time::Duration::from_secs(10), || {
-        let (mut client, request) = (app.events(), service(request.clone()));
-        async move {
-            let events = client.list_events(request).await.expect("events").into_inner().events;
-            (events.len() >= 2).then_some(events)
-        }
-    })
-    .await
-    .expect("both takes in the feed");
+    let events = events_of(&app, &acme.id, &[pb::EventType::ConversationAssigned], 2).await;
     let taken: Vec<(String, String)> = events
         .iter()
         .map(|e| match &e.payload {

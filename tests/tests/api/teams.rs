@@ -240,22 +240,7 @@ async fn a_members_capacity_changes_in_place_and_the_queue_goes_to_them_if_they_
     // Round robin goes on after the last one served by turn (agent 2 took c3), not after agent 1.
     assert_eq!(route(&app, &acme.id, "c5", &team.id).await.assignee_id, agents[0].id);
 
-    let request = pb::ListEventsRequest {
-        workspace_id: acme.id.clone(),
-        types: vec![pb::EventType::MembershipChanged as i32],
-        ..Default::default()
-    };
-    // On PostgreSQL the feed shows a change once no older transaction is still running (other
-    // tests' among them): wait for both.
-    let events = eventually(std::time::Duration::from_secs(10), || {
-        let (mut client, request) = (app.events(), service(request.clone()));
-        async move {
-            let events = client.list_events(request).await.expect("events").into_inner().events;
-            (events.len() >= 2).then_some(events)
-        }
-    })
-    .await
-    .expect("both changes in the feed");
+    let events = events_of(&app, &acme.id, &[pb::EventType::MembershipChanged], 2).await;
     let changed: Vec<(String, Option<i32>)> = events
         .iter()
         .map(|e| match &e.payload {
