@@ -222,11 +222,11 @@ async fn over_grpc() {
         let new = roster_store::NewUser {
             email: email.clone(),
             full_name: roster_identity::FullName::parse("Bench User").expect("name"),
-            password_hash: hash.clone(),
             role: roster_authz::RoleId::parse(&role_ids[i % role_ids.len()]).expect("role id"),
         };
         let mail = roster_store::Mail { to: email, subject: "Welcome".into(), body: "Hello".into() };
-        user_ids.push(app.store.create_user(&ctx, &acme.id, new, mail, None).await.expect("user").value.id);
+        let welcome = roster_store::Welcome::Password(hash.clone(), mail);
+        user_ids.push(app.store.create_user(&ctx, &acme.id, new, welcome, None).await.expect("user").value.id);
     }
     println!("grpc: workspace with {users} users and {} roles on SQLite", role_ids.len() + 3);
 

@@ -311,6 +311,31 @@ impl Fingerprint {
             .collect()
     }
 
+    /// The tables with a row whose text holds `needle` (letters and digits only).
+    pub async fn tables_containing(&self, needle: &str) -> Vec<String> {
+        assert!(needle.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "a plain needle");
+        let backend = self.db.get_database_backend();
+        let mut found = Vec::new();
+        for (table, sql) in &self.queries {
+            let sql = match backend {
+                sea_orm::DbBackend::Postgres => {
+                    format!("SELECT count(*)::text AS d FROM \"{table}\" t WHERE strpos(t::text, '{needle}') > 0")
+                }
+                _ => sql.clone(),
+            };
+            let row = self.db.query_one_raw(sea_orm::Statement::from_string(backend, sql)).await;
+            let text = row.expect("rows").expect("a row").try_get::<String>("", "d").expect("text");
+            let holds = match backend {
+                sea_orm::DbBackend::Postgres => text != "0",
+                _ => text.contains(needle),
+            };
+            if holds {
+                found.push(table.clone());
+            }
+        }
+        found
+    }
+
     /// The digest of each table now.
     pub async fn read(&self) -> std::collections::BTreeMap<String, String> {
         let backend = self.db.get_database_backend();

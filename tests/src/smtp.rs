@@ -37,10 +37,43 @@ impl Received {
         None
     }
 
-    /// The body, after the blank line.
+    /// The body, after the blank line, decoded when it is quoted-printable (lines over 76
+    /// characters, such as a link, make it so).
     pub fn body(&self) -> String {
-        self.data.split_once("\n\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
+        let raw = self.data.split_once("\n\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+        let quoted =
+            self.header("Content-Transfer-Encoding").is_some_and(|e| e.eq_ignore_ascii_case("quoted-printable"));
+        if quoted { decode_quoted_printable(&raw) } else { raw }
     }
+
+    /// The token of the password link in the body (`token=rpl_…`), if there is one.
+    pub fn link_token(&self) -> Option<String> {
+        let body = self.body();
+        let at = body.find("token=rpl_")? + "token=".len();
+        body.get(at..at + 68).map(str::to_owned)
+    }
+}
+
+/// Quoted-printable (RFC 2045): `=` at a line's end joins it to the next; `=XX` is a byte.
+fn decode_quoted_printable(text: &str) -> String {
+    let joined = text.replace("=\r\n", "").replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'=', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// How the sink answers the end of DATA.

@@ -1,7 +1,7 @@
 //! Roster's plans and seats: how many people a workspace may have active, and the two checks that
 //! keep it there.
 //!
-//! A seat is an active user; admins count, deactivated users do not. The seat limit is the plan's
+//! A seat is an active or invited user; admins count, deactivated users do not. The seat limit is the plan's
 //! seats plus the extra seats support granted. [`check_seat`] decides whether one more active user
 //! fits (CreateUser, ReactivateUser); [`check_change`] whether a new plan or a new number of extra
 //! seats still holds everyone active (ChangePlan, SetExtraSeats). Both are pure: the store calls them

@@ -20,4 +20,4 @@ pub use email::{Email, EmailError};
 pub use name::{FullName, NameError, RoleName, TeamName, WorkspaceName};
 pub use password::{BcryptCost, HashError, Password, PasswordError, PasswordHash};
 pub use slug::{Slug, SlugError};
-pub use token::{SessionToken, TOKEN_BYTES, TokenError, TokenHash};
+pub use token::{LinkToken, SessionToken, TOKEN_BYTES, TokenError, TokenHash};

@@ -240,6 +240,31 @@ pub mod outbox {
         pub last_error: Option<String>,
         pub created_at: i64,
         pub sent_at: Option<i64>,
+        /// The password link the body's placeholder stands for, until the email is sent.
+        pub link: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod password_link {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "password_links")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub token_hash: String,
+        pub user_id: String,
+        pub workspace_id: String,
+        pub purpose: String,
+        /// The email that carries the link.
+        pub outbox_id: String,
+        pub created_at: i64,
+        pub expires_at: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -110,8 +110,18 @@ pub(crate) fn types_of(action: &str, details: &[(&str, &str)]) -> Vec<&'static s
             if has("role") {
                 types.push("user.role_changed");
             }
+            if has("email") {
+                types.push("user.email_changed");
+            }
             types
         }
+        "user.invitation_sent" => vec!["user.invitation_sent"],
+        "user.invitation_accepted" => vec!["user.activated"],
+        "user.password_reset_sent" => vec!["user.password_reset_sent"],
+        "user.password_reset" => vec!["user.password_reset"],
+        // A manager set it: an invited user becomes active; an active one's sessions end.
+        "user.password_set" if has("status") => vec!["user.activated"],
+        "user.password_set" => vec!["user.password_reset"],
         "user.created" => vec!["user.created"],
         "user.deactivated" => vec!["user.deactivated"],
         "user.reactivated" => vec!["user.reactivated"],

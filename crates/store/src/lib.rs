@@ -25,6 +25,7 @@ mod rows;
 
 mod assignments;
 mod billing;
+mod links;
 mod logins;
 mod outbox;
 mod roles;
@@ -34,6 +35,7 @@ mod users;
 mod workspaces;
 
 pub use events::{Cursor as EventCursor, Event, EventFilter, EventPage};
+pub use links::LinkSender;
 pub use logins::Admission;
 pub use model::*;
 pub use routing::Limits;
@@ -147,6 +149,17 @@ pub enum Conflict {
          follow the feed from the newest cursor"
     )]
     CursorExpired,
+    /// A password link used already, replaced by a newer one, voided, or never issued.
+    #[error("this link is no longer valid: it was used, replaced by a newer one, or withdrawn; ask for a new one")]
+    LinkInvalid,
+    #[error("this link has expired; ask for a new one")]
+    LinkExpired,
+    #[error("the user has chosen a password already: there is no invitation to send")]
+    NotInvited,
+    #[error("the user has not accepted their invitation yet: send the invitation again instead")]
+    UserInvited,
+    #[error("the user is deactivated: reactivate them first")]
+    UserDeactivated,
 }
 
 /// Result of a store operation.
@@ -447,6 +460,7 @@ mod tests {
         let operations = [
             ("assignments", include_str!("assignments.rs")),
             ("billing", include_str!("billing.rs")),
+            ("links", include_str!("links.rs")),
             ("logins", include_str!("logins.rs")),
             ("outbox", include_str!("outbox.rs")),
             ("roles", include_str!("roles.rs")),
@@ -464,6 +478,7 @@ mod tests {
         let lower = [
             ("routing", include_str!("routing.rs")),
             ("rows/conversation", include_str!("rows/conversation.rs")),
+            ("rows/link", include_str!("rows/link.rs")),
             ("rows/role", include_str!("rows/role.rs")),
             ("rows/team", include_str!("rows/team.rs")),
             ("rows/user", include_str!("rows/user.rs")),

@@ -22,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(ReactivationKeys),
             Box::new(ChangeFeed),
             Box::new(TakingQueuedWork),
+            Box::new(PasswordLinkTable),
         ]
     }
 }
@@ -147,6 +148,7 @@ enum Outbox {
     LastError,
     CreatedAt,
     SentAt,
+    Link,
 }
 
 #[derive(DeriveIden)]
@@ -874,6 +876,66 @@ impl MigrationTrait for TakingQueuedWork {
             .and_where(Expr::col(Roles::Grants).not_like("%conversations.take%"))
             .to_owned();
         manager.exec_stmt(managers).await
+    }
+}
+
+#[derive(DeriveIden)]
+enum PasswordLinks {
+    Table,
+    TokenHash,
+    UserId,
+    WorkspaceId,
+    Purpose,
+    OutboxId,
+    CreatedAt,
+    ExpiresAt,
+}
+
+/// Single-use password links (invitations and resets), stored as their token's hash, at most one
+/// pending per user. The email carrying a link holds it in `outbox.link`, apart from the body,
+/// only until it is sent. An invited user's `password_hash` is empty.
+struct PasswordLinkTable;
+
+impl MigrationName for PasswordLinkTable {
+    fn name(&self) -> &str {
+        "m0010_password_links"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for PasswordLinkTable {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(PasswordLinks::Table)
+                    .col(string(PasswordLinks::TokenHash).primary_key())
+                    .col(string(PasswordLinks::UserId))
+                    .col(string(PasswordLinks::WorkspaceId))
+                    .col(string(PasswordLinks::Purpose))
+                    .col(string(PasswordLinks::OutboxId))
+                    .col(big_integer(PasswordLinks::CreatedAt))
+                    .col(big_integer(PasswordLinks::ExpiresAt))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(PasswordLinks::Table, PasswordLinks::UserId)
+                            .to(Users::Table, Users::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("password_links_user")
+                    .table(PasswordLinks::Table)
+                    .col(PasswordLinks::UserId)
+                    .unique()
+                    .to_owned(),
+            )
+            .await?;
+        manager.alter_table(Table::alter().table(Outbox::Table).add_column(text_null(Outbox::Link)).to_owned()).await
     }
 }
 

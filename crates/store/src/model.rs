@@ -4,7 +4,7 @@ use roster_assignment::{Capacity, ConversationId, Ineligible, Seen, Strategy, Ta
 use roster_authz::RoleId;
 use roster_authz::{Grants, Role};
 pub use roster_billing::{ExtraSeats, Plan, Seats, Subscription};
-use roster_identity::{Email, FullName, PasswordHash, RoleName, Slug, TeamName, WorkspaceName};
+use roster_identity::{Email, FullName, PasswordHash, RoleName, Slug, TeamName, TokenHash, WorkspaceName};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -47,8 +47,65 @@ text_enum!(
         Active = "ACTIVE",
         /// Holds no seat, may not log in, keeps history.
         Deactivated = "DEACTIVATED",
+        /// Created without a password: holds a seat, may not log in until they set one with the
+        /// link of their invitation.
+        Invited = "INVITED",
     }
 );
+
+text_enum!(
+    /// What a password link is for.
+    LinkPurpose {
+        /// An invited user's first password; accepting activates them.
+        Invitation = "INVITATION",
+        /// A new password for an active user; setting it revokes every session.
+        Reset = "RESET",
+    }
+);
+
+/// Where the link goes in the body of the email that carries it: the link is kept apart from
+/// the body, and only until the email is sent. Control characters, so no name can contain it.
+pub const LINK_PLACEHOLDER: &str = "\u{1}link\u{1}";
+
+/// A single-use password link to send: the hash of its token, when it expires, its URL (which
+/// holds the token: never logged, dropped once the email is sent) and the email that carries it,
+/// whose body has [`LINK_PLACEHOLDER`] where the URL goes.
+#[derive(Clone)]
+pub struct PasswordLink {
+    pub purpose: LinkPurpose,
+    pub token: TokenHash,
+    pub expires_at: Millis,
+    pub url: String,
+    pub mail: Mail,
+}
+
+impl fmt::Debug for PasswordLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PasswordLink")
+            .field("purpose", &self.purpose)
+            .field("expires_at", &self.expires_at)
+            .field("to", &self.mail.to)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a new user gets in.
+#[derive(Debug, Clone)]
+pub enum Welcome {
+    /// Their manager chose the first password; the email says where to sign in.
+    Password(PasswordHash, Mail),
+    /// Invited: the email carries a link to choose a password.
+    Invitation(PasswordLink),
+}
+
+/// Whether a password link may still be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    Valid(LinkPurpose),
+    Expired,
+    /// Never issued, used already, or replaced.
+    Unknown,
+}
 
 text_enum!(
     /// Whether a user takes new conversations.
@@ -103,7 +160,6 @@ pub struct User {
 pub struct NewUser {
     pub email: Email,
     pub full_name: FullName,
-    pub password_hash: PasswordHash,
     pub role: RoleId,
 }
 
@@ -127,6 +183,8 @@ pub struct Mail {
 pub struct UserChanges {
     pub full_name: Option<FullName>,
     pub role: Option<RoleId>,
+    /// A corrected login email; voids a pending invitation or reset link.
+    pub email: Option<Email>,
 }
 
 /// A role as stored: the authorization model's [`Role`] plus what the API shows about it.
@@ -449,6 +507,8 @@ pub struct OutboxEntry {
     pub status: OutboxStatus,
     pub attempts: i32,
     pub last_error: Option<String>,
+    /// The password link the body's placeholder stands for, until the message is sent.
+    pub link: Option<String>,
 }
 
 text_enum!(

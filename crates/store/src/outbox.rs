@@ -6,7 +6,7 @@
 //! and still reaches the abandon limit.
 
 use crate::entity::outbox;
-use crate::{OutboxEntry, OutboxMail, OutboxStatus, Result, Store, classify};
+use crate::{LINK_PLACEHOLDER, OutboxEntry, OutboxMail, OutboxStatus, Result, Store, classify};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
@@ -35,11 +35,17 @@ impl Store {
                 .await
                 .map_err(classify)?;
             if taken.rows_affected == 1 {
+                // The link goes into the body only now, on its way out; a voided link's email was
+                // deleted with it.
+                let body = match &row.link {
+                    Some(link) => row.body.replace(LINK_PLACEHOLDER, link),
+                    None => row.body,
+                };
                 claimed.push(OutboxMail {
                     id: row.id,
                     recipient: row.recipient,
                     subject: row.subject,
-                    body: row.body,
+                    body,
                     attempts: row.attempts + 1,
                     lease_until: now + lease_ms,
                 });
@@ -48,10 +54,13 @@ impl Store {
         Ok(claimed)
     }
 
-    /// Marks a claimed message delivered. Unconditional: whoever sent it, it was delivered.
+    /// Marks a claimed message delivered, forgetting the password link it carried (the link's
+    /// token now exists only in the email and as a hash). Unconditional: whoever sent it, it was
+    /// delivered.
     pub async fn mark_outbox_sent(&self, id: &str, now: i64) -> Result<()> {
         outbox::Entity::update_many()
             .col_expr(outbox::Column::Status, Expr::val(OutboxStatus::Sent.as_str()))
+            .col_expr(outbox::Column::Link, Expr::val(Option::<String>::None))
             .col_expr(outbox::Column::SentAt, Expr::val(now))
             .col_expr(outbox::Column::LastError, Expr::val(Option::<String>::None))
             .filter(outbox::Column::Id.eq(id))
@@ -79,8 +88,10 @@ impl Store {
             .col_expr(outbox::Column::Status, Expr::val(status.as_str()))
             .col_expr(outbox::Column::LastError, Expr::val(error))
             .col_expr(outbox::Column::LeaseUntil, Expr::val(0i64));
-        if retry_at.is_some() {
-            update = update.col_expr(outbox::Column::NextAttemptAt, Expr::val(next));
+        match retry_at {
+            Some(_) => update = update.col_expr(outbox::Column::NextAttemptAt, Expr::val(next)),
+            // Abandoned: nobody will send the link, so nothing keeps it.
+            None => update = update.col_expr(outbox::Column::Link, Expr::val(Option::<String>::None)),
         }
         update
             .filter(outbox::Column::Id.eq(id))
@@ -112,6 +123,7 @@ impl Store {
                     body: row.body,
                     attempts: row.attempts,
                     last_error: row.last_error,
+                    link: row.link,
                 })
             })
             .collect()

@@ -7,10 +7,10 @@ use crate::entity::{session, team_member, user};
 use crate::events::{self, Stream};
 use crate::routing::{Attempt, Rerouting, teams_of};
 use crate::rows::user::{guard_last_admin, insert, load, load_manageable, to_user, update};
-use crate::rows::{role, workspace};
+use crate::rows::{link, role, workspace};
 use crate::{
-    Availability, Changed, Conflict, Context, Effects, LoginCandidate, Mail, NewUser, Page, Result, Store, StoreError,
-    User, UserChanges, UserFilter, UserStatus, audit, classify, commit,
+    Availability, Changed, Conflict, Context, Effects, LoginCandidate, NewUser, Page, PasswordLink, Result, Store,
+    StoreError, User, UserChanges, UserFilter, UserStatus, Welcome, audit, classify, commit,
 };
 use roster_authz::BuiltinRole;
 use roster_billing::check_seat;
@@ -20,7 +20,8 @@ use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 impl Store {
-    /// Creates a user in a workspace and queues their welcome email, atomically. With a
+    /// Creates a user in a workspace and queues their welcome email, atomically: active with the
+    /// password chosen for them, or invited with a link to choose one. With a
     /// `request_id` seen before in this workspace, returns the user the first call created. The
     /// person acting in `ctx` must hold every grant of the new user's role.
     pub async fn create_user(
@@ -28,7 +29,7 @@ impl Store {
         ctx: &Context,
         workspace_id: &str,
         new: NewUser,
-        welcome: Mail,
+        welcome: Welcome,
         request_id: Option<&str>,
     ) -> Result<Changed<User>> {
         let created = Effects { permissions: true, mail: true, room: false };
@@ -120,8 +121,9 @@ impl Store {
         Ok(Page { items, next })
     }
 
-    /// Changes a user's full name and/or role. With `expected_version`, refuses if the user
-    /// changed since. The person acting in `ctx` must hold every grant of the user's current role
+    /// Changes a user's full name, role and/or email. With `expected_version`, refuses if the user
+    /// changed since. A new email must be free in the workspace; it voids a pending invitation or
+    /// reset link (sent to the old address). The person acting in `ctx` must hold every grant of the user's current role
     /// and of the new one; only admins touch admins.
     pub async fn update_user(
         &self,
@@ -130,6 +132,7 @@ impl Store {
         user_id: &str,
         changes: UserChanges,
         expected_version: Option<i64>,
+        invitation: Option<PasswordLink>,
     ) -> Result<Changed<User>> {
         let txn = self.write_in(&[Stream::Workspace(workspace_id)]).await?;
         let (row, actor) = load_manageable(&txn, workspace_id, user_id, ctx).await?;
@@ -145,6 +148,28 @@ impl Store {
         {
             columns.push((user::Column::FullName, name.as_str().into()));
             details.push(("full_name", name.as_str().to_owned()));
+        }
+        let email_changes = changes.email.as_ref().filter(|email| email.as_str() != row.email);
+        if let Some(email) = email_changes {
+            let taken = user::Entity::find()
+                .filter(user::Column::WorkspaceId.eq(workspace_id))
+                .filter(user::Column::Email.eq(email.as_str()))
+                .one(&txn)
+                .await
+                .map_err(classify)?;
+            if taken.is_some() {
+                return Err(StoreError::Conflict(Conflict::EmailTaken));
+            }
+            columns.push((user::Column::Email, email.as_str().into()));
+            details.push(("email", email.as_str().to_owned()));
+            details.push(("previous_email", row.email.clone()));
+            if link::void(&txn, user_id).await? {
+                details.push(("link_voided", "true".to_owned()));
+            }
+            if let Some(invitation) = invitation.as_ref().filter(|_| row.status == UserStatus::Invited.as_str()) {
+                link::issue(&txn, ctx, workspace_id, user_id, invitation).await?;
+                details.push(("invitation_sent", "true".to_owned()));
+            }
         }
         let role_changes = changes.role.as_ref().filter(|role| role.as_str() != row.role_id);
         if let Some(role) = role_changes {
@@ -170,7 +195,7 @@ impl Store {
         audit::record(&txn, workspace_id, ctx, "user.updated", &format!("user:{user_id}"), &details).await?;
         let user = to_user(load(&txn, workspace_id, user_id).await?)?;
         commit(txn).await?;
-        let effects = Effects { permissions: role_changes.is_some(), ..Effects::default() };
+        let effects = Effects { permissions: role_changes.is_some(), mail: email_changes.is_some(), room: false };
         Ok(Changed { value: user, effects })
     }
 
@@ -227,10 +252,8 @@ impl Store {
         // A deactivation's events belong to the teams it re-routes too: read them (reading gives
         // the transaction no id yet), then take the streams' locks before the first write.
         let txn = self.write().await?;
-        let mut teams = match status {
-            UserStatus::Deactivated => teams_of(&txn, workspace_id, user_id).await?,
-            UserStatus::Active => BTreeSet::new(),
-        };
+        let deactivating = status == UserStatus::Deactivated;
+        let mut teams = if deactivating { teams_of(&txn, workspace_id, user_id).await? } else { BTreeSet::new() };
         teams.extend(also.iter().cloned());
         let streams: Vec<Stream> =
             std::iter::once(Stream::Workspace(workspace_id)).chain(teams.iter().map(|t| Stream::Team(t))).collect();
@@ -238,10 +261,8 @@ impl Store {
         // The workspace's row first (every status change writes it: the authorization version, the
         // last-admin count, the seats), then what a deactivation re-routes: teams, then users.
         let authz_version = role::bump_authz(&txn, workspace_id, role::AuthzChange::Members).await?;
-        let rerouting = match status {
-            UserStatus::Deactivated => Some(Rerouting::lock(&txn, workspace_id, user_id, &teams).await?),
-            UserStatus::Active => None,
-        };
+        let rerouting =
+            if deactivating { Some(Rerouting::lock(&txn, workspace_id, user_id, &teams).await?) } else { None };
         // A team that got one of the user's conversations since they were read: start again with
         // its stream too.
         let unordered = rerouting.as_ref().map(|r| r.team_ids().filter(|id| !teams.contains(*id)).map(str::to_owned));
@@ -253,11 +274,19 @@ impl Store {
         // Already so, or a retry of a reactivation already made (which must not undo a
         // deactivation made since): nothing to do.
         let retried = request_id.is_some() && row.reactivate_request_id.as_deref() == request_id;
-        if row.status == status.as_str() || retried {
+        // Reactivating an invited user (who was never deactivated) changes nothing either.
+        let already = (row.status == UserStatus::Deactivated.as_str()) == deactivating;
+        if already || retried {
             return Ok(Attempt::Done(Changed::new(to_user(row)?)));
         }
+        // Back as they were: active, or, never having chosen a password, invited (their link
+        // was voided: the invitation is sent again on request).
+        let status = match status {
+            UserStatus::Active if row.password_hash.is_empty() => UserStatus::Invited,
+            status => status,
+        };
         guard_last_admin(&txn, workspace_id, &row, status == UserStatus::Active).await?;
-        if status == UserStatus::Active {
+        if !deactivating {
             // A seat again, checked and taken under the workspace's lock.
             let (subscription, used) = workspace::lock_seats(&txn, workspace_id).await?;
             check_seat(&subscription, used).map_err(|refused| workspace::seat_limit(workspace_id, refused))?;
@@ -275,6 +304,7 @@ impl Store {
                     .exec(&txn)
                     .await
                     .map_err(classify)?;
+                link::void(&txn, user_id).await?;
                 let requeued = match rerouting.requeue_and_route(&txn, workspace_id, user_id, ctx).await? {
                     Attempt::Done(requeued) => requeued,
                     Attempt::LockAlso(more) => return Ok(Attempt::LockAlso(more)),
@@ -283,7 +313,8 @@ impl Store {
             }
             None => ("user.reactivated", None),
         };
-        let details: Vec<(&str, &str)> = requeued.iter().map(|n| ("conversations_requeued", n.as_str())).collect();
+        let mut details: Vec<(&str, &str)> = requeued.iter().map(|n| ("conversations_requeued", n.as_str())).collect();
+        details.push(("status", status.as_str()));
         audit::record(&txn, workspace_id, ctx, action, &format!("user:{user_id}"), &details).await?;
         let user = to_user(load(&txn, workspace_id, user_id).await?)?;
         commit(txn).await?;
@@ -392,6 +423,8 @@ impl Store {
             .await
             .map_err(classify)?;
         let user = match row {
+            // An invited user has no password yet: no password opens their account.
+            Some(row) if row.password_hash.is_empty() => None,
             Some(row) => {
                 let hash = PasswordHash::from_stored(row.password_hash.clone());
                 Some((to_user(row)?, hash))

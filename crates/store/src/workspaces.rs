@@ -5,7 +5,7 @@ use crate::events::Stream;
 use crate::rows::user::{insert, to_user};
 use crate::rows::workspace::load;
 use crate::{
-    Changed, Conflict, Context, Effects, Entity, Mail, NewUser, NewWorkspace, Plan, Result, Store, StoreError, User,
+    Changed, Conflict, Context, Effects, Entity, NewUser, NewWorkspace, Plan, Result, Store, StoreError, User, Welcome,
     Workspace, audit, classify, commit, new_id, unique_violation,
 };
 use roster_assignment::Capacity;
@@ -21,7 +21,7 @@ impl Store {
         ctx: &Context,
         new: NewWorkspace,
         admin: NewUser,
-        welcome: Mail,
+        welcome: Welcome,
         request_id: Option<&str>,
     ) -> Result<Changed<(Workspace, User)>> {
         if let Some(found) = self.workspace_by_request(request_id).await? {

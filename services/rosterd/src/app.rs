@@ -5,11 +5,11 @@ use crate::auth::{Caller, Hasher};
 use crate::authz_cache::AuthzCache;
 use crate::error;
 use crate::feed::Feed;
+use crate::mail::Mails;
 use crate::metrics::Metrics;
 use crate::policy::Need;
 use crate::throttle::LoginThrottle;
-use roster_identity::{Email, FullName, Slug, WorkspaceName};
-use roster_store::{Changed, Context, Mail, Store};
+use roster_store::{Changed, Context, Store};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -20,7 +20,8 @@ pub(crate) struct App {
     pub(crate) store: Store,
     pub(crate) hasher: Arc<Hasher>,
     pub(crate) session_ttl: Duration,
-    pub(crate) sign_in_url: String,
+    /// The emails it sends, and their links.
+    pub(crate) mails: Mails,
     /// Wakes the outbox worker when a change queued an email.
     pub(crate) outbox: Arc<Notify>,
     /// Every workspace's roles and members, for answering checks from memory.
@@ -81,16 +82,22 @@ impl App {
     /// queued conversations handed out. The change itself has committed, so a failure here is
     /// logged, not answered: queued conversations stay queued for the next trigger or the sweep.
     pub(crate) async fn settle<T>(&self, call: &Call, changed: Changed<T>) -> T {
+        self.settle_in(&call.ctx, &call.workspace_id, changed).await
+    }
+
+    /// [`App::settle`] for a change made by `ctx` in `workspace_id` outside a [`Call`] (a change
+    /// made through a password link, or in the background).
+    pub(crate) async fn settle_in<T>(&self, ctx: &Context, workspace_id: &str, changed: Changed<T>) -> T {
         self.feed.wake();
         let effects = changed.effects;
         if effects.permissions {
-            self.authz.refresh(&call.workspace_id).await;
+            self.authz.refresh(workspace_id).await;
         }
         if effects.mail {
             self.outbox.notify_one();
         }
         if effects.room {
-            self.drain_queues(&call.ctx, &call.workspace_id).await;
+            self.drain_queues(ctx, workspace_id).await;
         }
         changed.value
     }
@@ -100,24 +107,6 @@ impl App {
     pub(crate) async fn drain_queues(&self, ctx: &Context, workspace_id: &str) {
         if let Err(err) = self.store.drain_queues(ctx, workspace_id).await {
             tracing::warn!(error = %crate::error::error_chain(&err), "handing out queued conversations failed");
-        }
-    }
-
-    /// The welcome email of a new user: where and as whom to sign in, never the password.
-    pub(crate) fn welcome(&self, slug: &Slug, workspace: &WorkspaceName, email: &Email, name: &FullName) -> Mail {
-        Mail {
-            to: email.clone(),
-            subject: format!("Welcome to {workspace} on Roster"),
-            body: format!(
-                "Hello {name},\n\n\
-                 You have been added to the {workspace} workspace on Roster.\n\n\
-                 Sign in at: {url}\n\
-                 Workspace: {slug}\n\
-                 Email: {email}\n\n\
-                 Your password is the one your administrator set for you; ask them if you do not have it.\n\
-                 You can change it once you are signed in.\n",
-                url = self.sign_in_url,
-            ),
         }
     }
 }
@@ -140,6 +129,9 @@ addressed!(
     ListUsersRequest,
     UpdateUserRequest,
     DeactivateUserRequest,
+    ResendInvitationRequest,
+    SendPasswordResetRequest,
+    SetPasswordRequest,
     ReactivateUserRequest,
     SetAvailabilityRequest,
     CreateRoleRequest,

@@ -101,14 +101,19 @@ fn digest(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
-const LOGIN: &str = "/roster.v1.AuthService/Login";
+/// The Roster methods that need no caller: they take what a person without a session has.
+const OPEN: [&str; 3] = [
+    "/roster.v1.AuthService/Login",
+    "/roster.v1.AuthService/RequestPasswordReset",
+    "/roster.v1.AuthService/SetPasswordWithToken",
+];
 
 /// Resolves credentials into callers, for the request-context layer: before a request's body is
 /// read, so that nobody unauthenticated makes the server decode anything.
 pub(crate) struct Authenticator {
     store: Store,
     keys: ServiceKeys,
-    /// The methods that need a caller: every Roster method but Login. Health, reflection and
+    /// The methods that need a caller: every Roster method but the [`OPEN`] ones. Health, reflection and
     /// paths that name no method (answered UNIMPLEMENTED) need none.
     protected: HashSet<String>,
 }
@@ -117,13 +122,15 @@ impl Authenticator {
     pub(crate) fn new(store: Store, keys: &[crate::config::ServiceKeySpec]) -> Self {
         let keys = ServiceKeys(keys.iter().map(|k| (k.name.clone(), digest(&k.secret))).collect());
         let mut protected: HashSet<String> = crate::metrics::method_paths(roster_proto::FILE_DESCRIPTOR_SET).collect();
-        protected.remove(LOGIN);
+        for open in OPEN {
+            protected.remove(open);
+        }
         Self { store, keys, protected }
     }
 
-    /// Whether `path` is Login, the one Roster method without a caller.
-    pub(crate) fn is_login(&self, path: &str) -> bool {
-        path == LOGIN
+    /// Whether `path` is a Roster method without a caller (Login and its kin).
+    pub(crate) fn is_open(&self, path: &str) -> bool {
+        OPEN.contains(&path)
     }
 
     /// Whether a call of `path` needs a caller.

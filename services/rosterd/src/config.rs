@@ -74,6 +74,27 @@ pub struct Config {
     #[arg(long, env = "ROSTER_SIGN_IN_URL", default_value = "https://app.roster.example/sign-in")]
     pub sign_in_url: String,
 
+    /// The page where people choose a password from an invitation or reset email; the link adds
+    /// `token=<token>` to it as a query parameter, for AuthService.SetPasswordWithToken.
+    #[arg(long, env = "ROSTER_SET_PASSWORD_URL", default_value = "https://app.roster.example/set-password")]
+    pub set_password_url: String,
+
+    /// How long an invitation link stays valid, in seconds (7 days).
+    #[arg(long, env = "ROSTER_INVITATION_TTL_SECS", default_value_t = 7 * 24 * 3600, value_parser = clap::value_parser!(u64).range(1..=90 * 24 * 3600))]
+    pub invitation_ttl_secs: u64,
+
+    /// How long a password reset link stays valid, in seconds (30 minutes).
+    #[arg(long, env = "ROSTER_RESET_TTL_SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..=7 * 24 * 3600))]
+    pub reset_ttl_secs: u64,
+
+    /// Password reset requests allowed per workspace and email within the login window.
+    #[arg(long, env = "ROSTER_RESET_MAX_PER_ACCOUNT", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub reset_max_per_account: u32,
+
+    /// Password reset requests allowed per client address within the login window.
+    #[arg(long, env = "ROSTER_RESET_MAX_PER_ADDRESS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub reset_max_per_address: u32,
+
     /// Delivery attempts before a welcome email is abandoned.
     #[arg(long, env = "ROSTER_OUTBOX_MAX_ATTEMPTS", default_value_t = 8, value_parser = clap::value_parser!(i32).range(1..=100))]
     pub outbox_max_attempts: i32,
@@ -173,6 +194,7 @@ impl fmt::Debug for Config {
             .field("service_keys", &self.service_keys)
             .field("smtp_url", &self.smtp_url)
             .field("sign_in_url", &self.sign_in_url)
+            .field("set_password_url", &self.set_password_url)
             .field("trusted_proxies", &self.trusted_proxies)
             .finish_non_exhaustive()
     }

@@ -4,9 +4,9 @@
 //! method that needs a caller it resolves `authorization: Bearer …` into a [`Caller`] extension
 //! (a session looked up, or a service key matched; [`crate::auth::Authenticator`]) and answers
 //! UNAUTHENTICATED itself when it cannot, so that no unauthenticated body is ever decoded.
-//! Health, reflection and Login pass through without one. The request id comes from
-//! `x-request-id` when the client sends a sane one, is generated otherwise, and is echoed in the
-//! response headers.
+//! Health, reflection, Login, RequestPasswordReset and SetPasswordWithToken pass through without
+//! one. The request id comes from `x-request-id` when the client sends a sane one, is generated
+//! otherwise, and is echoed in the response headers.
 //!
 //! It sheds load: past the configured number of Roster calls in flight (all connections
 //! together; health and reflection do not count), a call is answered RESOURCE_EXHAUSTED
@@ -131,7 +131,7 @@ where
         let metrics = self.metrics.clone();
         let path = request.uri().path();
         let auth = self.auth.protects(path).then(|| self.auth.clone());
-        let counted = auth.is_some() || self.auth.is_login(path);
+        let counted = auth.is_some() || self.auth.is_open(path);
         let permit = counted.then(|| self.in_flight.clone().try_acquire_owned());
         request.extensions_mut().insert(RequestId(request_id.clone()));
         // The clone is ready only after poll_ready on `self.inner`; swap so that the ready one serves.

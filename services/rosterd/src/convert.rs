@@ -22,14 +22,19 @@ pub(crate) fn user(user: &User) -> pb::User {
         email: user.email.as_str().to_owned(),
         full_name: user.full_name.as_str().to_owned(),
         role: user.role.as_str().to_owned(),
-        status: match user.status {
-            UserStatus::Active => pb::UserStatus::Active,
-            UserStatus::Deactivated => pb::UserStatus::Deactivated,
-        } as i32,
+        status: user_status(user.status) as i32,
         availability: availability(user.availability) as i32,
         create_time: Some(timestamp(user.created_at)),
         update_time: Some(timestamp(user.updated_at)),
         etag: user.version.to_string(),
+    }
+}
+
+pub(crate) fn user_status(status: UserStatus) -> pb::UserStatus {
+    match status {
+        UserStatus::Active => pb::UserStatus::Active,
+        UserStatus::Deactivated => pb::UserStatus::Deactivated,
+        UserStatus::Invited => pb::UserStatus::Invited,
     }
 }
 
@@ -109,7 +114,7 @@ pub(crate) fn audit_event(event: AuditEvent) -> pb::AuditEvent {
 }
 
 /// The change feed's event types, as the API and the store name them.
-const EVENT_TYPES: [(pb::EventType, &str); 24] = [
+const EVENT_TYPES: [(pb::EventType, &str); 29] = [
     (pb::EventType::ConversationAssigned, "conversation.assigned"),
     (pb::EventType::ConversationQueued, "conversation.queued"),
     (pb::EventType::ConversationTransferred, "conversation.transferred"),
@@ -121,6 +126,11 @@ const EVENT_TYPES: [(pb::EventType, &str); 24] = [
     (pb::EventType::UserDeactivated, "user.deactivated"),
     (pb::EventType::UserReactivated, "user.reactivated"),
     (pb::EventType::UserAvailabilityChanged, "user.availability_changed"),
+    (pb::EventType::UserInvitationSent, "user.invitation_sent"),
+    (pb::EventType::UserActivated, "user.activated"),
+    (pb::EventType::UserPasswordReset, "user.password_reset"),
+    (pb::EventType::UserPasswordResetSent, "user.password_reset_sent"),
+    (pb::EventType::UserEmailChanged, "user.email_changed"),
     (pb::EventType::RoleCreated, "role.created"),
     (pb::EventType::RoleChanged, "role.changed"),
     (pb::EventType::RoleDeleted, "role.deleted"),
@@ -202,6 +212,12 @@ pub(crate) fn event(event: Event) -> pb::Event {
                 _ => pb::Availability::Unspecified as i32,
             },
             conversations_requeued: number("conversations_requeued"),
+            status: match event.details.get("status").map(|s| UserStatus::from_stored(s)) {
+                Some(Ok(status)) => user_status(status) as i32,
+                _ => pb::UserStatus::Unspecified as i32,
+            },
+            previous_email: detail("previous_email"),
+            sessions_revoked: number("sessions_revoked"),
         }),
         "role" => {
             Payload::Role(pb::RoleChange { role_id: id, name: detail("name"), moved_to_role_id: detail("moved_to") })
@@ -247,6 +263,7 @@ pub(crate) fn status_filter(value: i32) -> Result<Option<UserStatus>, Status> {
         Ok(pb::UserStatus::Unspecified) => Ok(None),
         Ok(pb::UserStatus::Active) => Ok(Some(UserStatus::Active)),
         Ok(pb::UserStatus::Deactivated) => Ok(Some(UserStatus::Deactivated)),
+        Ok(pb::UserStatus::Invited) => Ok(Some(UserStatus::Invited)),
         Err(_) => Err(invalid("status", format!("unknown user status {value}"))),
     }
 }

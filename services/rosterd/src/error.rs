@@ -53,13 +53,22 @@ pub(crate) fn clip(mut text: String, max: usize) -> String {
 /// Too many failed logins for the account or from the address: RESOURCE_EXHAUSTED with a
 /// `RetryInfo` and `retry_after_seconds`. It does not say which limit, nor whether the account exists.
 pub(crate) fn login_throttled(wait: roster_identity::throttle::RetryAfter) -> Status {
+    throttled("LOGIN_THROTTLED", "too many failed logins for this account or from this address", wait)
+}
+
+/// RESOURCE_EXHAUSTED `RESET_THROTTLED`: too many password reset requests, with a `RetryInfo`.
+pub(crate) fn reset_throttled(wait: roster_identity::throttle::RetryAfter) -> Status {
+    throttled("RESET_THROTTLED", "too many password reset requests for this account or from this address", wait)
+}
+
+fn throttled(reason: &str, what: &str, wait: roster_identity::throttle::RetryAfter) -> Status {
     let seconds = wait.seconds();
     let mut details = ErrorDetails::new();
     details.set_retry_info(Some(std::time::Duration::from_secs(seconds.unsigned_abs())));
     status_with(
         Code::ResourceExhausted,
-        "LOGIN_THROTTLED",
-        format!("too many failed logins for this account or from this address: try again in {seconds} s"),
+        reason,
+        format!("{what}: try again in {seconds} s"),
         &[("retry_after_seconds", seconds.to_string())],
         details,
     )
@@ -249,6 +258,11 @@ pub(crate) fn store_with_role_field(err: StoreError, role_field: &str) -> Status
             Conflict::NotQueued => precondition("NOT_QUEUED", "roster.v1.ConversationAssignment", &conflict, &[]),
             Conflict::QueueEmpty => precondition("QUEUE_EMPTY", "roster.v1.Team", &conflict, &[]),
             Conflict::CursorExpired => precondition("CURSOR_EXPIRED", "roster.v1.Event", &conflict, &[]),
+            Conflict::LinkInvalid => precondition("LINK_INVALID", "token", &conflict, &[]),
+            Conflict::LinkExpired => precondition("LINK_EXPIRED", "token", &conflict, &[]),
+            Conflict::NotInvited => precondition("NOT_INVITED", "roster.v1.User", &conflict, &[]),
+            Conflict::UserInvited => precondition("USER_INVITED", "roster.v1.User", &conflict, &[]),
+            Conflict::UserDeactivated => precondition("USER_NOT_ACTIVE", "roster.v1.User", &conflict, &[]),
             Conflict::SeatLimit { workspace_id, refused } => {
                 let mut details = ErrorDetails::new();
                 details.add_quota_failure_violation(format!("workspace:{workspace_id}"), refused.to_string());

@@ -10,10 +10,10 @@
 //! | GetUser | `users.read`, or the user is the caller |
 //! | ListUsers | `users.read` |
 //! | UpdateUser | `users.manage`; the target's current and new role grant nothing the caller lacks |
-//! | DeactivateUser, ReactivateUser | `users.manage`; the target's role grants nothing the caller lacks |
+//! | DeactivateUser, ReactivateUser, ResendInvitation, SendPasswordReset, SetPassword | `users.manage`; the target's role grants nothing the caller lacks |
 //! | SetAvailability | the user is the caller, or as DeactivateUser |
 //! | ChangePassword, Logout | a person (acts on the caller's own password or session) |
-//! | WhoAmI, Login | nothing |
+//! | WhoAmI, Login, RequestPasswordReset, SetPasswordWithToken | nothing |
 //! | GetRole, ListRoles | `users.read` or `roles.manage` |
 //! | CreateRole | `roles.manage`; the caller holds every grant the role gives |
 //! | UpdateRole, DeleteRole | `roles.manage`; the caller holds every grant the role has, will have, or (DeleteRole) its users move to |

@@ -9,6 +9,7 @@ use crate::authz_cache::AuthzCache;
 use crate::config::{Config, redact_url};
 use crate::context::RequestContextLayer;
 use crate::feed::Feed;
+use crate::mail::{Mails, Recipient};
 use crate::metrics::Metrics;
 use crate::outbox::{self, Mailer};
 use crate::throttle::LoginThrottle;
@@ -21,7 +22,7 @@ use roster_proto::v1::{
     role_service_server::RoleServiceServer, team_service_server::TeamServiceServer,
     user_service_server::UserServiceServer, workspace_service_server::WorkspaceServiceServer,
 };
-use roster_store::{Actor, Context, NewUser, NewWorkspace, Store, StoreConfig, StoreError};
+use roster_store::{Actor, Context, NewUser, NewWorkspace, Store, StoreConfig, StoreError, Welcome};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -125,7 +126,7 @@ pub async fn serve(
         metrics: metrics.clone(),
         login_throttle: LoginThrottle::new(&config, store.clone(), metrics.clone()),
         session_ttl: config.session_ttl(),
-        sign_in_url: config.sign_in_url.clone(),
+        mails: Mails::new(&config),
         outbox: Arc::new(Notify::new()),
         authz: Arc::new(AuthzCache::new(store.clone(), metrics.authz_reads.clone())),
         feed: Arc::new(Feed::new(store.clone(), Duration::from_millis(config.events_poll_ms))),
@@ -319,13 +320,14 @@ async fn create_demo_workspace(app: &App) -> Result<(), ServeError> {
     let password = Password::parse(&secret).map_err(|e| demo(&e))?;
     let password_hash =
         app.hasher.hash(Lane::Account, password).await.map_err(|s| ServeError::Config(s.message().to_owned()))?;
-    let welcome = app.welcome(&slug, &name, &email, &full_name);
+    let to = Recipient { slug: &slug, workspace: &name, email: &email, name: &full_name };
+    let welcome = Welcome::Password(password_hash, app.mails.welcome(&to));
     let ctx = Context {
         actor: Actor::Service("rosterd-first-run".into()),
         request_id: String::new(),
         now: crate::auth::now_millis(),
     };
-    let admin = NewUser { email, full_name, password_hash, role: BuiltinRole::Admin.into() };
+    let admin = NewUser { email, full_name, role: BuiltinRole::Admin.into() };
     app.store.create_workspace(&ctx, NewWorkspace { slug, name }, admin, welcome, None).await?;
     app.outbox.notify_one();
     // Printed, not logged: shown once on the terminal of whoever started the first run.

@@ -17,6 +17,11 @@
 //!   of the window.
 //!
 //! A success forgets the account's failures (from this address and in all), not the address's.
+//!
+//! Password reset requests are counted the same way, every request as a failure, per workspace
+//! and email (`ROSTER_RESET_MAX_PER_ACCOUNT`, 3) and per client address
+//! (`ROSTER_RESET_MAX_PER_ADDRESS`, 20), whether or not the account exists: the refusal tells
+//! nothing about it.
 //! This follows OWASP's advice to throttle rather than lock accounts, as Kratos and Zitadel do.
 //!
 //! The client address is the TCP peer's, or, when the peer is a configured trusted proxy (a load
@@ -26,7 +31,7 @@
 use crate::config::{Cidr, Config};
 use crate::error;
 use crate::metrics::Metrics;
-use roster_identity::throttle::{IN_PROGRESS_EXPIRY_MS, Limit};
+use roster_identity::throttle::{IN_PROGRESS_EXPIRY_MS, Limit, RetryAfter};
 use roster_identity::{Email, Slug};
 use roster_store::{Admission, Store};
 use sha2::{Digest, Sha256};
@@ -46,6 +51,8 @@ pub(crate) struct LoginThrottle {
     accounts: Limit,
     addresses: Limit,
     account_totals: Limit,
+    reset_accounts: Limit,
+    reset_addresses: Limit,
     trusted_proxies: Vec<Cidr>,
     metrics: Arc<Metrics>,
     /// When to delete the attempts that no longer count next.
@@ -72,6 +79,8 @@ impl LoginThrottle {
             accounts: limit(config.login_max_failures),
             addresses: limit(config.login_max_failures_per_address),
             account_totals: limit(config.login_max_failures_per_account),
+            reset_accounts: limit(config.reset_max_per_account),
+            reset_addresses: limit(config.reset_max_per_address),
             trusted_proxies: config.trusted_proxies.clone(),
             metrics,
             next_purge: AtomicI64::new(0),
@@ -100,23 +109,44 @@ impl LoginThrottle {
             (key("account-total", &[slug.as_str(), email.as_str()]), self.account_totals),
         ];
         // A success forgets the account's failures, from this address and in all.
-        self.begin(&keys, &[0, 2], &LOGIN_LIMITS, now).await
+        self.begin(&keys, &[0, 2], &LOGIN_LIMITS, now, error::login_throttled).await
+    }
+
+    /// Counts a password reset request at `now`, or refuses it with RESET_THROTTLED and how long
+    /// the client must wait.
+    pub(crate) async fn count_reset_request(
+        &self,
+        slug: &Slug,
+        email: &Email,
+        address: Option<IpAddr>,
+        now: i64,
+    ) -> Result<(), Status> {
+        let address = address.map_or_else(|| "unknown".to_owned(), |address| address.to_string());
+        let keys = [
+            (key("reset", &[slug.as_str(), email.as_str()]), self.reset_accounts),
+            (key("reset-address", &[&address]), self.reset_addresses),
+        ];
+        let names = ["reset_account", "reset_address"];
+        self.begin(&keys, &[], &names, now, error::reset_throttled).await?.failed(now).await;
+        Ok(())
     }
 
     /// Records a check of a person's current password (ChangePassword) at `now`, or refuses it:
     /// someone holding a stolen session cannot guess the password it was opened with either.
     pub(crate) async fn begin_password_check(&self, user_id: &str, now: i64) -> Result<Attempt, Status> {
-        self.begin(&[(key("password", &[user_id]), self.accounts)], &[0], &["password"], now).await
+        let keys = [(key("password", &[user_id]), self.accounts)];
+        self.begin(&keys, &[0], &["password"], now, error::login_throttled).await
     }
 
-    /// Begins an attempt under `keys` (named `names` in the metrics); a success forgets the
-    /// failures of the keys at `forget`.
+    /// Begins an attempt under `keys` (named `names` in the metrics), or answers `refuse`; a
+    /// success forgets the failures of the keys at `forget`.
     async fn begin(
         &self,
         keys: &[(String, Limit)],
         forget: &[usize],
         names: &[&'static str],
         now: i64,
+        refuse: fn(RetryAfter) -> Status,
     ) -> Result<Attempt, Status> {
         self.purge_now_and_then(now);
         let refs: Vec<(&str, Limit)> = keys.iter().map(|(key, limit)| (key.as_str(), *limit)).collect();
@@ -127,7 +157,7 @@ impl LoginThrottle {
             }
             Admission::Refused { key, wait } => {
                 self.metrics.login_throttled(names.get(key).copied().unwrap_or("unknown"));
-                Err(error::login_throttled(wait))
+                Err(refuse(wait))
             }
         }
     }

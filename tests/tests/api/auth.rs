@@ -143,11 +143,11 @@ async fn a_hash_of_a_lower_cost_is_upgraded_at_the_next_successful_login() {
     let new = roster_store::NewUser {
         email: email.clone(),
         full_name: FullName::parse("Old Hash").expect("name"),
-        password_hash: old,
         role: roster_authz::RoleId::parse("agent").expect("role"),
     };
     let mail = roster_store::Mail { to: email, subject: "Welcome".into(), body: "Hello".into() };
-    let user = app.store.create_user(&ctx, &acme.id, new, mail, None).await.expect("user").value;
+    let welcome = roster_store::Welcome::Password(old, mail);
+    let user = app.store.create_user(&ctx, &acme.id, new, welcome, None).await.expect("user").value;
     let cost = || async { app.store.password_hash(&acme.id, &user.id).await.expect("hash").cost() };
 
     app.login("acme", "old@acme.example", "wrong password!").await.expect_err("wrong");

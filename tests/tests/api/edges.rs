@@ -50,6 +50,8 @@ pub(crate) fn limit(message: &str, field: &str) -> Option<Limit> {
         "password" | "new_password" | "current_password" => Limit::Bytes { min_chars: 10, max_bytes: 72 },
         "request_id" | "conversation_id" => Limit::Ascii(128),
         "slug" | "workspace_slug" => Limit::Ascii(63),
+        // "rpl_" and 64 hex digits.
+        "token" => Limit::Ascii(68),
         "page_token" => Limit::Ascii(2048),
         "permission" | "feature" | "role" | "etag" | "paths" => Limit::Vocabulary,
         _ => return None,
@@ -171,7 +173,9 @@ impl Valid {
             "user_id" | "id" | "assignee_id" | "assignee_user_id" => self.agent.id.clone(),
             "name" | "full_name" => format!("Edge {n}"),
             "description" => "a role of the edge test".into(),
-            "email" if message == "LoginRequest" => self.agent.email.clone(),
+            "email" if message == "LoginRequest" || message == "User" => self.agent.email.clone(),
+            // No such workspace: a reset request changes nothing, now or in the background.
+            "workspace_slug" if message == "RequestPasswordResetRequest" => "nowhere".into(),
             "email" => format!("edge{n}@{}.example", self.workspace.slug),
             "password" | "new_password" => PASSWORD.into(),
             "current_password" => self.password.clone(),
@@ -258,17 +262,19 @@ fn set(message: &mut DynamicMessage, path: &[prost_reflect::FieldDescriptor], va
     }
 }
 
-/// Fields a method reads nothing from, so any value is accepted: a user's email and a workspace's
-/// slug cannot be changed (UpdateUser's paths are `full_name` and `role`, UpdateWorkspace's `name`).
-const IGNORED: [(&str, &str); 2] = [("UpdateUser", "user.email"), ("UpdateWorkspace", "workspace.slug")];
+/// Fields a method reads nothing from, so any value is accepted: a workspace's slug cannot be
+/// changed (UpdateWorkspace's path is `name`).
+const IGNORED: [(&str, &str); 1] = [("UpdateWorkspace", "workspace.slug")];
 
 /// Fields only one value passes (a password, the slug and email of an account) or that name a
 /// record the edges cannot (their conversations are resolved, or were never queued, by then).
-const UNREACHABLE: [&str; 6] = [
+const UNREACHABLE: [&str; 8] = [
     "ChangePassword.current_password",
     "Login.email",
     "Login.password",
     "Login.workspace_slug",
+    "SetPasswordWithToken.new_password",
+    "SetPasswordWithToken.token",
     "TakeConversation.conversation_id",
     "UnassignConversation.conversation_id",
 ];
@@ -279,7 +285,18 @@ async fn every_string_field_on_the_edges_of_its_limit_gets_a_deliberate_answer()
     let log = tempfile::NamedTempFile::new().expect("log file");
     let options = PeerOptions {
         // Wrong current passwords must not throttle the new passwords' edges away.
-        args: ["--queue-sweep-ms", "3600000", "--login-max-failures", "1000"].map(String::from).to_vec(),
+        args: [
+            "--queue-sweep-ms",
+            "3600000",
+            "--login-max-failures",
+            "1000",
+            "--reset-max-per-account",
+            "1000",
+            "--reset-max-per-address",
+            "1000",
+        ]
+        .map(String::from)
+        .to_vec(),
         log: Some(log.path().to_owned()),
         ..Default::default()
     };
@@ -348,8 +365,16 @@ async fn every_string_field_on_the_edges_of_its_limit_gets_a_deliberate_answer()
                 match &answer {
                     Ok(_) => {
                         accepted += 1;
-                        if method.name() == "ChangePassword" && field == ["new_password"] {
+                        if (method.name() == "ChangePassword" && field == ["new_password"])
+                            || (method.name() == "SetPassword" && field == ["password"])
+                        {
                             valid.password = value.clone();
+                        }
+                        if method.name() == "UpdateUser"
+                            && let Ok(bytes) = &answer
+                            && let Ok(updated) = pb::UpdateUserResponse::decode(bytes.as_slice())
+                        {
+                            valid.agent.email = updated.user.map(|u| u.email).unwrap_or_default();
                         }
                         reached.insert(format!("{}.{}", method.name(), field.join(".")));
                         if over(edge.limit, &value) && !IGNORED.contains(&(method.name(), field.join(".").as_str())) {

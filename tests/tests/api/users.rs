@@ -242,9 +242,9 @@ async fn bad_updates_name_their_field_and_write_nothing() {
 
     let unknown_path = app
         .users()
-        .update_user(bearer(&acme.admin_token, update(agent.clone(), &["email"])))
+        .update_user(bearer(&acme.admin_token, update(agent.clone(), &["create_time"])))
         .await
-        .expect_err("email is not updatable");
+        .expect_err("create_time is not updatable");
     let unknown_role = app
         .users()
         .update_user(bearer(&acme.admin_token, update(pb::User { role: "wizard".into(), ..agent.clone() }, &["role"])))

@@ -1,20 +1,18 @@
 //! User rows: the record, versioned updates, a new user with their welcome email, and the rules a
 //! change of a user checks inside its transaction (no escalation, the last admin).
 
-use crate::entity::{outbox, user};
-use crate::rows::{role, workspace};
+use crate::entity::user;
+use crate::rows::{link, role, workspace};
 use crate::{
-    Availability, Conflict, Context, Entity, Mail, NewUser, OutboxStatus, Result, StoreError, User, UserStatus, audit,
-    classify, count, new_id, unique_violation,
+    Availability, Conflict, Context, Entity, NewUser, Result, StoreError, User, UserStatus, Welcome, audit, classify,
+    count, new_id, unique_violation,
 };
 use roster_authz::Role;
 use roster_authz::{BuiltinRole, RoleId};
 use roster_billing::check_seat;
 use roster_identity::{Email, FullName};
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect};
 
 pub(crate) fn to_user(row: user::Model) -> Result<User> {
     let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("user {}: {what}: {e}", row.id));
@@ -84,15 +82,17 @@ pub(crate) async fn update(
     if result.rows_affected == 1 { Ok(()) } else { Err(StoreError::Conflict(Conflict::Busy)) }
 }
 
-/// A foreign-key failure on a user row's role: the role was deleted after it was checked.
+/// A foreign-key failure on a user row's role: the role was deleted after it was checked. A
+/// unique one: the email was taken by a user created since it was checked.
 pub(crate) fn role_gone(err: sea_orm::DbErr) -> StoreError {
     match err.sql_err() {
         Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_)) => StoreError::NotFound(Entity::Role),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => StoreError::Conflict(Conflict::EmailTaken),
         _ => classify(err),
     }
 }
 
-/// Inserts a user, their welcome email and the audit event on `txn`. The person acting in `ctx`
+/// Inserts a user, their welcome email (or invitation) and the audit event on `txn`. The person acting in `ctx`
 /// must hold every grant of the new user's role. The checks come in the order a caller can act
 /// on them: the role, the email, then the seat, taken under the workspace's lock so that nothing
 /// is written without one. An email taken — or, for a call with a request id, that id used
@@ -103,7 +103,7 @@ pub(crate) async fn insert(
     workspace_id: &str,
     new: NewUser,
     request_id: Option<&str>,
-    welcome: &Mail,
+    welcome: &Welcome,
 ) -> Result<User> {
     let authz_version = role::bump_authz(txn, workspace_id, role::AuthzChange::Members).await?;
     let granted = role::load(txn, workspace_id, new.role.as_str()).await?;
@@ -127,9 +127,17 @@ pub(crate) async fn insert(
         workspace_id: workspace_id.to_owned(),
         email: new.email.as_str().to_owned(),
         full_name: new.full_name.as_str().to_owned(),
-        password_hash: new.password_hash.as_stored().to_owned(),
+        password_hash: match welcome {
+            Welcome::Password(hash, _) => hash.as_stored().to_owned(),
+            Welcome::Invitation(_) => String::new(),
+        },
         role_id: new.role.as_str().to_owned(),
-        status: UserStatus::Active.as_str().to_owned(),
+        status: match welcome {
+            Welcome::Password(..) => UserStatus::Active,
+            Welcome::Invitation(_) => UserStatus::Invited,
+        }
+        .as_str()
+        .to_owned(),
         availability: Availability::Online.as_str().to_owned(),
         version: 1,
         create_request_id: request_id.map(str::to_owned),
@@ -146,22 +154,18 @@ pub(crate) async fn insert(
             None => role_gone(err),
         });
     }
-    let mail = outbox::ActiveModel {
-        id: Set(new_id()),
-        workspace_id: Set(workspace_id.to_owned()),
-        recipient: Set(welcome.to.as_str().to_owned()),
-        subject: Set(welcome.subject.clone()),
-        body: Set(welcome.body.clone()),
-        status: Set(OutboxStatus::Pending.as_str().to_owned()),
-        attempts: Set(0),
-        next_attempt_at: Set(ctx.now),
-        lease_until: Set(0),
-        last_error: Set(None),
-        created_at: Set(ctx.now),
-        sent_at: Set(None),
-    };
-    outbox::Entity::insert(mail).exec_without_returning(txn).await.map_err(classify)?;
-    let details = [("email", new.email.as_str()), ("full_name", new.full_name.as_str()), ("role", new.role.as_str())];
+    match welcome {
+        Welcome::Password(_, mail) => {
+            link::queue_mail(txn, ctx, workspace_id, mail, None).await?;
+        }
+        Welcome::Invitation(invitation) => link::issue(txn, ctx, workspace_id, &row.id, invitation).await?,
+    }
+    let details = [
+        ("email", new.email.as_str()),
+        ("full_name", new.full_name.as_str()),
+        ("role", new.role.as_str()),
+        ("status", row.status.as_str()),
+    ];
     audit::record(txn, workspace_id, ctx, "user.created", &format!("user:{}", row.id), &details).await?;
     to_user(row)
 }

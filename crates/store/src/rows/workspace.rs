@@ -19,13 +19,13 @@ fn subscription(row: &workspace::Model) -> Result<Subscription> {
     })
 }
 
-/// Active users: the seats in use.
+/// Active and invited users: the seats in use.
 async fn seats_used<C: ConnectionTrait>(conn: &C, workspace_id: &str) -> Result<u32> {
     let active = count(
         conn,
         user::Entity::find()
             .filter(user::Column::WorkspaceId.eq(workspace_id))
-            .filter(user::Column::Status.eq(UserStatus::Active.as_str())),
+            .filter(user::Column::Status.is_in([UserStatus::Active.as_str(), UserStatus::Invited.as_str()])),
     )
     .await?;
     Ok(u32::try_from(active).unwrap_or(u32::MAX))

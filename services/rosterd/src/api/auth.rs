@@ -3,9 +3,10 @@ use crate::auth::{Lane, Principal, now_millis, random_bytes};
 use crate::context::RequestId;
 use crate::convert;
 use crate::error::{self, Violations, checked, permission_denied, unauthenticated};
-use roster_identity::{Email, Password, PasswordHash, SessionToken, Slug};
+use crate::mail::Recipient;
+use roster_identity::{Email, LinkToken, Password, PasswordHash, SessionToken, Slug};
 use roster_proto::v1::{self as pb, auth_service_server::AuthService};
-use roster_store::{Actor, Conflict, Context, Entity, StoreError, UserStatus};
+use roster_store::{Actor, Conflict, Context, Entity, LinkSender, LinkState, StoreError, UserStatus};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -36,6 +37,46 @@ fn upgrade_hash(app: &Arc<App>, user: &roster_store::User, verified: PasswordHas
     });
 }
 
+/// Sends a reset link to the account `slug` and `email` name, if it exists and is active; in the
+/// background, after the request was answered, so that the answer tells nothing about the
+/// account, in what it says or in how long it takes.
+fn send_reset_link(app: &Arc<App>, slug: Slug, email: Email, request_id: String) {
+    let app = app.clone();
+    tokio::spawn(async move {
+        let sent = async {
+            let Some(candidate) = app.store.login_candidate(&slug, &email).await? else { return Ok(false) };
+            // No account, or an invited one (who has no password to reset).
+            let Some((user, _)) = candidate.user else { return Ok(false) };
+            if user.status != UserStatus::Active {
+                return Ok(false);
+            }
+            let workspace = app.store.workspace(&candidate.workspace_id).await?;
+            let to = Recipient {
+                slug: &workspace.slug,
+                workspace: &workspace.name,
+                email: &user.email,
+                name: &user.full_name,
+            };
+            let now = now_millis();
+            let Ok(link) = app.mails.reset(&to, LinkSender::Owner, now) else { return Ok(false) };
+            let ctx = Context { actor: Actor::Anonymous, request_id, now };
+            let sent = app.store.send_link(&ctx, &candidate.workspace_id, &user.id, link, LinkSender::Owner).await?;
+            app.settle_in(&ctx, &candidate.workspace_id, sent).await;
+            Ok::<_, StoreError>(true)
+        };
+        match sent.await {
+            Ok(true) => tracing::info!("password reset link queued"),
+            Ok(false) | Err(StoreError::Conflict(_)) => tracing::info!("password reset asked for no active account"),
+            Err(err) => tracing::warn!(error = %crate::error::error_chain(&err), "could not send a reset link"),
+        }
+    });
+}
+
+/// The request id the request-context layer gave a call without a caller.
+fn request_id<T>(request: &Request<T>) -> String {
+    request.extensions().get::<RequestId>().map(|id| id.0.clone()).unwrap_or_default()
+}
+
 fn login_failed() -> Status {
     unauthenticated("INVALID_CREDENTIALS", "the workspace, email or password is wrong")
 }
@@ -44,7 +85,7 @@ fn login_failed() -> Status {
 impl AuthService for AuthApi {
     async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
         let app = &self.0;
-        let request_id = request.extensions().get::<RequestId>().map(|id| id.0.clone()).unwrap_or_default();
+        let request_id = request_id(&request);
         let address = app.login_throttle.client_address(request.remote_addr(), request.metadata());
         let req = request.into_inner();
         let mut v = Violations::new();
@@ -118,6 +159,52 @@ impl AuthService for AuthApi {
             expire_time: Some(convert::timestamp(expires_at)),
             user: Some(convert::user(&user)),
         }))
+    }
+
+    async fn request_password_reset(
+        &self,
+        request: Request<pb::RequestPasswordResetRequest>,
+    ) -> Result<Response<pb::RequestPasswordResetResponse>, Status> {
+        let app = &self.0;
+        let request_id = request_id(&request);
+        let address = app.login_throttle.client_address(request.remote_addr(), request.metadata());
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let slug = v.check("workspace_slug", Slug::parse(&req.workspace_slug));
+        let email = v.check("email", Email::parse(&req.email));
+        v.finish()?;
+        let (slug, email) = (checked(slug)?, checked(email)?);
+        // Counted whether or not the account exists: a refusal says nothing about it either.
+        app.login_throttle.count_reset_request(&slug, &email, address, now_millis()).await?;
+        send_reset_link(app, slug, email, request_id);
+        Ok(Response::new(pb::RequestPasswordResetResponse {}))
+    }
+
+    async fn set_password_with_token(
+        &self,
+        request: Request<pb::SetPasswordWithTokenRequest>,
+    ) -> Result<Response<pb::SetPasswordWithTokenResponse>, Status> {
+        let app = &self.0;
+        let request_id = request_id(&request);
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let token = v.check("token", LinkToken::parse(&req.token));
+        let password = v.check("new_password", Password::parse(&req.new_password));
+        v.finish()?;
+        let token = checked(token)?.hash();
+        // A token that cannot be used costs no bcrypt work.
+        match app.store.link_state(&token, now_millis()).await.map_err(error::store)? {
+            LinkState::Valid(_) => {}
+            LinkState::Expired => return Err(error::store(StoreError::Conflict(Conflict::LinkExpired))),
+            LinkState::Unknown => return Err(error::store(StoreError::Conflict(Conflict::LinkInvalid))),
+        }
+        let hash = app.hasher.hash(Lane::Account, checked(password)?).await?;
+        let ctx = Context { actor: Actor::Anonymous, request_id, now: now_millis() };
+        let changed = app.store.redeem_link(&ctx, &token, &hash).await.map_err(error::store)?;
+        let workspace_id = changed.value.workspace_id.clone();
+        let user = app.settle_in(&ctx, &workspace_id, changed).await;
+        tracing::info!(user_id = %user.id, workspace_id = %user.workspace_id, "password set with a link");
+        Ok(Response::new(pb::SetPasswordWithTokenResponse { user: Some(convert::user(&user)) }))
     }
 
     async fn logout(&self, request: Request<pb::LogoutRequest>) -> Result<Response<pb::LogoutResponse>, Status> {

@@ -2,11 +2,12 @@ use crate::app::{Addressed, App};
 use crate::auth::{Lane, Principal, now_millis};
 use crate::convert;
 use crate::error::{self, Violations, checked, invalid, permission_denied};
+use crate::mail::Recipient;
 use crate::policy::Need;
 use roster_authz::RoleId;
 use roster_identity::{Email, FullName, Password};
 use roster_proto::v1::{self as pb, user_service_server::UserService};
-use roster_store::{NewUser, UserChanges, UserFilter, UserStatus};
+use roster_store::{LinkPurpose, LinkSender, NewUser, UserChanges, UserFilter, UserStatus, Welcome};
 use std::sync::Arc;
 use tonic::{Code, Request, Response, Status};
 
@@ -62,6 +63,51 @@ impl UserApi {
     }
 }
 
+/// ResendInvitationRequest and SendPasswordResetRequest: the user.
+trait LinkRequest: Addressed {
+    fn user_id(&self) -> &str;
+}
+
+impl LinkRequest for pb::ResendInvitationRequest {
+    fn user_id(&self) -> &str {
+        &self.user_id
+    }
+}
+
+impl LinkRequest for pb::SendPasswordResetRequest {
+    fn user_id(&self) -> &str {
+        &self.user_id
+    }
+}
+
+impl UserApi {
+    /// ResendInvitation and SendPasswordReset: a fresh link of `purpose`, sent by a manager.
+    async fn send_link(&self, request: Request<impl LinkRequest>, purpose: LinkPurpose) -> Result<pb::User, Status> {
+        let app = &self.0;
+        let call = app.call(&request, Need::ManageUsers).await?;
+        let user_id = request.get_ref().user_id();
+        let mut v = Violations::new();
+        super::record_id(&mut v, "user_id", user_id);
+        v.finish()?;
+        let user = app.store.user(&call.workspace_id, user_id).await.map_err(error::store)?;
+        let workspace = app.store.workspace(&call.workspace_id).await.map_err(error::store)?;
+        let to =
+            Recipient { slug: &workspace.slug, workspace: &workspace.name, email: &user.email, name: &user.full_name };
+        let link = match purpose {
+            LinkPurpose::Invitation => app.mails.invitation(&to, call.ctx.now)?,
+            LinkPurpose::Reset => app.mails.reset(&to, LinkSender::Manager, call.ctx.now)?,
+        };
+        let changed = app
+            .store
+            .send_link(&call.ctx, &call.workspace_id, user_id, link, LinkSender::Manager)
+            .await
+            .map_err(error::store)?;
+        let user = app.settle(&call, changed).await;
+        tracing::info!(user_id = %user.id, purpose = purpose.as_str(), "password link sent");
+        Ok(convert::user(&user))
+    }
+}
+
 #[tonic::async_trait]
 impl UserService for UserApi {
     async fn create_user(
@@ -74,15 +120,22 @@ impl UserService for UserApi {
         let mut v = Violations::new();
         let email = v.check("email", Email::parse(&req.email));
         let full_name = v.check("full_name", FullName::parse(&req.full_name));
-        let password = v.check("password", Password::parse(&req.password));
+        // No password: invited, to choose their own.
+        let password = (!req.password.is_empty()).then(|| v.check("password", Password::parse(&req.password)));
         let role = v.check("role", RoleId::parse(&req.role));
         let request_id = super::request_id(&mut v, &req.request_id);
         v.finish()?;
         let (email, full_name, role) = (checked(email)?, checked(full_name)?, checked(role)?);
         let workspace = app.store.workspace(&call.workspace_id).await.map_err(error::store)?;
-        let password_hash = app.hasher.hash(Lane::Account, checked(password)?).await?;
-        let welcome = app.welcome(&workspace.slug, &workspace.name, &email, &full_name);
-        let new = NewUser { email, full_name, password_hash, role };
+        let to = Recipient { slug: &workspace.slug, workspace: &workspace.name, email: &email, name: &full_name };
+        let welcome = match password {
+            Some(password) => {
+                let password_hash = app.hasher.hash(Lane::Account, checked(password)?).await?;
+                Welcome::Password(password_hash, app.mails.welcome(&to))
+            }
+            None => Welcome::Invitation(app.mails.invitation(&to, call.ctx.now)?),
+        };
+        let new = NewUser { email, full_name, role };
         let changed = app
             .store
             .create_user(&call.ctx, &call.workspace_id, new, welcome, request_id)
@@ -151,25 +204,43 @@ impl UserService for UserApi {
         let Some(user) = req.user else { return Err(invalid("user", "required")) };
         let mut v = Violations::new();
         super::record_id(&mut v, "user.id", &user.id);
-        let set = [("full_name", !user.full_name.is_empty()), ("role", !user.role.is_empty())];
+        let set = [
+            ("full_name", !user.full_name.is_empty()),
+            ("role", !user.role.is_empty()),
+            ("email", !user.email.is_empty()),
+        ];
         let paths = super::mask_paths(&mut v, req.update_mask, &set);
         let mut changes = UserChanges::default();
         for path in &paths {
             match path.as_str() {
                 "full_name" => changes.full_name = v.check("user.full_name", FullName::parse(&user.full_name)),
                 "role" => changes.role = v.check("user.role", RoleId::parse(&user.role)),
+                "email" => changes.email = v.check("user.email", Email::parse(&user.email)),
                 "status" => v.add("update_mask", "status changes through DeactivateUser and ReactivateUser"),
                 "availability" => v.add("update_mask", "availability changes through SetAvailability"),
                 other => {
-                    v.add("update_mask", format!("unknown or read-only path {other:?}; updatable: full_name, role"))
+                    let updatable = "updatable: full_name, role, email";
+                    v.add("update_mask", format!("unknown or read-only path {other:?}; {updatable}"))
                 }
             }
         }
         let expected_version = super::etag(&mut v, "user.etag", &user.etag);
         v.finish()?;
+        // An invited user whose email is corrected is invited again at the new address, in the
+        // same transaction (the store uses the invitation only then).
+        let invitation = match &changes.email {
+            Some(email) => {
+                let current = app.store.user(&call.workspace_id, &user.id).await.map_err(error::store)?;
+                let workspace = app.store.workspace(&call.workspace_id).await.map_err(error::store)?;
+                let name = changes.full_name.as_ref().unwrap_or(&current.full_name);
+                let to = Recipient { slug: &workspace.slug, workspace: &workspace.name, email, name };
+                Some(app.mails.invitation(&to, call.ctx.now)?)
+            }
+            None => None,
+        };
         let changed = app
             .store
-            .update_user(&call.ctx, &call.workspace_id, &user.id, changes, expected_version)
+            .update_user(&call.ctx, &call.workspace_id, &user.id, changes, expected_version, invitation)
             .await
             .map_err(|e| error::store_with_role_field(e, "user.role"))?;
         let updated = app.settle(&call, changed).await;
@@ -190,6 +261,43 @@ impl UserService for UserApi {
     ) -> Result<Response<pb::ReactivateUserResponse>, Status> {
         let user = self.set_status(request, UserStatus::Active).await?;
         Ok(Response::new(pb::ReactivateUserResponse { user: Some(user) }))
+    }
+
+    async fn resend_invitation(
+        &self,
+        request: Request<pb::ResendInvitationRequest>,
+    ) -> Result<Response<pb::ResendInvitationResponse>, Status> {
+        let user = self.send_link(request, LinkPurpose::Invitation).await?;
+        Ok(Response::new(pb::ResendInvitationResponse { user: Some(user) }))
+    }
+
+    async fn send_password_reset(
+        &self,
+        request: Request<pb::SendPasswordResetRequest>,
+    ) -> Result<Response<pb::SendPasswordResetResponse>, Status> {
+        let user = self.send_link(request, LinkPurpose::Reset).await?;
+        Ok(Response::new(pb::SendPasswordResetResponse { user: Some(user) }))
+    }
+
+    async fn set_password(
+        &self,
+        request: Request<pb::SetPasswordRequest>,
+    ) -> Result<Response<pb::SetPasswordResponse>, Status> {
+        let app = &self.0;
+        let call = app.call(&request, Need::ManageUsers).await?;
+        let req = request.get_ref();
+        let mut v = Violations::new();
+        super::record_id(&mut v, "user_id", &req.user_id);
+        let password = v.check("password", Password::parse(&req.password));
+        v.finish()?;
+        // Whom first: no bcrypt work for a user who is not there or not the caller's to manage.
+        app.store.user(&call.workspace_id, &req.user_id).await.map_err(error::store)?;
+        let hash = app.hasher.hash(Lane::Account, checked(password)?).await?;
+        let changed =
+            app.store.set_password(&call.ctx, &call.workspace_id, &req.user_id, &hash).await.map_err(error::store)?;
+        let user = app.settle(&call, changed).await;
+        tracing::info!(user_id = %user.id, "password set by a manager");
+        Ok(Response::new(pb::SetPasswordResponse { user: user_response(&user) }))
     }
 
     async fn change_password(

@@ -2,11 +2,12 @@ use crate::app::App;
 use crate::auth::Lane;
 use crate::convert;
 use crate::error::{self, Violations, checked, invalid};
+use crate::mail::Recipient;
 use crate::policy::Need;
 use roster_authz::BuiltinRole;
 use roster_identity::{Email, FullName, Password, Slug, WorkspaceName};
 use roster_proto::v1::{self as pb, workspace_service_server::WorkspaceService};
-use roster_store::{NewUser, NewWorkspace};
+use roster_store::{NewUser, NewWorkspace, Welcome};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -33,8 +34,9 @@ impl WorkspaceService for WorkspaceApi {
         v.finish()?;
         let (slug, name, email, full_name) = (checked(slug)?, checked(name)?, checked(email)?, checked(full_name)?);
         let password_hash = app.hasher.hash(Lane::Account, checked(password)?).await?;
-        let welcome = app.welcome(&slug, &name, &email, &full_name);
-        let admin = NewUser { email, full_name, password_hash, role: BuiltinRole::Admin.into() };
+        let to = Recipient { slug: &slug, workspace: &name, email: &email, name: &full_name };
+        let welcome = Welcome::Password(password_hash, app.mails.welcome(&to));
+        let admin = NewUser { email, full_name, role: BuiltinRole::Admin.into() };
         let changed = app
             .store
             .create_workspace(&caller.context(), NewWorkspace { slug, name }, admin, welcome, request_id)
