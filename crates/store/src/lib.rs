@@ -160,6 +160,12 @@ pub enum Conflict {
     UserInvited,
     #[error("the user is deactivated: reactivate them first")]
     UserDeactivated,
+    /// A manager's change of a person's credentials made on themselves.
+    #[error(
+        "a person cannot set their own password or email this way: use ChangePassword for your password; another \
+         manager (or support, with a service key) corrects your email"
+    )]
+    OwnAccount,
 }
 
 /// Result of a store operation.

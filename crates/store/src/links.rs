@@ -58,6 +58,10 @@ impl Store {
             LinkSender::Owner => load(&txn, workspace_id, user_id).await?,
         };
         check_status(link.purpose, &row.status)?;
+        // The email was read before this transaction: an address corrected since gets no link.
+        if row.email != link.mail.to.as_str() {
+            return Err(StoreError::Conflict(Conflict::Changed));
+        }
         link::issue(&txn, ctx, workspace_id, user_id, &link).await?;
         let by = match sender {
             LinkSender::Manager => "manager",
@@ -152,7 +156,8 @@ impl Store {
 
     /// A manager sets a user's password: every session of theirs is revoked and a pending link
     /// voided; an invited user becomes active with it. The person acting in `ctx` must be allowed
-    /// to manage the user.
+    /// to manage the user, and not be them ([`Conflict::OwnAccount`]: their own password changes
+    /// through ChangePassword, which asks for the current one).
     pub async fn set_password(
         &self,
         ctx: &Context,
@@ -160,17 +165,22 @@ impl Store {
         user_id: &str,
         hash: &PasswordHash,
     ) -> Result<Changed<User>> {
+        if matches!(&ctx.actor, Actor::User(me) if me == user_id) {
+            return Err(StoreError::Conflict(Conflict::OwnAccount));
+        }
         let txn = self.write_in(&[Stream::Workspace(workspace_id)]).await?;
         let (row, _) = load_manageable(&txn, workspace_id, user_id, ctx).await?;
         let invited = row.status == UserStatus::Invited.as_str();
         let mut columns = vec![(user::Column::PasswordHash, hash.as_stored().into())];
-        let mut details = vec![("sessions_revoked", revoke_sessions(&txn, user_id).await?.to_string())];
+        let mut details = Vec::new();
         if invited {
+            // The workspace's row first (the lock order).
             let authz_version = role::bump_authz(&txn, workspace_id, role::AuthzChange::Members).await?;
             columns.push((user::Column::Status, UserStatus::Active.as_str().into()));
             columns.push((user::Column::AuthzVersion, authz_version.into()));
             details.push(("status", UserStatus::Active.as_str().to_owned()));
         }
+        details.push(("sessions_revoked", revoke_sessions(&txn, user_id).await?.to_string()));
         link::void(&txn, user_id).await?;
         update(&txn, &row, ctx.now, columns).await?;
         let details: Vec<(&str, &str)> = details.iter().map(|(k, v)| (*k, v.as_str())).collect();

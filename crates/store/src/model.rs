@@ -483,8 +483,8 @@ pub struct LoginCandidate {
     pub user: Option<(User, PasswordHash)>,
 }
 
-/// An outbox message due for delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An outbox message due for delivery. Its body may carry a password link: `Debug` leaves it out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct OutboxMail {
     pub id: String,
     pub recipient: String,
@@ -497,7 +497,7 @@ pub struct OutboxMail {
 }
 
 /// Where an outbox message stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct OutboxEntry {
     pub id: String,
     pub workspace_id: String,
@@ -509,6 +509,31 @@ pub struct OutboxEntry {
     pub last_error: Option<String>,
     /// The password link the body's placeholder stands for, until the message is sent.
     pub link: Option<String>,
+}
+
+impl fmt::Debug for OutboxMail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboxMail")
+            .field("id", &self.id)
+            .field("recipient", &self.recipient)
+            .field("subject", &self.subject)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for OutboxEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboxEntry")
+            .field("id", &self.id)
+            .field("recipient", &self.recipient)
+            .field("subject", &self.subject)
+            .field("status", &self.status)
+            .field("attempts", &self.attempts)
+            .field("last_error", &self.last_error)
+            .field("link", &self.link.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
 }
 
 text_enum!(

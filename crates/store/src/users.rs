@@ -149,8 +149,22 @@ impl Store {
             columns.push((user::Column::FullName, name.as_str().into()));
             details.push(("full_name", name.as_str().to_owned()));
         }
+        let role_changes = changes.role.as_ref().filter(|role| role.as_str() != row.role_id);
+        if let Some(role) = role_changes {
+            let authz_version = role::bump_authz(&txn, workspace_id, role::AuthzChange::Members).await?;
+            role::ensure_grantable(actor.as_ref(), &role::load(&txn, workspace_id, role.as_str()).await?.role.grants)?;
+            guard_last_admin(&txn, workspace_id, &row, role.builtin() == Some(BuiltinRole::Admin)).await?;
+            columns.push((user::Column::RoleId, role.as_str().into()));
+            columns.push((user::Column::AuthzVersion, authz_version.into()));
+            details.push(("old_role", row.role_id.clone()));
+            details.push(("role", role.as_str().to_owned()));
+        }
         let email_changes = changes.email.as_ref().filter(|email| email.as_str() != row.email);
         if let Some(email) = email_changes {
+            // Otherwise a stolen session could redirect the account's reset emails.
+            if matches!(&ctx.actor, crate::Actor::User(me) if me == user_id) {
+                return Err(StoreError::Conflict(Conflict::OwnAccount));
+            }
             let taken = user::Entity::find()
                 .filter(user::Column::WorkspaceId.eq(workspace_id))
                 .filter(user::Column::Email.eq(email.as_str()))
@@ -170,16 +184,6 @@ impl Store {
                 link::issue(&txn, ctx, workspace_id, user_id, invitation).await?;
                 details.push(("invitation_sent", "true".to_owned()));
             }
-        }
-        let role_changes = changes.role.as_ref().filter(|role| role.as_str() != row.role_id);
-        if let Some(role) = role_changes {
-            let authz_version = role::bump_authz(&txn, workspace_id, role::AuthzChange::Members).await?;
-            role::ensure_grantable(actor.as_ref(), &role::load(&txn, workspace_id, role.as_str()).await?.role.grants)?;
-            guard_last_admin(&txn, workspace_id, &row, role.builtin() == Some(BuiltinRole::Admin)).await?;
-            columns.push((user::Column::RoleId, role.as_str().into()));
-            columns.push((user::Column::AuthzVersion, authz_version.into()));
-            details.push(("old_role", row.role_id.clone()));
-            details.push(("role", role.as_str().to_owned()));
         }
         if columns.is_empty() {
             return Ok(Changed::new(to_user(row)?));
@@ -325,7 +329,8 @@ impl Store {
 
     /// Replaces a person's password hash, if it is still `verified` (the one their current
     /// password was checked against: [`Conflict::Changed`] otherwise) and their session `keep`
-    /// is still open ([`Entity::Session`] not found otherwise), and revokes every other session.
+    /// is still open ([`Entity::Session`] not found otherwise), revokes every other session and
+    /// voids a pending reset link.
     pub async fn change_password(
         &self,
         ctx: &Context,
@@ -356,6 +361,8 @@ impl Store {
             .exec(&txn)
             .await
             .map_err(classify)?;
+        // A pending reset link would still open the account.
+        link::void(&txn, user_id).await?;
         audit::record(&txn, workspace_id, ctx, "user.password_changed", &format!("user:{user_id}"), &[]).await?;
         commit(txn).await
     }

@@ -263,6 +263,7 @@ pub(crate) fn store_with_role_field(err: StoreError, role_field: &str) -> Status
             Conflict::NotInvited => precondition("NOT_INVITED", "roster.v1.User", &conflict, &[]),
             Conflict::UserInvited => precondition("USER_INVITED", "roster.v1.User", &conflict, &[]),
             Conflict::UserDeactivated => precondition("USER_NOT_ACTIVE", "roster.v1.User", &conflict, &[]),
+            Conflict::OwnAccount => precondition("OWN_ACCOUNT", "roster.v1.User", &conflict, &[]),
             Conflict::SeatLimit { workspace_id, refused } => {
                 let mut details = ErrorDetails::new();
                 details.add_quota_failure_violation(format!("workspace:{workspace_id}"), refused.to_string());

@@ -180,6 +180,25 @@ async fn a_resent_invitation_voids_the_old_link_and_deactivation_voids_any() {
 }
 
 #[tokio::test]
+async fn an_invitation_needs_a_free_seat() {
+    let app = spawn_app().await;
+    let trial = app.workspace_on_trial("trial").await;
+    let full =
+        invite(&app, &trial.admin_token, "ivan@trial.example", "agent").await.expect_err("the one seat is taken");
+    assert_status(&full, Code::ResourceExhausted, "SEAT_LIMIT_REACHED");
+    let growth = pb::ChangePlanRequest { workspace_id: trial.id.clone(), plan: pb::Plan::Growth as i32 };
+    app.billing().change_plan(service(growth)).await.expect("growth");
+    for i in 0..4 {
+        invite(&app, &trial.admin_token, &format!("agent-{i}@trial.example"), "agent").await.expect("a seat");
+    }
+    let full = invite(&app, &trial.admin_token, "fifth@trial.example", "agent").await.expect_err("invited hold seats");
+    assert_status(&full, Code::ResourceExhausted, "SEAT_LIMIT_REACHED");
+    let back = pb::ChangePlanRequest { workspace_id: trial.id.clone(), plan: pb::Plan::FreeTrial as i32 };
+    let back = app.billing().change_plan(service(back)).await.expect_err("five seats in use");
+    assert_status(&back, Code::FailedPrecondition, "SEATS_IN_USE");
+}
+
+#[tokio::test]
 async fn an_invitation_link_expires() {
     let sink = SmtpSink::start(Mode::Accept).await;
     let app = app_with_mail(&sink, |c| c.invitation_ttl_secs = 1).await;

@@ -193,3 +193,50 @@ async fn a_manager_resets_or_sets_a_password_by_the_no_escalation_rule_and_signs
     let audit = format!("{:?}", audit.expect("audit").into_inner());
     assert!(!audit.contains("set by sam") && !audit.contains("rpl_"), "no secret in the audit trail");
 }
+
+#[tokio::test]
+async fn a_pending_reset_link_dies_with_a_password_or_email_change_and_nobody_resets_their_own_this_way() {
+    let sink = SmtpSink::start(Mode::Accept).await;
+    let app = app_with_mail(&sink, |_| {}).await;
+    let acme = app.workspace("acme").await;
+    let maria = app.create_user(&acme.admin_token, "maria@acme.example", "agent").await.expect("maria");
+
+    // Maria asks for a link, then remembers her password and changes it: the link is void.
+    request_reset(&app, "acme", "maria@acme.example").await.expect("asked");
+    let link = link_sent_to(&sink, "maria@acme.example", 0).await;
+    let session = app.login("acme", "maria@acme.example", PASSWORD).await.expect("maria");
+    let change = pb::ChangePasswordRequest { current_password: PASSWORD.into(), new_password: NEW_PASSWORD.into() };
+    app.users().change_password(bearer(&session, change)).await.expect("changed");
+    let void = use_link(&app, &link, "someone else's 1").await.expect_err("voided by the change");
+    assert_status(&void, Code::FailedPrecondition, "LINK_INVALID");
+
+    // A link to an address the admin then corrects is void too.
+    let send = pb::SendPasswordResetRequest { user_id: maria.id.clone(), ..Default::default() };
+    app.users().send_password_reset(bearer(&acme.admin_token, send)).await.expect("sent");
+    let link = link_sent_to(&sink, "maria@acme.example", 1).await;
+    let update = |id: &str, email: &str| pb::UpdateUserRequest {
+        workspace_id: String::new(),
+        user: Some(pb::User { id: id.into(), email: email.into(), ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["email".into()] }),
+    };
+    let fixed = app.users().update_user(bearer(&acme.admin_token, update(&maria.id, "maria.r@acme.example"))).await;
+    assert_eq!(fixed.expect("corrected").into_inner().user.expect("user").status(), pb::UserStatus::Active);
+    let void = use_link(&app, &link, "someone else's 1").await.expect_err("voided by the correction");
+    assert_status(&void, Code::FailedPrecondition, "LINK_INVALID");
+
+    // A manager's tools are for others: their own password needs the current one, and their own
+    // email another manager (so that a stolen session cannot take the account over).
+    let set = pb::SetPasswordRequest {
+        user_id: acme.admin.id.clone(),
+        password: "no current one 1".into(),
+        ..Default::default()
+    };
+    let own = app.users().set_password(bearer(&acme.admin_token, set)).await.expect_err("own password");
+    assert_status(&own, Code::FailedPrecondition, "OWN_ACCOUNT");
+    let own = app.users().update_user(bearer(&acme.admin_token, update(&acme.admin.id, "thief@evil.example"))).await;
+    assert_status(&own.expect_err("own email"), Code::FailedPrecondition, "OWN_ACCOUNT");
+    app.login("acme", "admin@acme.example", PASSWORD).await.expect("the admin is untouched");
+    let by_support = update(&acme.admin.id, "ada@acme.example");
+    let by_support = pb::UpdateUserRequest { workspace_id: acme.id.clone(), ..by_support };
+    app.users().update_user(service(by_support)).await.expect("support corrects the admin's email");
+}
