@@ -53,8 +53,21 @@ impl Store {
     /// Records a refused login. `target` names the attempted email; the reason is not recorded,
     /// so the trail does not tell apart an unknown email from a wrong password either.
     pub async fn record_login_failure(&self, ctx: &Context, workspace_id: &str, email: &str) -> Result<()> {
+        self.record_refusal(ctx, workspace_id, "login.failed", &format!("email:{email}"), &[]).await
+    }
+
+    /// Records a refused call in the audit trail: it changed nothing, but the attempt is worth
+    /// knowing about (a service key calling outside its scope, say).
+    pub async fn record_refusal(
+        &self,
+        ctx: &Context,
+        workspace_id: &str,
+        action: &str,
+        target: &str,
+        details: &[(&str, &str)],
+    ) -> Result<()> {
         let txn = self.write().await?;
-        audit::record(&txn, workspace_id, ctx, "login.failed", &format!("email:{email}"), &[]).await?;
+        audit::record(&txn, workspace_id, ctx, action, target, details).await?;
         commit(txn).await
     }
 

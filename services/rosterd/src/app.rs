@@ -5,6 +5,7 @@ use crate::auth::{Caller, Hasher};
 use crate::authz_cache::AuthzCache;
 use crate::error;
 use crate::feed::Feed;
+use crate::keys::{self, Beyond, Keys, ServiceKey};
 use crate::mail::Mails;
 use crate::metrics::Metrics;
 use crate::policy::Need;
@@ -31,6 +32,8 @@ pub(crate) struct App {
     pub(crate) login_throttle: LoginThrottle,
     /// The change feed's watchers, woken as changes commit.
     pub(crate) feed: Arc<Feed>,
+    /// The service keys in force.
+    pub(crate) keys: Arc<Keys>,
 }
 
 /// A call past its preamble: who calls, in which workspace, allowed what the call needs.
@@ -55,17 +58,29 @@ impl App {
     }
 
     /// The preamble of every call that addresses a workspace: the caller, the workspace it may
-    /// reach (a person only their own), and `need` allowed ([`crate::policy`]). A call only a
-    /// service key (or only a person) may make says so before it looks at the workspace.
+    /// reach (a person only their own, a service key bound to a workspace only that one), and
+    /// `need` allowed ([`crate::policy`]). A call only a service key (or only a person) may make
+    /// says so before it looks at the workspace.
     pub(crate) async fn call<T: Addressed>(&self, request: &Request<T>, need: Need<'_>) -> Result<Call, Status> {
         let caller = Self::caller(request)?;
         if matches!(need, Need::ServiceKey | Need::Take) {
             self.authorize(&caller, need).await?;
         }
-        let workspace_id = caller.workspace(request.get_ref().workspace_id())?;
+        let requested = request.get_ref().workspace_id();
+        if let Some(key) = caller.service_key()
+            && !key.reaches(requested)
+        {
+            return Err(self.refuse(&caller, key, Beyond::Workspace(requested)).await);
+        }
+        let workspace_id = caller.workspace(requested)?;
         self.authorize(&caller, need).await?;
         let ctx = caller.context();
         Ok(Call { caller, workspace_id, ctx })
+    }
+
+    /// Refuses `key` a call beyond its scope ([`keys::refuse`]).
+    pub(crate) async fn refuse(&self, caller: &Caller, key: &ServiceKey, beyond: Beyond<'_>) -> Status {
+        keys::refuse(&self.store, key, &caller.context(), &caller.method, beyond).await
     }
 
     /// Checks that a workspace a service key named exists, so that listing an unknown workspace

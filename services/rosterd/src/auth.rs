@@ -3,10 +3,10 @@
 
 use crate::context::Credential;
 use crate::error::{self, unauthenticated};
+use crate::keys::{self, Beyond, Keys, ServiceKey};
 use prometheus_client::metrics::counter::Counter;
 use roster_identity::{BcryptCost, Password, PasswordHash, SessionToken, TokenHash};
 use roster_store::{Actor, Context, Store, User};
-use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,13 +18,15 @@ use tonic::{Code, Status};
 pub(crate) struct Caller {
     pub(crate) principal: Principal,
     pub(crate) request_id: String,
+    /// The method called, as its path (`/roster.v1.UserService/CreateUser`).
+    pub(crate) method: Arc<str>,
 }
 
 /// Whom a call acts for.
 #[derive(Debug, Clone)]
 pub(crate) enum Principal {
-    /// An internal service, by the name of its key. May act in any workspace.
-    Service(String),
+    /// An internal service, by its key: any workspace it names, unless the key is bound to one.
+    Service(Arc<ServiceKey>),
     /// A person, through a session.
     User { user: User, token: TokenHash, expires_at: i64 },
 }
@@ -37,7 +39,7 @@ impl Caller {
 
     fn actor(&self) -> Actor {
         match &self.principal {
-            Principal::Service(name) => Actor::Service(name.clone()),
+            Principal::Service(key) => Actor::Service(key.name.clone()),
             Principal::User { user, .. } => Actor::User(user.id.clone()),
         }
     }
@@ -50,10 +52,22 @@ impl Caller {
         }
     }
 
+    /// The service key calling, if a service is.
+    pub(crate) fn service_key(&self) -> Option<&ServiceKey> {
+        match &self.principal {
+            Principal::Service(key) => Some(key),
+            Principal::User { .. } => None,
+        }
+    }
+
     /// The workspace a call addresses: a person's own (when `requested` is empty or names it),
-    /// never another; a service key must name one.
+    /// never another; a service key must name one, unless it is bound to one (then that one).
+    /// Whether a bound key may reach `requested` is decided before, by [`ServiceKey::reaches`].
     pub(crate) fn workspace(&self, requested: &str) -> Result<String, Status> {
         match &self.principal {
+            Principal::Service(key) if requested.is_empty() && key.workspace_id().is_some() => {
+                Ok(key.workspace_id().unwrap_or_default().to_owned())
+            }
             Principal::Service(_) if requested.is_empty() => {
                 Err(error::invalid("workspace_id", "required when calling with a service key"))
             }
@@ -79,28 +93,6 @@ pub(crate) fn now_millis() -> i64 {
         .unwrap_or(0)
 }
 
-/// The configured service keys, held as SHA-256 digests and compared in constant time.
-struct ServiceKeys(Vec<(String, [u8; 32])>);
-
-impl ServiceKeys {
-    fn find(&self, secret: &str) -> Option<&str> {
-        let presented = digest(secret);
-        let mut found = None;
-        // Compare against every key, without early exit, so timing does not tell which matched.
-        for (name, key) in &self.0 {
-            let diff = key.iter().zip(presented.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
-            if diff == 0 {
-                found = Some(name.as_str());
-            }
-        }
-        found
-    }
-}
-
-fn digest(secret: &str) -> [u8; 32] {
-    Sha256::digest(secret.as_bytes()).into()
-}
-
 /// The Roster methods that need no caller: they take what a person without a session has.
 const OPEN: [&str; 3] = [
     "/roster.v1.AuthService/Login",
@@ -112,19 +104,18 @@ const OPEN: [&str; 3] = [
 /// read, so that nobody unauthenticated makes the server decode anything.
 pub(crate) struct Authenticator {
     store: Store,
-    keys: ServiceKeys,
+    keys: Arc<Keys>,
     /// The methods that need a caller: every Roster method but the [`OPEN`] ones. Health, reflection and
     /// paths that name no method (answered UNIMPLEMENTED) need none.
-    protected: HashSet<String>,
+    protected: HashSet<Arc<str>>,
 }
 
 impl Authenticator {
-    pub(crate) fn new(store: Store, keys: &[crate::config::ServiceKeySpec]) -> Self {
-        let keys = ServiceKeys(keys.iter().map(|k| (k.name.clone(), digest(&k.secret))).collect());
-        let mut protected: HashSet<String> = crate::metrics::method_paths(roster_proto::FILE_DESCRIPTOR_SET).collect();
-        for open in OPEN {
-            protected.remove(open);
-        }
+    pub(crate) fn new(store: Store, keys: Arc<Keys>) -> Self {
+        let protected = crate::metrics::method_paths(roster_proto::FILE_DESCRIPTOR_SET)
+            .filter(|path| !OPEN.contains(&path.as_str()))
+            .map(Arc::from)
+            .collect();
         Self { store, keys, protected }
     }
 
@@ -133,13 +124,19 @@ impl Authenticator {
         OPEN.contains(&path)
     }
 
-    /// Whether a call of `path` needs a caller.
-    pub(crate) fn protects(&self, path: &str) -> bool {
-        self.protected.contains(path)
+    /// The method at `path` when a call of it needs a caller.
+    pub(crate) fn protects(&self, path: &str) -> Option<Arc<str>> {
+        self.protected.get(path).cloned()
     }
 
-    /// The caller `credential` stands for: a live session's person, or a configured service key.
-    pub(crate) async fn authenticate(&self, credential: Credential, request_id: String) -> Result<Caller, Status> {
+    /// The caller `credential` stands for: a live session's person, or a configured service key
+    /// that may call `method`.
+    pub(crate) async fn authenticate(
+        &self,
+        credential: Credential,
+        request_id: String,
+        method: Arc<str>,
+    ) -> Result<Caller, Status> {
         let secret = match credential {
             Credential::Missing => {
                 return Err(unauthenticated(
@@ -156,10 +153,14 @@ impl Authenticator {
             Credential::Bearer(secret) => secret,
         };
         if let Ok(token) = SessionToken::parse(&secret) {
-            return session_caller(&self.store, token.hash(), request_id).await;
+            return session_caller(&self.store, token.hash(), request_id, method).await;
         }
-        match self.keys.find(&secret) {
-            Some(name) => Ok(Caller { principal: Principal::Service(name.to_owned()), request_id }),
+        match self.keys.current().find(&secret) {
+            Some(key) if !key.allows(&method) => {
+                let caller = Caller { principal: Principal::Service(key.clone()), request_id, method };
+                Err(keys::refuse(&self.store, &key, &caller.context(), &caller.method, Beyond::Method).await)
+            }
+            Some(key) => Ok(Caller { principal: Principal::Service(key), request_id, method }),
             None => Err(unauthenticated(
                 "CREDENTIALS_INVALID",
                 "the bearer secret is neither a session token nor a service key",
@@ -170,11 +171,17 @@ impl Authenticator {
 
 /// The person a session token's hash stands for, as they are now: refused if the session is
 /// unknown, expired or revoked.
-pub(crate) async fn session_caller(store: &Store, token: TokenHash, request_id: String) -> Result<Caller, Status> {
+pub(crate) async fn session_caller(
+    store: &Store,
+    token: TokenHash,
+    request_id: String,
+    method: Arc<str>,
+) -> Result<Caller, Status> {
     match store.session(&token, now_millis()).await.map_err(error::store)? {
         Some(session) => Ok(Caller {
             principal: Principal::User { user: session.user, token, expires_at: session.expires_at },
             request_id,
+            method,
         }),
         None => {
             Err(unauthenticated("SESSION_INVALID", "the session token is unknown, expired or revoked: log in again"))

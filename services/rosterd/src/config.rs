@@ -3,6 +3,7 @@
 use clap::{Parser, ValueEnum};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -57,9 +58,20 @@ pub struct Config {
     #[arg(long, env = "ROSTER_SESSION_TTL_SECS", default_value_t = 12 * 3600, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
     pub session_ttl_secs: u64,
 
-    /// Service keys as `name=secret`, comma-separated; a secret has at least 16 characters.
+    /// Service keys as `name=secret`, comma-separated; a secret has at least 16 characters. Each
+    /// may call every method in every workspace; a name given twice has two valid secrets.
     #[arg(long = "service-key", env = "ROSTER_SERVICE_KEYS", value_delimiter = ',')]
     pub service_keys: Vec<ServiceKeySpec>,
+
+    /// A TOML file of service keys, each limited to some services or methods and to one workspace
+    /// if it says so (docs/OPERATIONS.md). Re-read when it changes; a file that does not parse is
+    /// refused at start and, later, logged and ignored (the keys loaded before stay).
+    #[arg(long, env = "ROSTER_SERVICE_KEYS_FILE")]
+    pub service_keys_file: Option<PathBuf>,
+
+    /// How often the service keys file and the TLS files are checked for changes, in milliseconds.
+    #[arg(long, env = "ROSTER_RELOAD_CHECK_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub reload_check_ms: u64,
 
     /// SMTP server for welcome emails, `smtp://host:port` (plain SMTP, for a local relay).
     /// Without it, emails wait in the outbox.
@@ -192,6 +204,7 @@ impl fmt::Debug for Config {
             .field("bcrypt_cost", &self.bcrypt_cost)
             .field("session_ttl_secs", &self.session_ttl_secs)
             .field("service_keys", &self.service_keys)
+            .field("service_keys_file", &self.service_keys_file)
             .field("smtp_url", &self.smtp_url)
             .field("sign_in_url", &self.sign_in_url)
             .field("set_password_url", &self.set_password_url)
@@ -236,17 +249,32 @@ impl FromStr for ServiceKeySpec {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (name, secret) = s.split_once('=').ok_or("a service key is `name=secret`")?;
         let name = name.trim();
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err("a service key name is 1 or more of a-z, A-Z, 0-9, '-' and '_'".into());
-        }
-        if secret.len() < 16 || secret.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!("the secret of service key {name} must be at least 16 characters, no spaces"));
-        }
-        if secret.starts_with("rst_") {
-            return Err(format!("the secret of service key {name} must not start with `rst_` (session tokens do)"));
-        }
+        check_key_name(name)?;
+        check_key_secret(name, secret)?;
         Ok(Self { name: name.to_owned(), secret: secret.to_owned() })
     }
+}
+
+/// A service key's name: 1 to 64 of a-z, A-Z, 0-9, '-' and '_' (it is the audit trail's actor).
+pub(crate) fn check_key_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(format!("a service key name is 1 to 64 of a-z, A-Z, 0-9, '-' and '_', not {name:?}"));
+    }
+    Ok(())
+}
+
+/// A service key's secret: at least 16 visible ASCII characters (what an HTTP header carries), and
+/// not shaped like a session token.
+pub(crate) fn check_key_secret(name: &str, secret: &str) -> Result<(), String> {
+    if secret.len() < 16 || !secret.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "the secret of service key {name} must be at least 16 visible ASCII characters, no spaces"
+        ));
+    }
+    if secret.starts_with("rst_") {
+        return Err(format!("the secret of service key {name} must not start with `rst_` (session tokens do)"));
+    }
+    Ok(())
 }
 
 /// An address block: `10.0.0.0/8`, `2001:db8::/32`, or one address.
@@ -351,6 +379,23 @@ mod tests {
     #[test]
     fn a_short_service_key_secret_is_refused() {
         assert!(Config::try_parse_from(["rosterd", "--service-key", "router=short"]).is_err());
+    }
+
+    #[test]
+    fn service_key_limits_hold_at_their_edges() {
+        let parses = |spec: &str| spec.parse::<ServiceKeySpec>().is_ok();
+        // Secrets: 16 visible ASCII characters or more, all a header can carry.
+        assert!(!parses(&format!("k={}", "s".repeat(15))));
+        assert!(parses(&format!("k={}", "s".repeat(16))));
+        assert!(parses(&format!("k={}~!", "s".repeat(14))));
+        for invisible in ["é", "\u{200b}", " ", "\t", "\u{7f}"] {
+            assert!(!parses(&format!("k={}{invisible}", "s".repeat(16))), "{invisible:?}");
+        }
+        // Names: 64 bytes of the allowed characters.
+        assert!(parses(&format!("{}={}", "n".repeat(64), "s".repeat(16))));
+        assert!(!parses(&format!("{}={}", "n".repeat(65), "s".repeat(16))));
+        assert!(!parses(&format!("k\u{131}={}", "s".repeat(16))), "a dotless i is not ASCII");
+        assert!(!parses(&format!("={}", "s".repeat(16))));
     }
 
     #[test]

@@ -130,7 +130,7 @@ where
         let method = self.metrics.method(request.uri().path());
         let metrics = self.metrics.clone();
         let path = request.uri().path();
-        let auth = self.auth.protects(path).then(|| self.auth.clone());
+        let auth = self.auth.protects(path).map(|method| (self.auth.clone(), method));
         let counted = auth.is_some() || self.auth.is_open(path);
         let permit = counted.then(|| self.in_flight.clone().try_acquire_owned());
         request.extensions_mut().insert(RequestId(request_id.clone()));
@@ -145,8 +145,8 @@ where
                     if let Some(Err(_)) = permit {
                         return Err(error::overloaded("has too many calls in flight"));
                     }
-                    if let Some(auth) = auth {
-                        let caller = auth.authenticate(credential, request_id.clone()).await?;
+                    if let Some((auth, method)) = auth {
+                        let caller = auth.authenticate(credential, request_id.clone(), method).await?;
                         request.extensions_mut().insert(caller);
                     }
                     Ok::<_, tonic::Status>(inner.call(request).await)

@@ -18,6 +18,7 @@ mod context;
 mod convert;
 mod error;
 mod feed;
+mod keys;
 mod mail;
 mod metrics;
 mod outbox;

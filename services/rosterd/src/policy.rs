@@ -2,7 +2,8 @@
 //!
 //! | RPC | Needs |
 //! |---|---|
-//! | CreateWorkspace, SetExtraSeats | a service key |
+//! | CreateWorkspace | a service key not bound to a workspace |
+//! | SetExtraSeats | a service key |
 //! | GetWorkspace, ListPermissions, ListPlans, GetSubscription | membership |
 //! | ChangePlan | `billing.manage` |
 //! | UpdateWorkspace | `settings.write` |
@@ -41,20 +42,25 @@
 //! (CheckPermission and its kin) is decided per check by `api::authorization`, since a batch
 //! answers each item on its own.
 //!
-//! Service keys may do everything, in any workspace they name. People act only in their own
-//! workspace ([`crate::auth::Caller::workspace`]). A person's status comes from their session
+//! Service keys may do everything, in any workspace they name, unless the keys file narrows them
+//! to some methods (refused before the request is read, [`crate::auth`]) or to one workspace
+//! (refused in [`App::call`]); see [`crate::keys`]. People act only in their own workspace
+//! ([`crate::auth::Caller::workspace`]). A person's status comes from their session
 //! (a deactivated user has none).
 
 use crate::app::App;
 use crate::auth::{Caller, Principal};
 use crate::error::{self, permission_denied, status_with};
+use crate::keys::Beyond;
 use roster_authz::{Decision, Permission, Resource, Subject, decide};
 use tonic::{Code, Status};
 
 /// What a call needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Need<'a> {
-    /// Create workspaces, grant extra seats: service keys only.
+    /// Create workspaces: service keys not bound to a workspace.
+    NewWorkspace,
+    /// Grant extra seats: service keys only.
     ServiceKey,
     /// Read the workspace, its teams, the permission catalog; ask about oneself: any member.
     Member,
@@ -95,11 +101,14 @@ impl App {
                     "only a person takes a conversation, for themselves; services assign with AssignConversation",
                 ));
             }
+            Principal::Service(key) if need == Need::NewWorkspace && key.workspace_id().is_some() => {
+                return Err(self.refuse(caller, key, Beyond::Workspace("")).await);
+            }
             Principal::Service(_) => return Ok(()),
             Principal::User { user, .. } => user,
         };
         let (permissions, resource): (&[Permission], _) = match need {
-            Need::ServiceKey => {
+            Need::ServiceKey | Need::NewWorkspace => {
                 return Err(permission_denied("SERVICE_KEY_REQUIRED", "only internal services may call this"));
             }
             Need::Member => return Ok(()),

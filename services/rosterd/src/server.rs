@@ -9,6 +9,7 @@ use crate::authz_cache::AuthzCache;
 use crate::config::{Config, redact_url};
 use crate::context::RequestContextLayer;
 use crate::feed::Feed;
+use crate::keys::Keys;
 use crate::mail::{Mails, Recipient};
 use crate::metrics::Metrics;
 use crate::outbox::{self, Mailer};
@@ -117,7 +118,10 @@ pub async fn serve(
         }
     });
 
-    let auth = Arc::new(Authenticator::new(store.clone(), &config.service_keys));
+    let (ring, keys_text) = crate::keys::load(&config).map_err(ServeError::Config)?;
+    tracing::info!(keys = ring.len(), "service keys loaded");
+    let keys = Arc::new(Keys::new(ring));
+    let auth = Arc::new(Authenticator::new(store.clone(), keys.clone()));
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let metrics = Arc::new(Metrics::new(config.db_max_connections));
     let app = Arc::new(App {
@@ -130,9 +134,10 @@ pub async fn serve(
         outbox: Arc::new(Notify::new()),
         authz: Arc::new(AuthzCache::new(store.clone(), metrics.authz_reads.clone())),
         feed: Arc::new(Feed::new(store.clone(), Duration::from_millis(config.events_poll_ms))),
+        keys: keys.clone(),
     });
     app.hasher.warm_up();
-    if config.demo && config.service_keys.is_empty() {
+    if config.demo && config.service_keys.is_empty() && config.service_keys_file.is_none() {
         // In the background: its bcrypt hash would otherwise delay serving by a third of a second.
         let app = app.clone();
         tokio::spawn(async move {
@@ -157,6 +162,9 @@ pub async fn serve(
     let feed = tokio::spawn(app.feed.clone().run(stop_rx.clone()));
     let sweeper =
         tokio::spawn(sweep_queues(app.clone(), Duration::from_millis(config.queue_sweep_ms), stop_rx.clone()));
+    let reload_every = Duration::from_millis(config.reload_check_ms);
+    let key_follower =
+        tokio::spawn(crate::keys::follow(keys, config.clone(), keys_text, reload_every, stop_rx.clone()));
     let exporter = listeners.metrics.map(|listener| {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "serving metrics at /metrics");
@@ -237,6 +245,7 @@ pub async fn serve(
     let _ = poller.await;
     let _ = feed.await;
     let _ = sweeper.await;
+    let _ = key_follower.await;
     if let Some(exporter) = exporter {
         let _ = exporter.await;
     }

@@ -18,6 +18,7 @@ mod metrics;
 mod recovery;
 mod roles;
 mod server;
+mod service_keys;
 mod taking;
 mod teams;
 mod throttle;

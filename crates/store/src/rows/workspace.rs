@@ -2,8 +2,8 @@
 
 use crate::entity::{user, workspace};
 use crate::{
-    Conflict, Context, Entity, ExtraSeats, Plan, Result, Store, StoreError, Subscription, UserStatus, Workspace, audit,
-    classify, commit, count,
+    Conflict, Context, Entity, ExtraSeats, Plan, Result, Store, StoreError, Subscription, UserStatus, Workspace,
+    classify, count,
 };
 use roster_billing::SeatLimitReached;
 use roster_identity::{Slug, WorkspaceName};
@@ -97,12 +97,7 @@ impl Store {
             ("seat_limit", limit.as_str()),
             ("seats_used", used.as_str()),
         ]);
-        let recorded = async {
-            let txn = self.write().await?;
-            audit::record(&txn, workspace_id, ctx, action, target, &details).await?;
-            commit(txn).await
-        };
-        if let Err(err) = recorded.await {
+        if let Err(err) = self.record_refusal(ctx, workspace_id, action, target, &details).await {
             tracing::warn!(workspace_id, action, error = %err, "could not record a refused seat in the audit trail");
         }
     }

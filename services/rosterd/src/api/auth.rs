@@ -218,8 +218,8 @@ impl AuthService for AuthApi {
     async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> Result<Response<pb::WhoAmIResponse>, Status> {
         let caller = App::caller(&request)?;
         Ok(Response::new(match caller.principal {
-            Principal::Service(name) => pb::WhoAmIResponse {
-                principal: Some(pb::who_am_i_response::Principal::ServiceKeyName(name)),
+            Principal::Service(key) => pb::WhoAmIResponse {
+                principal: Some(pb::who_am_i_response::Principal::ServiceKeyName(key.name.clone())),
                 session_expire_time: None,
             },
             Principal::User { user, expires_at, .. } => pb::WhoAmIResponse {

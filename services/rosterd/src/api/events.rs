@@ -3,7 +3,7 @@
 use crate::app::{Addressed, App};
 use crate::auth::{Caller, Principal};
 use crate::convert;
-use crate::error::{self, invalid};
+use crate::error::{self, invalid, unauthenticated};
 use crate::policy::Need;
 use roster_proto::v1::{self as pb, event_service_server::EventService};
 use roster_store::{EventCursor, EventFilter};
@@ -24,12 +24,22 @@ const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 /// session is revoked, or who loses `audit.read`, receives at most this much more.
 const REAUTHORIZE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Whether a watcher may still read what it was allowed to when it started: a service key always
-/// (its configuration does not change while the server runs); a person while their session lives
-/// and their role, as it is now, grants `audit.read`.
+/// Whether a watcher may still read what it was allowed to when it started: a service key while
+/// its secret is configured with the same scope (the keys file may change); a person while their
+/// session lives and their role, as it is now, grants `audit.read`.
 async fn still_allowed(app: &App, caller: &Caller) -> Result<(), Status> {
-    let Principal::User { token, .. } = &caller.principal else { return Ok(()) };
-    let now = crate::auth::session_caller(&app.store, token.clone(), caller.request_id.clone()).await?;
+    let token = match &caller.principal {
+        Principal::Service(key) if app.keys.still_valid(key) => return Ok(()),
+        Principal::Service(_) => {
+            return Err(unauthenticated(
+                "CREDENTIALS_INVALID",
+                "the service key was removed or changed: connect again",
+            ));
+        }
+        Principal::User { token, .. } => token,
+    };
+    let now = crate::auth::session_caller(&app.store, token.clone(), caller.request_id.clone(), caller.method.clone())
+        .await?;
     app.authorize(&now, Need::ReadAudit).await
 }
 
@@ -61,13 +71,15 @@ impl FeedRequest for pb::WatchEventsRequest {
 }
 
 impl EventApi {
-    /// Who may read what: a service key every workspace (no `workspace_id`) or the one it names; a
-    /// person their own, with `audit.read`. Then the cursor and the types asked for.
+    /// Who may read what: a service key every workspace (no `workspace_id`) or the one it names (a
+    /// key bound to a workspace: that one); a person their own, with `audit.read`. Then the cursor
+    /// and the types asked for.
     async fn read<T: FeedRequest>(&self, request: &Request<T>) -> Result<(EventFilter, Option<EventCursor>), Status> {
         let app = &self.0;
         let caller = App::caller(request)?;
         let req = request.get_ref();
-        let workspace_id = if caller.user().is_none() && req.workspace_id().is_empty() {
+        let every_workspace = caller.service_key().is_some_and(|key| key.workspace_id().is_none());
+        let workspace_id = if every_workspace && req.workspace_id().is_empty() {
             app.authorize(&caller, Need::ReadAudit).await?;
             None
         } else {

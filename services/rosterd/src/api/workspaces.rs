@@ -21,7 +21,7 @@ impl WorkspaceService for WorkspaceApi {
     ) -> Result<Response<pb::CreateWorkspaceResponse>, Status> {
         let app = &self.0;
         let caller = App::caller(&request)?;
-        app.authorize(&caller, Need::ServiceKey).await?;
+        app.authorize(&caller, Need::NewWorkspace).await?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let slug = v.check("slug", Slug::parse(&req.slug));
