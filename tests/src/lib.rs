@@ -8,6 +8,7 @@ pub mod pgserver;
 pub mod proxy;
 pub mod raw;
 pub mod smtp;
+pub mod tls;
 
 use roster_proto::v1 as pb;
 use roster_proto::v1::{
@@ -23,7 +24,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
@@ -143,6 +144,16 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
 /// Starts a server on `db` with the test defaults changed by `configure`, which also sees the
 /// database (to point the server at it another way, say).
 pub async fn spawn_app_on(db: TestDatabase, configure: impl FnOnce(&mut Config, &TestDatabase)) -> TestApp {
+    spawn_app_reached(db, configure, |addr| Endpoint::from_shared(format!("http://{addr}")).expect("uri")).await
+}
+
+/// [`spawn_app_on`] with the clients' channel made from the endpoint `reach` gives for the
+/// server's address (a TLS one, say).
+pub async fn spawn_app_reached(
+    db: TestDatabase,
+    configure: impl FnOnce(&mut Config, &TestDatabase),
+    reach: impl FnOnce(SocketAddr) -> Endpoint,
+) -> TestApp {
     let mut config = test_config(&db.url);
     configure(&mut config, &db);
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -154,7 +165,7 @@ pub async fn spawn_app_on(db: TestDatabase, configure: impl FnOnce(&mut Config, 
     let task = tokio::spawn(rosterd::serve(config.clone(), listeners, async move {
         let _ = signal.await;
     }));
-    let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy();
+    let channel = reach(addr).connect_lazy();
     // The server migrates before it accepts; wait until it answers health checks.
     if !wait_until_serving(&channel, || !task.is_finished()).await {
         panic!("rosterd stopped while starting: {:?}", task.await);

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{GrpcMethod, Request, Status};
 
 /// The channel every service client of a [`Client`] sends through: the connection, with [`Auth`].
@@ -115,6 +115,7 @@ pub struct ClientBuilder {
     timeout: Duration,
     connect_timeout: Duration,
     retry: Retry,
+    tls: Option<ClientTlsConfig>,
 }
 
 impl ClientBuilder {
@@ -134,9 +135,20 @@ impl ClientBuilder {
         ClientBuilder { retry, ..self }
     }
 
-    /// Connects to `url` (`http://127.0.0.1:50051`) in plain text.
-    pub async fn connect(self, url: &str) -> Result<Client, tonic::transport::Error> {
-        let endpoint = Endpoint::from_shared(url.to_owned())?;
+    /// TLS for [`connect`](Self::connect): the CA to trust (`ClientTlsConfig::ca_certificate`;
+    /// the system's roots are not used), and a client certificate (`identity`) when rosterd
+    /// requires one (`ROSTER_TLS_CLIENT_CA`). The URL is then `https://…`.
+    pub fn tls(self, tls: ClientTlsConfig) -> Self {
+        ClientBuilder { tls: Some(tls), ..self }
+    }
+
+    /// Connects to `url`: `http://127.0.0.1:50051` in plain text, or `https://roster.internal:50051`
+    /// with the [`tls`](Self::tls) configuration.
+    pub async fn connect(mut self, url: &str) -> Result<Client, tonic::transport::Error> {
+        let mut endpoint = Endpoint::from_shared(url.to_owned())?;
+        if let Some(tls) = self.tls.take() {
+            endpoint = endpoint.tls_config(tls)?;
+        }
         self.connect_endpoint(endpoint).await
     }
 
@@ -180,6 +192,7 @@ impl Client {
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             retry: Retry::default(),
+            tls: None,
         }
     }
 

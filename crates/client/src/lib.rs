@@ -35,3 +35,6 @@ pub use error::{DOMAIN, Error, Reason};
 pub use retry::{Retry, RetrySafe, retry};
 /// The generated `roster.v1` messages and clients this crate is built on.
 pub use roster_proto as proto;
+/// TLS settings for [`ClientBuilder::tls`]: `ClientTlsConfig`, `Certificate` (a CA to trust),
+/// `Identity` (a client certificate and key).
+pub use tonic::transport::{Certificate, ClientTlsConfig, Identity};

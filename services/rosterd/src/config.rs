@@ -23,6 +23,20 @@ pub struct Config {
     #[arg(long, env = "ROSTER_DATABASE_URL", default_value = "sqlite://roster.db")]
     pub database_url: String,
 
+    /// PEM file of the server's TLS certificate chain; with `--tls-key`, gRPC is served over TLS
+    /// only. Without both, plaintext (for local use). Re-read when it changes.
+    #[arg(long, env = "ROSTER_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file of the private key of `--tls-cert`.
+    #[arg(long, env = "ROSTER_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM file of the CA certificates that sign client certificates: with it, every client must
+    /// present one (mutual TLS).
+    #[arg(long, env = "ROSTER_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// Address to serve Prometheus metrics on, at `/metrics` (docs/OPERATIONS.md); none when unset.
     #[arg(long, env = "ROSTER_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
@@ -199,6 +213,8 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("listen", &self.listen)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_client_ca", &self.tls_client_ca)
             .field("metrics_listen", &self.metrics_listen)
             .field("database_url", &redact_url(&self.database_url))
             .field("bcrypt_cost", &self.bcrypt_cost)

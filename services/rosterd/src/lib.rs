@@ -25,6 +25,7 @@ mod outbox;
 mod policy;
 mod server;
 mod throttle;
+mod tls;
 
 pub use config::{Config, LogFormat, ServiceKeySpec, SmtpUrl};
 pub use context::REQUEST_ID_HEADER;

@@ -14,6 +14,7 @@ use crate::mail::{Mails, Recipient};
 use crate::metrics::Metrics;
 use crate::outbox::{self, Mailer};
 use crate::throttle::LoginThrottle;
+use crate::tls::{Tls, TlsFiles};
 use roster_authz::BuiltinRole;
 use roster_identity::{BcryptCost, Email, FullName, Password, Slug, WorkspaceName};
 use roster_proto::v1::{
@@ -25,6 +26,7 @@ use roster_proto::v1::{
 };
 use roster_store::{Actor, Context, NewUser, NewWorkspace, Store, StoreConfig, StoreError, Welcome};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -118,6 +120,10 @@ pub async fn serve(
         }
     });
 
+    let tls = match TlsFiles::of(&config).map_err(ServeError::Config)? {
+        Some(files) => Some(Arc::new(Tls::load(files).map_err(|e| ServeError::Config(format!("TLS: {e}")))?)),
+        None => None,
+    };
     let (ring, keys_text) = crate::keys::load(&config).map_err(ServeError::Config)?;
     tracing::info!(keys = ring.len(), "service keys loaded");
     let keys = Arc::new(Keys::new(ring));
@@ -165,6 +171,7 @@ pub async fn serve(
     let reload_every = Duration::from_millis(config.reload_check_ms);
     let key_follower =
         tokio::spawn(crate::keys::follow(keys, config.clone(), keys_text, reload_every, stop_rx.clone()));
+    let tls_follower = tls.clone().map(|tls| tokio::spawn(tls.follow(reload_every, stop_rx.clone())));
     let exporter = listeners.metrics.map(|listener| {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "serving metrics at /metrics");
@@ -207,8 +214,7 @@ pub async fn serve(
         .add_service(EventServiceServer::new(EventApi(app.clone())).max_decoding_message_size(MAX_REQUEST));
 
     let addr = listeners.grpc.local_addr().map_err(|e| ServeError::Config(format!("listener: {e}")))?;
-    let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
-    tracing::info!(%addr, startup_ms = started.elapsed().as_millis() as u64, "serving");
+    tracing::info!(%addr, tls = tls.is_some(), startup_ms = started.elapsed().as_millis() as u64, "serving");
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
     let feed_closing = app.feed.clone();
     let drain = async move {
@@ -229,8 +235,15 @@ pub async fn serve(
             Err(_) => std::future::pending::<()>().await,
         }
     };
+    let serving: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> = match tls {
+        Some(tls) => Box::pin(router.serve_with_incoming_shutdown(tls.incoming(listeners.grpc), drain)),
+        None => {
+            let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
+            Box::pin(router.serve_with_incoming_shutdown(incoming, drain))
+        }
+    };
     let served = tokio::select! {
-        served = router.serve_with_incoming_shutdown(incoming, drain) => served,
+        served = serving => served,
         () = grace_over => {
             tracing::warn!(grace_secs = grace.as_secs(), "grace period over: closing the remaining connections");
             Ok(())
@@ -246,6 +259,9 @@ pub async fn serve(
     let _ = feed.await;
     let _ = sweeper.await;
     let _ = key_follower.await;
+    if let Some(follower) = tls_follower {
+        let _ = follower.await;
+    }
     if let Some(exporter) = exporter {
         let _ = exporter.await;
     }

@@ -22,5 +22,6 @@ mod service_keys;
 mod taking;
 mod teams;
 mod throttle;
+mod tls;
 mod users;
 mod workspaces;
