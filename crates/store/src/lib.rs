@@ -38,6 +38,7 @@ pub use events::{Cursor as EventCursor, Event, EventFilter, EventPage};
 pub use links::LinkSender;
 pub use logins::Admission;
 pub use model::*;
+pub use roles::parse_role_cursor;
 pub use routing::Limits;
 
 use sea_orm::{

@@ -7,8 +7,8 @@ use crate::entity::{role, user, workspace};
 use crate::events::Stream;
 use crate::rows::role::{AuthzChange, actor, bump_authz, ensure_grantable, load, to_role, visible_in};
 use crate::{
-    AuthzChanges, Changed, Conflict, Context, Effects, Entity, Member, NewRole, Result, RoleChanges, Store, StoreError,
-    StoredRole, UserStatus, audit, classify, commit, new_id, unique_violation,
+    AuthzChanges, Changed, Conflict, Context, Effects, Entity, Member, NewRole, Page, Result, RoleChanges, Store,
+    StoreError, StoredRole, UserStatus, audit, classify, commit, new_id, unique_violation,
 };
 use roster_authz::{BuiltinRole, RoleId};
 use roster_authz::{Role, RoleKind};
@@ -39,29 +39,73 @@ fn name_taken(err: sea_orm::DbErr) -> StoreError {
     }
 }
 
-/// The built-in roles in their fixed order, then custom roles by name.
-fn display_order(roles: &mut [StoredRole]) {
-    let rank = |r: &StoredRole| match r.role.kind {
+/// A role's place in listings: the built-in roles in their fixed order, then custom roles.
+fn rank(role: &StoredRole) -> u8 {
+    match role.role.kind {
         RoleKind::Builtin(BuiltinRole::Admin) => 0,
         RoleKind::Builtin(BuiltinRole::Supervisor) => 1,
         RoleKind::Builtin(BuiltinRole::Agent) => 2,
         RoleKind::Custom => 3,
-    };
-    roles.sort_by_cached_key(|r| (rank(r), r.role.name.to_lowercase(), r.role.id.clone()));
+    }
+}
+
+/// The position a role listing's cursor (`<rank>:<name key>`) names, if it is one.
+pub fn parse_role_cursor(cursor: &str) -> Option<(u8, &str)> {
+    let (rank, key) = cursor.split_once(':')?;
+    let rank = rank.parse::<u8>().ok().filter(|r| *r <= 3 && rank.len() == 1)?;
+    Some((rank, key))
 }
 
 impl Store {
-    /// The roles of a workspace: built-in first, then custom roles by name.
-    pub async fn roles(&self, workspace_id: &str) -> Result<Vec<StoredRole>> {
-        let rows = role::Entity::find()
-            .filter(visible_in(workspace_id))
-            .order_by_asc(role::Column::NameKey)
-            .all(&self.db)
-            .await
-            .map_err(classify)?;
-        let mut roles = rows.into_iter().map(to_role).collect::<Result<Vec<_>>>()?;
-        display_order(&mut roles);
-        Ok(roles)
+    /// A page of the roles of a workspace: the built-in roles first in their fixed order (Admin,
+    /// Supervisor, Agent), then custom roles by name; after the role a previous page's `next`
+    /// names ([`parse_role_cursor`]), at most `limit`. `builtin` keeps only the built-in
+    /// (`true`) or only the custom (`false`) roles.
+    pub async fn list_roles(
+        &self,
+        workspace_id: &str,
+        builtin: Option<bool>,
+        after: Option<(u8, &str)>,
+        limit: u64,
+    ) -> Result<Page<StoredRole>> {
+        let wanted = limit + 1;
+        // Each role with its position: rank, and the name key as stored (lower-cased, without
+        // invisible characters; unique in a workspace, and no custom role takes a built-in name).
+        let with_position = |row: role::Model| -> Result<(u8, String, StoredRole)> {
+            let key = row.name_key.clone();
+            let role = to_role(row)?;
+            Ok((rank(&role), key, role))
+        };
+        let mut items = Vec::new();
+        if builtin != Some(false) {
+            let rows = role::Entity::find()
+                .filter(role::Column::WorkspaceId.is_null())
+                .all(&self.db)
+                .await
+                .map_err(classify)?;
+            let mut builtins = rows.into_iter().map(with_position).collect::<Result<Vec<_>>>()?;
+            builtins.sort_by_key(|(rank, ..)| *rank);
+            let past = |(rank, key, _): &(u8, String, StoredRole)| after.is_none_or(|a| (*rank, key.as_str()) > a);
+            items.extend(builtins.into_iter().filter(past));
+        }
+        if builtin != Some(true) && (items.len() as u64) < wanted {
+            let mut query = role::Entity::find().filter(role::Column::WorkspaceId.eq(workspace_id));
+            if let Some((3, key)) = after {
+                query = query.filter(role::Column::NameKey.gt(key));
+            }
+            let rows = query
+                .order_by_asc(role::Column::NameKey)
+                .limit(wanted - items.len() as u64)
+                .all(&self.db)
+                .await
+                .map_err(classify)?;
+            items.extend(rows.into_iter().map(with_position).collect::<Result<Vec<_>>>()?);
+        }
+        let more = items.len() as u64 > limit;
+        items.truncate(limit as usize);
+        let next = if more { items.last().map(|(rank, key, _)| format!("{rank}:{key}")) } else { None };
+        let items = items.into_iter().map(|(.., role)| role).collect();
+        Ok(Page { items, next })
     }
 
     /// One role a workspace can use.

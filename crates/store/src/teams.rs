@@ -6,8 +6,8 @@ use crate::events::Stream;
 use crate::rows::team::{Read, load, load_members, lock, to_team};
 use crate::rows::{user, workspace};
 use crate::{
-    Changed, Conflict, Context, ConversationStatus, Effects, Entity, NewTeam, Page, Result, Store, StoreError, Team,
-    TeamChanges, TeamMember, audit, classify, commit, count, new_id, unique_violation,
+    Availability, Changed, Conflict, Context, ConversationStatus, Effects, Entity, NewTeam, Page, Result, Store,
+    StoreError, Team, TeamChanges, TeamMember, audit, classify, commit, count, new_id, unique_violation,
 };
 use roster_assignment::{Capacity, Strategy};
 use sea_orm::sea_query::{Expr, ExprTrait};
@@ -74,9 +74,24 @@ impl Store {
         load(&self.db, workspace_id, team_id).await
     }
 
-    /// Teams of a workspace by name (case-insensitively), starting after the name key `after`.
-    pub async fn list_teams(&self, workspace_id: &str, after: Option<&str>, limit: u64) -> Result<Page<Team>> {
+    /// Teams of a workspace by name (case-insensitively), starting after the name key `after`;
+    /// with `member`, only the teams that user is a member of.
+    pub async fn list_teams(
+        &self,
+        workspace_id: &str,
+        member: Option<&str>,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<Page<Team>> {
         let mut query = team::Entity::find().filter(team::Column::WorkspaceId.eq(workspace_id));
+        if let Some(user_id) = member {
+            let teams_of_user = sea_orm::sea_query::Query::select()
+                .column(team_member::Column::TeamId)
+                .from(team_member::Entity)
+                .and_where(team_member::Column::UserId.eq(user_id))
+                .to_owned();
+            query = query.filter(team::Column::Id.in_subquery(teams_of_user));
+        }
         if let Some(after) = after {
             query = query.filter(team::Column::NameKey.gt(after));
         }
@@ -288,16 +303,19 @@ impl Store {
         commit(txn).await
     }
 
-    /// A team's members in its order, starting after the position `after`.
+    /// A team's members in its order, starting after the position `after`; with `availability`,
+    /// only the members who have it.
     pub async fn list_team_members(
         &self,
         workspace_id: &str,
         team_id: &str,
+        availability: Option<Availability>,
         after: Option<i64>,
         limit: u64,
     ) -> Result<Page<TeamMember>> {
         load(&self.db, workspace_id, team_id).await?;
-        let mut items = load_members(&self.db, team_id, Read::Page { after, limit: limit + 1 }).await?;
+        let read = Read::Page { after, limit: limit + 1, availability };
+        let mut items = load_members(&self.db, team_id, read).await?;
         let more = items.len() as u64 > limit;
         items.truncate(limit as usize);
         let next = if more { items.last().map(|m| m.position.to_string()) } else { None };
@@ -331,10 +349,11 @@ async fn settle_member(
     let capacity = max_open.map_or("workspace default".to_owned(), |c| c.max_open().to_string());
     let details = [("user", user_id), ("max_open_conversations", capacity.as_str())];
     audit::record(&txn, workspace_id, ctx, action, &format!("team:{team_id}"), &details).await?;
-    let member = load_members(&txn, team_id, Read::Page { after: Some(row.position - 1), limit: 1 })
-        .await?
-        .pop()
-        .ok_or_else(|| StoreError::Corrupt(format!("team member {user_id} not read back")))?;
+    let member =
+        load_members(&txn, team_id, Read::Page { after: Some(row.position - 1), limit: 1, availability: None })
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt(format!("team member {user_id} not read back")))?;
     commit(txn).await?;
     Ok(Changed { value: member, effects: ROOM })
 }

@@ -278,6 +278,14 @@ pub(crate) fn availability_from(value: i32) -> Result<Availability, String> {
     }
 }
 
+/// An availability filter: unspecified means any.
+pub(crate) fn availability_filter(value: i32) -> Result<Option<Availability>, Status> {
+    match value {
+        0 => Ok(None),
+        _ => availability_from(value).map(Some).map_err(|why| invalid("availability", why)),
+    }
+}
+
 /// Page sizes: 0 means the default, above the maximum is lowered to it, negative is refused.
 pub(crate) fn page_size(value: i32) -> Result<u64, Status> {
     const DEFAULT: u64 = 50;

@@ -1,15 +1,16 @@
 //! Service keys: the configured secrets, the key each stands for, and what each key may reach.
 //!
 //! A key from `--service-key name=secret` may call every method in every workspace. A key from
-//! the keys file (`--service-keys-file`) may be narrowed to some services or methods and to one
-//! workspace:
+//! the keys file (`--service-keys-file`) says what it may call and may be bound to one workspace:
 //!
 //! ```toml
 //! [[key]]
 //! name = "router"
-//! # Two secrets are valid at once while callers move from the old one to the new one.
+//! # Two secrets are valid at once while callers move from the old one to the new one; none
+//! # disables the key.
 //! secrets = ["new-secret-of-at-least-16", "old-secret-of-at-least-16"]
-//! # Whole services, or single methods as `service/Method`; every method when left out.
+//! # Whole services, or single methods as `service/Method`; `["*"]` for every method. Required,
+//! # so that an entry cut short cannot load as an unrestricted key.
 //! methods = ["roster.v1.AuthorizationService", "roster.v1.AssignmentService/AssignConversation"]
 //! # The one workspace it reaches; any workspace when left out.
 //! workspace_id = "0123456789abcdef0123456789abcdef"
@@ -165,7 +166,8 @@ struct KeysFile {
 struct KeyEntry {
     name: String,
     secrets: Vec<String>,
-    methods: Option<Vec<String>>,
+    /// Required, so that an entry cut short before it cannot load as an unrestricted key.
+    methods: Vec<String>,
     workspace_id: Option<String>,
 }
 
@@ -175,18 +177,19 @@ impl KeyEntry {
     fn into_key(self, catalog: &BTreeSet<String>) -> Result<(ServiceKey, Vec<String>), String> {
         let name = self.name.trim().to_owned();
         check_key_name(&name)?;
-        if self.secrets.is_empty() || self.secrets.len() > 2 {
-            return Err(format!("service key {name} needs one secret, or two while rotating"));
+        if self.secrets.len() > 2 {
+            return Err(format!("service key {name} has one secret, two while rotating, or none while disabled"));
         }
         for secret in &self.secrets {
             check_key_secret(&name, secret)?;
         }
-        let methods = match self.methods {
-            None => None,
-            Some(list) if list.is_empty() => {
-                return Err(format!("service key {name}: `methods` names nothing (leave it out for every method)"));
+        let methods = match self.methods.as_slice() {
+            [] => return Err(format!("service key {name}: `methods` names nothing (`[\"*\"]` for every method)")),
+            [every] if every.trim() == "*" => None,
+            list if list.iter().any(|m| m.trim() == "*") => {
+                return Err(format!("service key {name}: `*` (every method) stands alone in `methods`"));
             }
-            Some(list) => Some(expand_methods(&name, &list, catalog)?),
+            list => Some(expand_methods(&name, list, catalog)?),
         };
         if let Some(id) = &self.workspace_id
             && !crate::api::is_record_id(id)
@@ -223,21 +226,22 @@ fn expand_methods(name: &str, list: &[String], catalog: &BTreeSet<String>) -> Re
 }
 
 /// Where the file does not parse, and why, without quoting it: the line may hold a secret, and so
-/// may the parser's message when it quotes a value (values come in double quotes, names in backticks).
+/// may the parser's message when it quotes a value. Only messages about fields, which name a
+/// field and nothing else, are passed on.
 fn parse_error(text: &str, error: &toml::de::Error) -> String {
     let line =
         error.span().and_then(|span| text.get(..span.start)).map_or(1, |before| before.matches('\n').count() + 1);
     let why = error.message().trim();
-    if why.contains('"') || why.contains('\'') {
-        format!("the keys file is not valid at line {line}")
-    } else {
+    if ["unknown field", "missing field", "duplicate field"].iter().any(|safe| why.starts_with(safe)) {
         format!("the keys file is not valid at line {line}: {why}")
+    } else {
+        format!("the keys file is not valid at line {line}")
     }
 }
 
-/// The keys `config` configures: its flags, and its keys file when it names one, whose text is
-/// returned too (to tell later whether it changed).
-pub(crate) fn load(config: &Config) -> Result<(KeyRing, Option<String>), String> {
+/// The keys `config` configures: its flags, and its keys file when it names one, whose digest is
+/// returned too (to tell later whether it changed, without keeping its secrets).
+pub(crate) fn load(config: &Config) -> Result<(KeyRing, Option<[u8; 32]>), String> {
     let text = match &config.service_keys_file {
         None => None,
         Some(path) => {
@@ -246,20 +250,23 @@ pub(crate) fn load(config: &Config) -> Result<(KeyRing, Option<String>), String>
     };
     let ring =
         KeyRing::new(&config.service_keys, text.as_deref()).map_err(|e| format!("the service keys file: {e}"))?;
-    Ok((ring, text))
+    Ok((ring, text.as_deref().map(digest)))
 }
 
-/// Every `every`, reads the keys file again; when its text changed and is valid, puts its keys
-/// (with the flags') in force. A file that cannot be read or is not valid is logged, and the keys
-/// in force stay.
+/// Every `every`, reads the keys file again. A text that changed is put in force (with the flags'
+/// keys) once it reads the same on two checks in a row, so that a file caught halfway through
+/// being written is not taken for the whole; and only if it is valid. A file that cannot be read
+/// or is not valid is logged, and the keys in force stay.
 pub(crate) async fn follow(
     keys: Arc<Keys>,
-    config: Config,
-    mut loaded: Option<String>,
+    flags: Vec<ServiceKeySpec>,
+    path: Option<std::path::PathBuf>,
+    mut loaded: Option<[u8; 32]>,
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let Some(path) = config.service_keys_file.clone() else { return };
+    let Some(path) = path else { return };
+    let mut seen = loaded;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -272,10 +279,12 @@ pub(crate) async fn follow(
                 continue;
             }
         };
-        if loaded.as_deref() == Some(text.as_str()) {
+        let now = Some(digest(&text));
+        let settled = std::mem::replace(&mut seen, now) == now;
+        if now == loaded || !settled {
             continue;
         }
-        match KeyRing::new(&config.service_keys, Some(&text)) {
+        match KeyRing::new(&flags, Some(&text)) {
             Ok(ring) => {
                 tracing::info!(file = %path.display(), keys = ring.len(), "service keys reloaded");
                 keys.replace(ring);
@@ -284,7 +293,7 @@ pub(crate) async fn follow(
                 tracing::error!(file = %path.display(), error = %e, "the service keys file is not valid; the keys in force stay");
             }
         }
-        loaded = Some(text);
+        loaded = now;
     }
 }
 
@@ -371,41 +380,67 @@ mod tests {
 
     #[test]
     fn mistakes_in_the_file_are_refused_with_the_key_named() {
+        // An entry as written, with one line changed.
+        let entry = |line: &str| {
+            let mut lines = vec![
+                "[[key]]",
+                "name = \"a\"",
+                "secrets = [\"secret-of-sixteen\"]",
+                "methods = [\"roster.v1.AuthService\"]",
+            ];
+            if let Some(key) = line.split(' ').next() {
+                lines.retain(|l| !l.starts_with(key) || key == "[[key]]");
+            }
+            if !line.ends_with('!') {
+                lines.push(line);
+            }
+            lines.join("\n")
+        };
         let cases = [
+            (entry("method = [\"roster.v1.AuthService\"]"), "unknown field `method`"),
+            (entry("methods !"), "missing field `methods`"),
             (
-                "[[key]]\nname = \"a\"\nsecrets = [\"secret-of-sixteen\"]\nmethod = [\"roster.v1.AuthService\"]",
-                "unknown field",
+                entry("secrets = [\"x1-x1-x1-x1-x1-x1\", \"x2-x2-x2-x2-x2-x2\", \"x3-x3-x3-x3-x3-x3\"]"),
+                "one secret, two",
             ),
-            ("[[key]]\nname = \"a\"\nsecrets = []", "needs one secret"),
-            ("[[key]]\nname = \"a\"\nsecrets = [\"x1\", \"x2\", \"x3\"]", "needs one secret"),
-            ("[[key]]\nname = \"a\"\nsecrets = [\"fifteen-chars-x\"]", "at least 16"),
-            ("[[key]]\nname = \"a\"\nsecrets = [\"rst_0123456789abcdef\"]", "rst_"),
-            ("[[key]]\nname = \"a b\"\nsecrets = [\"secret-of-sixteen\"]", "name"),
-            ("[[key]]\nname = \"a\"\nsecrets = [\"secret-of-sixteen\"]\nmethods = []", "names nothing"),
-            (
-                "[[key]]\nname = \"a\"\nsecrets = [\"secret-of-sixteen\"]\nmethods = [\"roster.v1.Nope\"]",
-                "no Roster service",
-            ),
-            (
-                "[[key]]\nname = \"a\"\nsecrets = [\"secret-of-sixteen\"]\nmethods = [\"roster.v1.AuthService/Nope\"]",
-                "no Roster",
-            ),
-            ("[[key]]\nname = \"a\"\nsecrets = [\"secret-of-sixteen\"]\nmethods = [\"roster.v1\"]", "no Roster"),
-            ("[[key]]\nname = \"a\"\nsecrets = [\"secret-of-sixteen\"]\nworkspace_id = \"ABC\"", "not a workspace id"),
-            ("[[key]]\nname = \"ops\"\nsecrets = [\"secret-of-sixteen\"]", "configured twice"),
-            (
-                "[[key]]\nname = \"a\"\nsecrets = [\"secret-of-sixteen\"]\n[[key]]\nname = \"a\"\nsecrets = [\"secret-of-seventeen\"]",
-                "twice",
-            ),
-            ("[[key]]\nname = \"a\"\nsecrets = [\"full-access-secret-16\"]", "also another key's"),
-            ("[[key]]\nname = \"a\"\nsecrets = [\"secret-of-sixteen\", \"secret-of-sixteen\"]", "given twice"),
-            ("[[key]\nname = \"a\"", "line 1"),
-            ("[[key]]\nname = \"a\"\nsecrets = \"secret-of-sixteen\"", "line 3"),
+            (entry("secrets = [\"fifteen-chars-x\"]"), "at least 16"),
+            (entry("secrets = [\"rst_0123456789abcdef\"]"), "rst_"),
+            (entry("name = \"a b\""), "name"),
+            (entry("methods = []"), "names nothing"),
+            (entry("methods = [\"*\", \"roster.v1.AuthService\"]"), "stands alone"),
+            (entry("methods = [\"roster.v1.Nope\"]"), "no Roster service"),
+            (entry("methods = [\"roster.v1.AuthService/Nope\"]"), "no Roster"),
+            (entry("methods = [\"roster.v1\"]"), "no Roster"),
+            (entry("workspace_id = \"ABC\""), "not a workspace id"),
+            (entry("name = \"ops\""), "configured twice"),
+            (format!("{}\n{}", entry("name = \"a\""), entry("name = \"a\"")), "twice"),
+            (entry("secrets = [\"full-access-secret-16\"]"), "also another key's"),
+            (entry("secrets = [\"secret-of-sixteen\", \"secret-of-sixteen\"]"), "given twice"),
+            ("[[key]\nname = \"a\"".to_owned(), "line 1"),
+            // Values the parser would quote in its message (a string; a number, in backticks), on
+            // the entry's last line.
+            (entry("secrets = \"secret-of-sixteen\""), "line 4"),
+            (entry("secrets = [12345678901234567890123]"), "line 4"),
+            (entry("secrets = [1234567890123456789]"), "line 4"),
         ];
         for (file, expected) in cases {
-            let err = ring(file).err().unwrap_or_else(|| panic!("accepted: {file}"));
+            let err = ring(&file).err().unwrap_or_else(|| panic!("accepted: {file}"));
             assert!(err.contains(expected), "{file}: {err}");
-            assert!(!err.contains("secret-of-sixteen") && !err.contains("full-access"), "{err}");
+            for secret in ["secret-of-sixteen", "full-access", "1234567890123456789"] {
+                assert!(!err.contains(secret), "{err}");
+            }
         }
+    }
+
+    #[test]
+    fn every_method_is_said_in_so_many_words_and_a_key_without_secrets_is_disabled() {
+        let ring = ring(
+            "[[key]]\nname = \"any\"\nsecrets = [\"any-secret-of-16-chars\"]\nmethods = [\"*\"]\n\
+             [[key]]\nname = \"off\"\nsecrets = []\nmethods = [\"*\"]\n",
+        )
+        .expect("valid");
+        let any = ring.find("any-secret-of-16-chars").expect("key");
+        assert!(any.allows("/roster.v1.WorkspaceService/CreateWorkspace") && any.reaches("anything"));
+        assert_eq!(ring.len(), 2, "the flag's key and `any`; `off` has no secret");
     }
 }

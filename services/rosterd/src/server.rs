@@ -104,6 +104,13 @@ pub async fn serve(
         Some(url) => Some(Mailer::new(url, &config.mail_from).map_err(ServeError::Config)?),
         None => None,
     };
+    // The files first: a mistake in them stops the start before it touches the database.
+    let tls = match TlsFiles::of(&config).map_err(ServeError::Config)? {
+        Some(files) => Some(Arc::new(Tls::load(files).map_err(|e| ServeError::Config(format!("TLS: {e}")))?)),
+        None => None,
+    };
+    let (ring, keys_digest) = crate::keys::load(&config).map_err(ServeError::Config)?;
+    tracing::info!(keys = ring.len(), "service keys loaded");
     let mut store_config = StoreConfig::new(config.database_url.clone());
     store_config.max_connections = config.db_max_connections;
     store_config.acquire_timeout = Duration::from_millis(config.db_timeout_ms);
@@ -120,12 +127,6 @@ pub async fn serve(
         }
     });
 
-    let tls = match TlsFiles::of(&config).map_err(ServeError::Config)? {
-        Some(files) => Some(Arc::new(Tls::load(files).map_err(|e| ServeError::Config(format!("TLS: {e}")))?)),
-        None => None,
-    };
-    let (ring, keys_text) = crate::keys::load(&config).map_err(ServeError::Config)?;
-    tracing::info!(keys = ring.len(), "service keys loaded");
     let keys = Arc::new(Keys::new(ring));
     let auth = Arc::new(Authenticator::new(store.clone(), keys.clone()));
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
@@ -169,8 +170,14 @@ pub async fn serve(
     let sweeper =
         tokio::spawn(sweep_queues(app.clone(), Duration::from_millis(config.queue_sweep_ms), stop_rx.clone()));
     let reload_every = Duration::from_millis(config.reload_check_ms);
-    let key_follower =
-        tokio::spawn(crate::keys::follow(keys, config.clone(), keys_text, reload_every, stop_rx.clone()));
+    let key_follower = tokio::spawn(crate::keys::follow(
+        keys,
+        config.service_keys.clone(),
+        config.service_keys_file.clone(),
+        keys_digest,
+        reload_every,
+        stop_rx.clone(),
+    ));
     let tls_follower = tls.clone().map(|tls| tokio::spawn(tls.follow(reload_every, stop_rx.clone())));
     let exporter = listeners.metrics.map(|listener| {
         if let Ok(addr) = listener.local_addr() {
@@ -235,8 +242,13 @@ pub async fn serve(
             Err(_) => std::future::pending::<()>().await,
         }
     };
+    let mut acceptor = None;
     let serving: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> = match tls {
-        Some(tls) => Box::pin(router.serve_with_incoming_shutdown(tls.incoming(listeners.grpc), drain)),
+        Some(tls) => {
+            let (incoming, task) = tls.incoming(listeners.grpc);
+            acceptor = Some(task);
+            Box::pin(router.serve_with_incoming_shutdown(incoming, drain))
+        }
         None => {
             let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
             Box::pin(router.serve_with_incoming_shutdown(incoming, drain))
@@ -249,6 +261,9 @@ pub async fn serve(
             Ok(())
         }
     };
+    if let Some(acceptor) = acceptor {
+        acceptor.abort();
+    }
     let _ = stop_tx.send(true);
     if tokio::time::timeout(Duration::from_secs(15), worker).await.is_err() {
         tracing::warn!("the outbox worker did not stop in time; its leased emails will be retried");

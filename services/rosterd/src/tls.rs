@@ -6,11 +6,13 @@
 //! is used without a restart, and open connections keep theirs.
 
 use crate::config::Config;
+use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -20,6 +22,10 @@ use tokio_rustls::server::TlsStream;
 
 /// How long a client may take to complete its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most handshakes under way at once; a connection past it is closed at once, so that
+/// clients that connect and send nothing cannot hold every file descriptor.
+const MAX_HANDSHAKES: usize = 1024;
 
 /// The files TLS is configured from.
 #[derive(Debug, Clone)]
@@ -91,7 +97,19 @@ impl TlsFiles {
 /// The TLS configuration in force, and what it was made from.
 pub(crate) struct Tls {
     files: TlsFiles,
-    current: RwLock<(Arc<ServerConfig>, Vec<Vec<u8>>)>,
+    /// The configuration in force, and the SHA-256 digest of the files it was made from (the
+    /// key's bytes are not kept).
+    current: RwLock<(Arc<ServerConfig>, [u8; 32])>,
+}
+
+/// One digest of all the files' contents, to tell whether any changed.
+fn digest(contents: &[Vec<u8>]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for content in contents {
+        hasher.update((content.len() as u64).to_le_bytes());
+        hasher.update(content);
+    }
+    hasher.finalize().into()
 }
 
 impl Tls {
@@ -99,7 +117,7 @@ impl Tls {
     pub(crate) fn load(files: TlsFiles) -> Result<Self, String> {
         let contents = files.read()?;
         let config = files.server_config(&contents)?;
-        Ok(Self { files, current: RwLock::new((Arc::new(config), contents)) })
+        Ok(Self { files, current: RwLock::new((Arc::new(config), digest(&contents))) })
     }
 
     fn acceptor(&self) -> TlsAcceptor {
@@ -122,32 +140,35 @@ impl Tls {
                     continue;
                 }
             };
-            if self.current.read().unwrap_or_else(PoisonError::into_inner).1 == contents {
+            let now = digest(&contents);
+            if self.current.read().unwrap_or_else(PoisonError::into_inner).1 == now {
                 continue;
             }
             match self.files.server_config(&contents) {
                 Ok(config) => {
-                    *self.current.write().unwrap_or_else(PoisonError::into_inner) = (Arc::new(config), contents);
+                    *self.current.write().unwrap_or_else(PoisonError::into_inner) = (Arc::new(config), now);
                     tracing::info!("TLS certificate reloaded");
                 }
                 Err(e) => {
+                    // Retried at every check until the files are valid: a certificate and key
+                    // replaced one after the other are briefly a mismatched pair.
                     tracing::error!(error = %e, "the TLS files are not valid; the certificate in force stays");
-                    // Not retried until they change again.
-                    self.current.write().unwrap_or_else(PoisonError::into_inner).1 = contents;
                 }
             }
         }
     }
 
     /// The TLS connections made on `listener`: each accepted, then its handshake run apart (so a
-    /// slow client holds up nobody else), at most [`HANDSHAKE_TIMEOUT`]. Failed handshakes are
-    /// logged at debug and dropped. Accepting stops when the server stops reading the stream.
+    /// slow client holds up nobody else), at most [`HANDSHAKE_TIMEOUT`] and [`MAX_HANDSHAKES`] at
+    /// once. Failed handshakes are logged at debug and dropped. Accepting stops when the server
+    /// stops reading the stream, or when the returned task is aborted.
     pub(crate) fn incoming(
         self: Arc<Self>,
         listener: TcpListener,
-    ) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
+    ) -> (tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsStream<TcpStream>>>, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(async move {
+        let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+        let task = tokio::spawn(async move {
             loop {
                 let (tcp, peer) = tokio::select! {
                     accepted = listener.accept() => match accepted {
@@ -161,19 +182,28 @@ impl Tls {
                     },
                     () = tx.closed() => return,
                 };
+                let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                    tracing::debug!(%peer, "too many TLS handshakes under way: connection closed");
+                    continue;
+                };
                 let _ = tcp.set_nodelay(true);
                 let (acceptor, tx) = (self.acceptor(), tx.clone());
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            let _ = tx.send(Ok(stream)).await;
-                        }
+                    let handshake = async {
+                        let stream = acceptor.accept(tcp).await?;
+                        drop(permit);
+                        // Waits while the server is busy taking the connections before it.
+                        let _ = tx.send(Ok(stream)).await;
+                        Ok::<_, std::io::Error>(())
+                    };
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+                        Ok(Ok(())) => {}
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 });
             }
         });
-        tokio_stream::wrappers::ReceiverStream::new(rx)
+        (tokio_stream::wrappers::ReceiverStream::new(rx), task)
     }
 }

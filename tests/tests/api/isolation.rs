@@ -116,7 +116,10 @@ fn requests(ws: &str, other: &Tenant) -> Vec<(&'static str, Vec<u8>)> {
             "/roster.v1.RoleService/GetRole",
             pb::GetRoleRequest { workspace_id: w(), role_id: other.role_id.clone() }.encode_to_vec(),
         ),
-        ("/roster.v1.RoleService/ListRoles", pb::ListRolesRequest { workspace_id: w() }.encode_to_vec()),
+        (
+            "/roster.v1.RoleService/ListRoles",
+            pb::ListRolesRequest { workspace_id: w(), ..Default::default() }.encode_to_vec(),
+        ),
         (
             "/roster.v1.RoleService/CreateRole",
             pb::CreateRoleRequest { workspace_id: w(), name: "Intruders".into(), ..Default::default() }.encode_to_vec(),

@@ -13,6 +13,7 @@ mod faults;
 mod fuzz;
 mod invitations;
 mod isolation;
+mod listings;
 mod mail;
 mod metrics;
 mod recovery;

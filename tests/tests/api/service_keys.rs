@@ -26,9 +26,16 @@ async fn app_with_keys(text: &str) -> (TestApp, tempfile::TempDir, PathBuf) {
     (app, dir, path)
 }
 
+/// Replaces the keys file at once, as an operator should (a rename, not a rewrite in place).
+fn write_atomically(path: &Path, text: &str) {
+    let next = path.with_extension("next");
+    std::fs::write(&next, text).expect("write keys file");
+    std::fs::rename(&next, path).expect("rename keys file");
+}
+
 /// Rewrites the keys file and waits until the server answers `secret` with `expected` for WhoAmI.
 async fn rewrite(app: &TestApp, path: &Path, text: &str, secret: &str, expected: Result<(), Code>) {
-    std::fs::write(path, text).expect("write keys file");
+    write_atomically(path, text);
     let reloaded = eventually(Duration::from_secs(10), || {
         let mut auth = app.auth();
         async move {
@@ -109,7 +116,7 @@ async fn a_key_limited_to_some_methods_calls_those_and_is_refused_the_rest_with_
     assert_out_of_scope(&refused, "router", "/roster.v1.UserService/CreateUser");
     assert_eq!(fingerprint.read().await, before);
 
-    // Health and reflection need no key, so no scope applies to them; the full-access key is untouched.
+    // The full-access key of the flags is untouched.
     app.workspaces().create_workspace(service(new_workspace("allowed"))).await.expect("full access");
 }
 
@@ -123,6 +130,7 @@ async fn a_key_bound_to_a_workspace_reaches_it_alone_and_refusals_are_audited_th
         [[key]]
         name = "tenant-sync"
         secrets = ["{TENANT}"]
+        methods = ["*"]
         workspace_id = "{}"
         "#,
         ours.id
@@ -158,6 +166,10 @@ async fn a_key_bound_to_a_workspace_reaches_it_alone_and_refusals_are_audited_th
     };
     let refused = app.users().create_user(bearer(TENANT, create)).await.expect_err("refused");
     assert_out_of_scope(&refused, "tenant-sync", "/roster.v1.UserService/CreateUser");
+    // A malformed id is refused as such, and not audited as a reach.
+    let list = pb::ListUsersRequest { workspace_id: "theirs\nforged: line".into(), ..Default::default() };
+    let refused = app.users().list_users(bearer(TENANT, list)).await.expect_err("malformed");
+    assert_invalid(&refused, "INVALID_FIELD", &["workspace_id"]);
     // Creating a workspace reaches beyond its own.
     let refused = app.workspaces().create_workspace(bearer(TENANT, new_workspace("spawned"))).await;
     assert_out_of_scope(&refused.expect_err("refused"), "tenant-sync", "/roster.v1.WorkspaceService/CreateWorkspace");
@@ -183,12 +195,12 @@ async fn a_key_bound_to_a_workspace_reaches_it_alone_and_refusals_are_audited_th
 
 #[tokio::test]
 async fn two_secrets_rotate_without_a_restart_and_a_broken_file_changes_nothing() {
-    let one = format!("[[key]]\nname = \"router\"\nsecrets = [\"{ROUTER}\"]\n");
+    let one = format!("[[key]]\nname = \"router\"\nsecrets = [\"{ROUTER}\"]\nmethods = [\"*\"]\n");
     let (app, _dir, path) = app_with_keys(&one).await;
     let ws = app.workspace("rotating").await;
 
     // Both secrets while callers move over; the audit trail shows the same key for either.
-    let both = format!("[[key]]\nname = \"router\"\nsecrets = [\"{ROUTER_NEXT}\", \"{ROUTER}\"]\n");
+    let both = format!("[[key]]\nname = \"router\"\nsecrets = [\"{ROUTER_NEXT}\", \"{ROUTER}\"]\nmethods = [\"*\"]\n");
     rewrite(&app, &path, &both, ROUTER_NEXT, Ok(())).await;
     for secret in [ROUTER, ROUTER_NEXT] {
         let me = app.auth().who_am_i(bearer(secret, pb::WhoAmIRequest {})).await.expect("either secret");
@@ -199,7 +211,7 @@ async fn two_secrets_rotate_without_a_restart_and_a_broken_file_changes_nothing(
     let watch = pb::WatchEventsRequest { workspace_id: ws.id.clone(), ..Default::default() };
     let mut stream = app.events().watch_events(bearer(ROUTER, watch)).await.expect("watch").into_inner();
 
-    let next = format!("[[key]]\nname = \"router\"\nsecrets = [\"{ROUTER_NEXT}\"]\n");
+    let next = format!("[[key]]\nname = \"router\"\nsecrets = [\"{ROUTER_NEXT}\"]\nmethods = [\"*\"]\n");
     rewrite(&app, &path, &next, ROUTER, Err(Code::Unauthenticated)).await;
     app.auth().who_am_i(bearer(ROUTER_NEXT, pb::WhoAmIRequest {})).await.expect("the new secret");
     // The watch finds out before it sends the next change (it re-checks at most every second).
@@ -225,10 +237,10 @@ async fn two_secrets_rotate_without_a_restart_and_a_broken_file_changes_nothing(
 
     // A file that does not parse, or names an unknown method, is ignored: the keys stay.
     for broken in [
-        format!("[[key]]\nname = \"router\"\nsecrets = [\"{ROUTER}\"\n"),
+        format!("[[key]]\nname = \"router\"\nsecrets = [\"{ROUTER}\"\nmethods = [\"*\"]\n"),
         format!("[[key]]\nname = \"router\"\nsecrets = [\"{ROUTER}\"]\nmethods = [\"roster.v1.Nope\"]\n"),
     ] {
-        std::fs::write(&path, broken).expect("write");
+        write_atomically(&path, &broken);
         tokio::time::sleep(Duration::from_millis(300)).await;
         app.auth().who_am_i(bearer(ROUTER_NEXT, pb::WhoAmIRequest {})).await.expect("the keys in force stay");
         let old = app.auth().who_am_i(bearer(ROUTER, pb::WhoAmIRequest {})).await.expect_err("still refused");
@@ -245,7 +257,10 @@ async fn a_server_refuses_to_start_with_a_keys_file_that_is_not_valid_without_sh
     let cases = [
         format!("[[key]]\nname = \"router\"\nsecrets = [\"{ROUTER}\"]\nmethod = [\"roster.v1.AuthService\"]\n"),
         format!("[[key]]\nname = \"router\"\nsecrets = \"{ROUTER}\"\n"),
-        format!("[[key]]\nname = \"tests\"\nsecrets = [\"{ROUTER}\"]\n"),
+        format!("[[key]]\nname = \"tests\"\nsecrets = [\"{ROUTER}\"]\nmethods = [\"*\"]\n"),
+        // Cut short before `methods`: not a key with every method.
+        format!("[[key]]\nname = \"router\"\nsecrets = [\"{ROUTER}\"]\n"),
+        "[[key]]\nname = \"router\"\nsecrets = [98765432109876543210]\nmethods = [\"*\"]\n".to_owned(),
     ];
     for text in cases {
         std::fs::write(&path, &text).expect("write");
@@ -256,7 +271,7 @@ async fn a_server_refuses_to_start_with_a_keys_file_that_is_not_valid_without_sh
         let err = rosterd::serve(config, listeners, std::future::pending()).await.expect_err("refused");
         let err = rosterd::error_chain(&err);
         assert!(err.contains("service keys file"), "{err}");
-        assert!(!err.contains(ROUTER) && !err.contains(SERVICE_KEY), "{err}");
+        assert!(!err.contains(ROUTER) && !err.contains(SERVICE_KEY) && !err.contains("98765432109876543210"), "{err}");
     }
     let mut config = test_config(&db.url);
     config.service_keys_file = Some(dir.path().join("missing.toml"));

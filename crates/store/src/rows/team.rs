@@ -76,8 +76,9 @@ struct MemberRow {
 /// How [`load_members`] reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Read {
-    /// For a listing: in the team's order, from a position on.
-    Page { after: Option<i64>, limit: u64 },
+    /// For a listing: in the team's order, from a position on; with an availability, only
+    /// members who have it.
+    Page { after: Option<i64>, limit: u64, availability: Option<Availability> },
     /// For routing: every member, their user rows locked in the order of their ids (the one order
     /// in which any transaction locks several users), so picks see exact counts and two
     /// transactions taking agents of overlapping teams cannot deadlock.
@@ -118,9 +119,12 @@ pub(crate) async fn load_members<C: ConnectionTrait>(conn: &C, team_id: &str, re
         )
         .filter(team_member::Column::TeamId.eq(team_id));
     match read {
-        Read::Page { after, limit } => {
+        Read::Page { after, limit, availability } => {
             if let Some(after) = after {
                 query = query.filter(team_member::Column::Position.gt(after));
+            }
+            if let Some(availability) = availability {
+                query = query.filter(user::Column::Availability.eq(availability.as_str()));
             }
             query = query.order_by_asc(team_member::Column::Position).limit(limit);
         }

@@ -16,6 +16,9 @@ pub(crate) struct RoleApi(pub(crate) Arc<App>);
 /// The longest role description accepted.
 const DESCRIPTION_MAX_CHARS: usize = 500;
 
+/// What page tokens of ListRoles are bound to.
+const ROLES_PAGE: &str = "roles";
+
 fn description(v: &mut Violations, field: &str, value: &str) -> Option<String> {
     let value = value.trim();
     if value.chars().count() > DESCRIPTION_MAX_CHARS || value.chars().any(|c| c.is_control() && c != '\n') {
@@ -119,8 +122,21 @@ impl RoleService for RoleApi {
         let app = &self.0;
         let call = app.call(&request, Need::ReadRoles).await?;
         app.ensure_workspace(&call).await?;
-        let roles = app.store.roles(&call.workspace_id).await.map_err(error::store)?;
-        Ok(Response::new(pb::ListRolesResponse { roles: roles.iter().map(convert::role).collect() }))
+        let req = request.get_ref();
+        let limit = convert::page_size(req.page_size)?;
+        let token = convert::decode_page_token(ROLES_PAGE, &req.page_token)?;
+        let after =
+            match token.as_deref() {
+                None => None,
+                Some(cursor) => Some(roster_store::parse_role_cursor(cursor).ok_or_else(|| {
+                    invalid("page_token", "not a page token of this listing; start again without one")
+                })?),
+            };
+        let page = app.store.list_roles(&call.workspace_id, req.builtin, after, limit).await.map_err(error::store)?;
+        Ok(Response::new(pb::ListRolesResponse {
+            roles: page.items.iter().map(convert::role).collect(),
+            next_page_token: convert::encode_page_token(ROLES_PAGE, page.next),
+        }))
     }
 
     async fn update_role(

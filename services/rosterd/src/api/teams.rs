@@ -62,7 +62,13 @@ impl TeamService for TeamApi {
         let req = request.get_ref();
         let limit = convert::page_size(req.page_size)?;
         let after = convert::decode_page_token(TEAMS_PAGE, &req.page_token)?;
-        let page = app.store.list_teams(&call.workspace_id, after.as_deref(), limit).await.map_err(error::store)?;
+        let member = match req.user_id.as_str() {
+            "" => None,
+            id if super::is_record_id(id) => Some(id),
+            _ => return Err(invalid("user_id", "not an id this server issued")),
+        };
+        let page =
+            app.store.list_teams(&call.workspace_id, member, after.as_deref(), limit).await.map_err(error::store)?;
         Ok(Response::new(pb::ListTeamsResponse {
             teams: page.items.iter().map(convert::team).collect(),
             next_page_token: convert::encode_page_token(TEAMS_PAGE, page.next),
@@ -195,8 +201,12 @@ impl TeamService for TeamApi {
                     .map_err(|_| invalid("page_token", "not a page token of this listing; start again without one"))
             })
             .transpose()?;
-        let page =
-            app.store.list_team_members(&call.workspace_id, &req.team_id, after, limit).await.map_err(error::store)?;
+        let availability = convert::availability_filter(req.availability)?;
+        let page = app
+            .store
+            .list_team_members(&call.workspace_id, &req.team_id, availability, after, limit)
+            .await
+            .map_err(error::store)?;
         Ok(Response::new(pb::ListTeamMembersResponse {
             members: page.items.iter().map(convert::team_member).collect(),
             next_page_token: convert::encode_page_token(MEMBERS_PAGE, page.next),
