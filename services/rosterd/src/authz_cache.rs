@@ -12,6 +12,11 @@
 //!   date, and a change is in force everywhere within the interval plus one read. An idle process
 //!   costs the same whether it holds ten workspaces or a hundred thousand.
 //!
+//! The copies are held within a memory budget (`--authz-cache-mib`, estimated by
+//! [`Snapshot::bytes`]): every fifth follow of the change feed (once a second by default), when
+//! they take more, the copies read least recently are let go until the rest take nine tenths of
+//! it. A copy let go is read again by its next check, in one read of the workspace, as at first.
+//!
 //! Bringing a copy up to date reads only the members changed since its version and sets them in
 //! place: an invitation costs one member, not a read of the whole workspace. A change to a role
 //! reloads the workspace. A loaded copy replaces the held one only if its version is not older,
@@ -23,18 +28,35 @@ use roster_authz::RoleId;
 use roster_authz::{Directory, Member, MemberRef, Role};
 use roster_store::{AuthzChanges, EventCursor, Store, StoreError};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
 
 /// One workspace's directory and the version it was read at.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Snapshot {
     pub(crate) version: i64,
     pub(crate) directory: Directory,
+    /// The cache's clock when a check last read it: what eviction goes by.
+    used: AtomicU64,
+}
+
+impl Clone for Snapshot {
+    fn clone(&self) -> Self {
+        Snapshot {
+            version: self.version,
+            directory: self.directory.clone(),
+            used: AtomicU64::new(self.used.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 impl Snapshot {
+    fn new(version: i64, directory: Directory, now: u64) -> Self {
+        Snapshot { version, directory, used: AtomicU64::new(now) }
+    }
+
     /// Sets the members of `changes`, and their version.
     fn apply(&mut self, changes: &AuthzChanges) {
         for member in &changes.members {
@@ -42,6 +64,50 @@ impl Snapshot {
         }
         self.version = changes.version;
     }
+
+    /// About how much memory the copy takes, in bytes: its tables' entries with their overhead
+    /// (a member's entry is 56 bytes, kept in a hash table at most seven eighths full and grown by
+    /// doubling; a role holds its id, name and grants in several tables), and the map's entry.
+    fn bytes(&self) -> usize {
+        let (members, roles) = self.directory.len();
+        512 + 128 * members + 512 * roles
+    }
+
+    /// Marks the copy read at `now`; written only when the clock moved, so that the checks of a
+    /// busy workspace on every core do not all write the same cache line.
+    fn touch(&self, now: u64) {
+        if self.used.load(Ordering::Relaxed) != now {
+            self.used.store(now, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Lets go of the copies read least recently until the rest take at most nine tenths of
+/// `budget` bytes, when all of them take more than `budget`; the ids let go. A copy let go is
+/// read again from the database by its next check.
+fn evict(held: &Held, budget: usize) -> Vec<String> {
+    let mut ages: Vec<(u64, usize, String)> = {
+        let held = held.read().unwrap_or_else(|e| e.into_inner());
+        let total: usize = held.values().map(|s| s.bytes()).sum();
+        if total <= budget {
+            return Vec::new();
+        }
+        held.iter().map(|(id, s)| (s.used.load(Ordering::Relaxed), s.bytes(), id.clone())).collect()
+    };
+    ages.sort_unstable();
+    let mut total: usize = ages.iter().map(|(_, bytes, _)| bytes).sum();
+    let target = budget / 10 * 9;
+    let mut gone = Vec::new();
+    let mut held = held.write().unwrap_or_else(|e| e.into_inner());
+    for (_, bytes, id) in ages {
+        if total <= target {
+            break;
+        }
+        held.remove(&id);
+        total -= bytes;
+        gone.push(id);
+    }
+    gone
 }
 
 /// The copy held of each workspace.
@@ -90,7 +156,10 @@ fn apply(held: &Held, workspace_id: &str, since: i64, changes: &AuthzChanges) ->
     }
 }
 
-/// The cache of every workspace this process has checked.
+/// How many follows of the change feed go by between two looks at the copies' total size.
+const EVICT_EVERY: u64 = 5;
+
+/// The cache of the workspaces this process checked, within a memory budget.
 pub(crate) struct AuthzCache {
     store: Store,
     /// Counts each read of the database (the metrics' `roster_authz_cache_reads_total`).
@@ -98,15 +167,37 @@ pub(crate) struct AuthzCache {
     held: Held,
     /// One load at a time per workspace, so a burst of first checks reads the database once.
     loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// How much memory the copies may take, in bytes (estimated: [`Snapshot::bytes`]).
+    budget: usize,
+    /// The clock copies are marked with when read: one tick per follow of the change feed.
+    clock: AtomicU64,
 }
 
 impl AuthzCache {
-    pub(crate) fn new(store: Store, reads: Counter) -> Self {
-        Self { store, reads, held: RwLock::default(), loading: Mutex::default() }
+    pub(crate) fn new(store: Store, reads: Counter, budget: usize) -> Self {
+        Self { store, reads, held: RwLock::default(), loading: Mutex::default(), budget, clock: AtomicU64::new(0) }
     }
 
     fn held(&self, workspace_id: &str) -> Option<Arc<Snapshot>> {
-        self.held.read().unwrap_or_else(|e| e.into_inner()).get(workspace_id).cloned()
+        let snapshot = self.held.read().unwrap_or_else(|e| e.into_inner()).get(workspace_id).cloned()?;
+        snapshot.touch(self.clock.load(Ordering::Relaxed));
+        Some(snapshot)
+    }
+
+    /// Lets go of the copies read least recently when all of them take more than the budget,
+    /// and of their load gates when no load waits on them.
+    fn evict_over_budget(&self) {
+        let gone = evict(&self.held, self.budget);
+        if gone.is_empty() {
+            return;
+        }
+        let mut loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+        for id in &gone {
+            if loading.get(id).is_some_and(|gate| Arc::strong_count(gate) == 1) {
+                loading.remove(id);
+            }
+        }
+        tracing::debug!(evicted = gone.len(), "authorization cache over its budget: least recently used copies let go");
     }
 
     /// The workspace's snapshot, loading it on first use.
@@ -142,7 +233,7 @@ impl AuthzCache {
             data.roles.unwrap_or_default(),
             data.members.iter().map(|m| (m.user_id.clone(), m.role_id.as_str(), m.active)),
         );
-        let loaded = Arc::new(Snapshot { version: data.version, directory });
+        let loaded = Arc::new(Snapshot::new(data.version, directory, self.clock.load(Ordering::Relaxed)));
         let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
         let entry = held.entry(workspace_id.to_owned()).or_insert_with(|| loaded.clone());
         if entry.version <= loaded.version {
@@ -279,6 +370,11 @@ impl AuthzCache {
                 _ = stop.changed() => return,
                 _ = ticker.tick() => {}
             }
+            let tick = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
+            // The copies' total is summed about once a second, not at every follow.
+            if tick.is_multiple_of(EVICT_EVERY) {
+                self.evict_over_budget();
+            }
             match self.follow_once(&mut after).await {
                 Ok(()) if failing => {
                     tracing::info!("the authorization cache follows the change feed again");
@@ -308,7 +404,7 @@ mod tests {
             vec![Role::builtin(BuiltinRole::Admin), Role::builtin(BuiltinRole::Agent)],
             [(ADA.to_owned(), "agent", true)],
         );
-        RwLock::new(HashMap::from([("w".to_owned(), Arc::new(Snapshot { version, directory }))]))
+        RwLock::new(HashMap::from([("w".to_owned(), Arc::new(Snapshot::new(version, directory, 0)))]))
     }
 
     fn deactivation(version: i64) -> AuthzChanges {
@@ -347,5 +443,32 @@ mod tests {
         assert_eq!((kept.version, active(&kept)), (7, true));
         assert!(apply(&held, "w", 8, &deactivation(9)).is_none(), "a copy older than the read");
         assert!(apply(&held, "gone", 5, &deactivation(6)).is_none(), "a workspace not held");
+    }
+
+    #[test]
+    fn over_its_budget_the_cache_lets_go_of_the_least_recently_read_copies() {
+        let one = || {
+            let directory = Directory::new(vec![Role::builtin(BuiltinRole::Agent)], [(ADA.to_owned(), "agent", true)]);
+            Snapshot::new(1, directory, 0)
+        };
+        let size = one().bytes();
+        let held: Held = RwLock::default();
+        for i in 0..10u64 {
+            let snapshot = one();
+            snapshot.touch(i);
+            held.write().unwrap().insert(format!("w{i}"), Arc::new(snapshot));
+        }
+        // At the budget: nothing goes.
+        assert!(evict(&held, 10 * size).is_empty());
+        // One copy over: down to nine tenths of the budget, the least recently read first.
+        let gone = evict(&held, 9 * size);
+        assert_eq!(gone, ["w0", "w1"], "9 × 0.9 = 8.1 copies' worth: 8 stay");
+        let mut left: Vec<String> = held.read().unwrap().keys().cloned().collect();
+        left.sort();
+        assert_eq!(left, (2..10).map(|i| format!("w{i}")).collect::<Vec<_>>());
+        // A copy read again is kept over one read before it.
+        held.read().unwrap()["w2"].touch(20);
+        assert_eq!(evict(&held, 7 * size), ["w3", "w4"]);
+        assert!(held.read().unwrap().contains_key("w2"));
     }
 }

@@ -140,6 +140,12 @@ pub struct Config {
     #[arg(long, env = "ROSTER_AUTHZ_REFRESH_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub authz_refresh_ms: u64,
 
+    /// How much memory the authorization cache's copies of workspaces may take, in MiB
+    /// (estimated); past it the copies read least recently are let go, and read again from the
+    /// database on their next check.
+    #[arg(long, env = "ROSTER_AUTHZ_CACHE_MIB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub authz_cache_mib: u64,
+
     /// How often the change feed looks for events other processes wrote, in milliseconds. Events
     /// written by this process reach its watchers at once.
     #[arg(long, env = "ROSTER_EVENTS_POLL_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]

@@ -139,7 +139,11 @@ pub async fn serve(
         session_ttl: config.session_ttl(),
         mails: Mails::new(&config),
         outbox: Arc::new(Notify::new()),
-        authz: Arc::new(AuthzCache::new(store.clone(), metrics.authz_reads.clone())),
+        authz: Arc::new(AuthzCache::new(
+            store.clone(),
+            metrics.authz_reads.clone(),
+            usize::try_from(config.authz_cache_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
+        )),
         feed: Arc::new(Feed::new(store.clone(), Duration::from_millis(config.events_poll_ms))),
         keys: keys.clone(),
     });

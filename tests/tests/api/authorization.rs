@@ -522,3 +522,50 @@ async fn the_cache_reads_exactly_the_members_changed_since_its_version() {
     );
     assert_eq!(members.len(), 3);
 }
+
+#[tokio::test]
+async fn over_its_memory_budget_the_cache_lets_go_of_idle_workspaces_and_reloads_them_on_demand() {
+    // 1 MiB holds about 480 one-admin workspaces (about 2.2 KB each, by the cache's estimate).
+    let app = spawn_app_with(|config| {
+        config.authz_cache_mib = 1;
+        config.authz_refresh_ms = 20;
+    })
+    .await;
+    let count = 560;
+    let mut ids = Vec::new();
+    for batch in (0..count).collect::<Vec<_>>().chunks(8) {
+        let made: Vec<_> = batch
+            .iter()
+            .map(|i| {
+                let (mut workspaces, request) = (app.workspaces(), service(new_workspace(&format!("budget-{i}"))));
+                tokio::spawn(async move {
+                    let made = workspaces.create_workspace(request).await.expect("workspace").into_inner();
+                    (made.workspace.expect("workspace").id, made.admin.expect("admin").id)
+                })
+            })
+            .collect();
+        for task in made {
+            ids.push(task.await.expect("task"));
+        }
+    }
+    let check = |(workspace_id, user_id): &(String, String)| pb::CheckPermissionRequest {
+        workspace_id: workspace_id.clone(),
+        user_id: user_id.clone(),
+        permission: "users.read".into(),
+        resource: None,
+    };
+    // Each checked once, oldest first: the cache holds more than its budget for a moment.
+    for pair in &ids {
+        assert!(decide(&app, check(pair)).await.expect("check").allowed);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let reads = || async { app.metrics().await.sum("roster_authz_cache_reads_total", &[]) };
+    // The newest stays held: checking it again reads nothing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = reads().await;
+    assert!(decide(&app, check(&ids[count - 1])).await.expect("check").allowed);
+    assert_eq!(reads().await, before, "the most recently used workspace is still held");
+    // The oldest was let go: its next check reads it again, and answers as before.
+    assert!(decide(&app, check(&ids[0])).await.expect("check").allowed);
+    assert_eq!(reads().await, before + 1.0, "the least recently used workspace was let go and read again");
+}
