@@ -23,7 +23,7 @@
 //! and changes are applied only to an older copy, so a slow read that started before a change
 //! cannot undo a refresh that saw it.
 
-use prometheus_client::metrics::counter::Counter;
+use crate::metrics::CacheMetrics;
 use roster_authz::RoleId;
 use roster_authz::{Directory, Member, MemberRef, Role};
 use roster_store::{AuthzChanges, EventCursor, Store, StoreError};
@@ -82,15 +82,25 @@ impl Snapshot {
     }
 }
 
+/// What a look at the budget found and did.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Eviction {
+    /// The workspaces let go, least recently read first.
+    gone: Vec<String>,
+    /// The copies held after it, and their estimated bytes.
+    held: usize,
+    bytes: usize,
+}
+
 /// Lets go of the copies read least recently until the rest take at most nine tenths of
-/// `budget` bytes, when all of them take more than `budget`; the ids let go. A copy let go is
-/// read again from the database by its next check.
-fn evict(held: &Held, budget: usize) -> Vec<String> {
+/// `budget` bytes, when all of them take more than `budget`. A copy let go is read again from the
+/// database by its next check.
+fn evict(held: &Held, budget: usize) -> Eviction {
     let mut ages: Vec<(u64, usize, String)> = {
         let held = held.read().unwrap_or_else(|e| e.into_inner());
         let total: usize = held.values().map(|s| s.bytes()).sum();
         if total <= budget {
-            return Vec::new();
+            return Eviction { gone: Vec::new(), held: held.len(), bytes: total };
         }
         held.iter().map(|(id, s)| (s.used.load(Ordering::Relaxed), s.bytes(), id.clone())).collect()
     };
@@ -107,7 +117,8 @@ fn evict(held: &Held, budget: usize) -> Vec<String> {
         total -= bytes;
         gone.push(id);
     }
-    gone
+    // Copies loaded between the two locks are not counted: the next look counts them.
+    Eviction { gone, held: held.len(), bytes: total }
 }
 
 /// The copy held of each workspace.
@@ -162,8 +173,9 @@ const EVICT_EVERY: u64 = 5;
 /// The cache of the workspaces this process checked, within a memory budget.
 pub(crate) struct AuthzCache {
     store: Store,
-    /// Counts each read of the database (the metrics' `roster_authz_cache_reads_total`).
-    reads: Counter,
+    /// Counts each read of the database (`roster_authz_cache_reads_total`), the copies held and
+    /// their size, and evictions.
+    metrics: CacheMetrics,
     held: Held,
     /// One load at a time per workspace, so a burst of first checks reads the database once.
     loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -174,8 +186,8 @@ pub(crate) struct AuthzCache {
 }
 
 impl AuthzCache {
-    pub(crate) fn new(store: Store, reads: Counter, budget: usize) -> Self {
-        Self { store, reads, held: RwLock::default(), loading: Mutex::default(), budget, clock: AtomicU64::new(0) }
+    pub(crate) fn new(store: Store, metrics: CacheMetrics, budget: usize) -> Self {
+        Self { store, metrics, held: RwLock::default(), loading: Mutex::default(), budget, clock: AtomicU64::new(0) }
     }
 
     fn held(&self, workspace_id: &str) -> Option<Arc<Snapshot>> {
@@ -187,10 +199,13 @@ impl AuthzCache {
     /// Lets go of the copies read least recently when all of them take more than the budget,
     /// and of their load gates when no load waits on them.
     fn evict_over_budget(&self) {
-        let gone = evict(&self.held, self.budget);
+        let Eviction { gone, held, bytes } = evict(&self.held, self.budget);
+        self.metrics.workspaces.set(i64::try_from(held).unwrap_or(i64::MAX));
+        self.metrics.bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
         if gone.is_empty() {
             return;
         }
+        self.metrics.evictions.inc_by(gone.len() as u64);
         let mut loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
         for id in &gone {
             if loading.get(id).is_some_and(|gate| Arc::strong_count(gate) == 1) {
@@ -227,7 +242,7 @@ impl AuthzCache {
 
     /// [`AuthzCache::load`], its gate held.
     async fn read_and_hold(&self, workspace_id: &str) -> Result<Arc<Snapshot>, StoreError> {
-        self.reads.inc();
+        self.metrics.reads.inc();
         let data = self.store.authz_changes(workspace_id, None).await?;
         let directory = Directory::new(
             data.roles.unwrap_or_default(),
@@ -253,7 +268,7 @@ impl AuthzCache {
         let Some(since) = self.held(workspace_id).map(|snapshot| snapshot.version) else {
             return self.load(workspace_id).await;
         };
-        self.reads.inc();
+        self.metrics.reads.inc();
         let changes = self.store.authz_changes(workspace_id, Some(since)).await?;
         if changes.roles.is_some() {
             return self.load(workspace_id).await;
@@ -284,7 +299,7 @@ impl AuthzCache {
         if held.is_some() {
             return Ok(held);
         }
-        self.reads.inc();
+        self.metrics.reads.inc();
         match self.store.user(workspace_id, user_id).await {
             Ok(_) => Ok(self.catch_up(workspace_id).await?.directory.member(user_id).map(MemberRef::to_member)),
             Err(StoreError::NotFound(_)) => Ok(None),
@@ -459,16 +474,17 @@ mod tests {
             held.write().unwrap().insert(format!("w{i}"), Arc::new(snapshot));
         }
         // At the budget: nothing goes.
-        assert!(evict(&held, 10 * size).is_empty());
+        assert_eq!(evict(&held, 10 * size), Eviction { gone: vec![], held: 10, bytes: 10 * size });
         // One copy over: down to nine tenths of the budget, the least recently read first.
-        let gone = evict(&held, 9 * size);
-        assert_eq!(gone, ["w0", "w1"], "9 × 0.9 = 8.1 copies' worth: 8 stay");
+        let eviction = evict(&held, 9 * size);
+        assert_eq!(eviction.gone, ["w0", "w1"], "9 × 0.9 = 8.1 copies' worth: 8 stay");
+        assert_eq!((eviction.held, eviction.bytes), (8, 8 * size));
         let mut left: Vec<String> = held.read().unwrap().keys().cloned().collect();
         left.sort();
         assert_eq!(left, (2..10).map(|i| format!("w{i}")).collect::<Vec<_>>());
         // A copy read again is kept over one read before it.
         held.read().unwrap()["w2"].touch(20);
-        assert_eq!(evict(&held, 7 * size), ["w3", "w4"]);
+        assert_eq!(evict(&held, 7 * size).gone, ["w3", "w4"]);
         assert!(held.read().unwrap().contains_key("w2"));
     }
 }

@@ -64,11 +64,20 @@ pub(crate) struct Metrics {
     assignments: Family<OutcomeLabels, Counter>,
     bcrypt: Family<OperationLabels, Counter>,
     login_throttled: Family<LimitLabels, Counter>,
-    /// The authorization cache's reads of the database.
-    pub(crate) authz_reads: Counter,
+    /// The authorization cache's reads of the database, and its size.
+    pub(crate) authz_cache: CacheMetrics,
     outbox_backlog: Gauge,
     database_up: Gauge,
     pool: Family<StateLabels, Gauge>,
+}
+
+/// What the authorization cache reports.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CacheMetrics {
+    pub(crate) reads: Counter,
+    pub(crate) workspaces: Gauge,
+    pub(crate) bytes: Gauge,
+    pub(crate) evictions: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -105,11 +114,26 @@ impl Metrics {
             "Logins refused before any work, by the limit reached: per workspace and email (account) or per client address",
             login_throttled.clone(),
         );
-        let authz_reads = Counter::default();
+        let authz_cache = CacheMetrics::default();
         registry.register(
             "authz_cache_reads",
             "Reads of the database by the authorization cache: a workspace loaded, its changes applied, a user looked up",
-            authz_reads.clone(),
+            authz_cache.reads.clone(),
+        );
+        registry.register(
+            "authz_cache_workspaces",
+            "Workspaces whose copy the authorization cache holds, as of its last look at its budget (about every second)",
+            authz_cache.workspaces.clone(),
+        );
+        registry.register(
+            "authz_cache_bytes",
+            "The estimated memory of those copies, in bytes; kept under --authz-cache-mib",
+            authz_cache.bytes.clone(),
+        );
+        registry.register(
+            "authz_cache_evictions",
+            "Copies let go to stay within the budget (each is read again by its next check)",
+            authz_cache.evictions.clone(),
         );
         let outbox_backlog = Gauge::default();
         registry.register(
@@ -149,7 +173,7 @@ impl Metrics {
             assignments,
             bcrypt,
             login_throttled,
-            authz_reads,
+            authz_cache,
             outbox_backlog,
             database_up,
             pool,

@@ -141,7 +141,7 @@ pub async fn serve(
         outbox: Arc::new(Notify::new()),
         authz: Arc::new(AuthzCache::new(
             store.clone(),
-            metrics.authz_reads.clone(),
+            metrics.authz_cache.clone(),
             usize::try_from(config.authz_cache_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
         )),
         feed: Arc::new(Feed::new(store.clone(), Duration::from_millis(config.events_poll_ms))),

@@ -562,6 +562,11 @@ async fn over_its_memory_budget_the_cache_lets_go_of_idle_workspaces_and_reloads
     let reads = || async { app.metrics().await.sum("roster_authz_cache_reads_total", &[]) };
     // The newest stays held: checking it again reads nothing.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let scrape = app.metrics().await;
+    let (held, bytes) = (scrape.sum("roster_authz_cache_workspaces", &[]), scrape.sum("roster_authz_cache_bytes", &[]));
+    let evicted = scrape.sum("roster_authz_cache_evictions_total", &[]);
+    assert!(bytes > 0.0 && bytes <= f64::from(1 << 20), "{bytes} estimated bytes held, over the budget");
+    assert!(evicted >= 1.0 && held + evicted >= count as f64 && held < count as f64, "{held} held, {evicted} let go");
     let before = reads().await;
     assert!(decide(&app, check(&ids[count - 1])).await.expect("check").allowed);
     assert_eq!(reads().await, before, "the most recently used workspace is still held");
