@@ -22,21 +22,15 @@ use tonic::transport::Channel;
 mod common;
 use common::{Load, assign_load, closed_loop, median, setting, team};
 
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// The clients on both sides, as the issue sets it; `BENCH_CLIENTS` changes it for exploring.
 fn clients() -> usize {
     setting("BENCH_CLIENTS", 16) as usize
 }
 
 fn main() {
-    if std::env::var("ROSTER_TEST_DATABASE_URL").is_err() {
-        // SAFETY: no other thread runs yet.
-        unsafe { std::env::set_var("ROSTER_TEST_DATABASE_URL", DEFAULT_URL) };
-    }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     println!("machine: {cores} cores");
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    runtime.block_on(run());
+    common::on_postgres(run);
 }
 
 /// pgbench's default script with [`clients`] clients for `seconds` on `url`: transactions per second.

@@ -24,15 +24,8 @@ mod common;
 use common::{assign_load, setting, team};
 use tonic::transport::Channel;
 
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
 fn main() {
-    if std::env::var("ROSTER_TEST_DATABASE_URL").is_err() {
-        // SAFETY: no other thread runs yet.
-        unsafe { std::env::set_var("ROSTER_TEST_DATABASE_URL", DEFAULT_URL) };
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    runtime.block_on(run());
+    common::on_postgres(run);
 }
 
 /// When each renamed-to name arrived at a watcher.

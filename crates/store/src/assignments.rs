@@ -12,7 +12,9 @@ use crate::{
     Entity, Page, Result, Store, StoreError, audit, classify, commit,
 };
 use roster_assignment::{Action, ConversationId, Kind, Plan, Refusal, Route, Seen, Target, Then, decide};
-use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TryInsertResult};
+use sea_orm::{
+    ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, TryInsertResult,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What the domain sees of a conversation row.
@@ -321,17 +323,21 @@ impl Store {
         Ok(Page { items, next })
     }
 
-    /// The workspaces that have queued conversations, for the periodic sweep.
-    pub async fn workspaces_with_queues(&self) -> Result<Vec<String>> {
-        conversation::Entity::find()
+    /// The workspaces with queued conversations; with `changed_after`, only those whose stream
+    /// (conversations included) has an event after it, committed ones beyond the feed's head too:
+    /// a change that may have made an agent eligible writes one.
+    pub async fn workspaces_with_queues(&self, changed_after: Option<events::Cursor>) -> Result<Vec<String>> {
+        let mut query = conversation::Entity::find()
             .select_only()
             .column(conversation::Column::WorkspaceId)
             .distinct()
-            .filter(queued())
-            .into_tuple::<String>()
-            .all(&self.db)
-            .await
-            .map_err(classify)
+            .filter(queued());
+        if let Some(after) = changed_after {
+            query = query.filter(
+                conversation::Column::WorkspaceId.in_subquery(events::workspaces_with_events_after(after).into_query()),
+            );
+        }
+        query.into_tuple::<String>().all(&self.db).await.map_err(classify)
     }
 
     /// Hands out the queues of every team of the workspace that has queued conversations, each in

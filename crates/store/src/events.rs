@@ -243,14 +243,8 @@ impl Store {
     /// too, so that a long transaction elsewhere, which holds readers back, does not hold back
     /// what the caller does about them. Each workspace once, in no order.
     pub async fn workspaces_changed_after(&self, after: Cursor) -> Result<Vec<String>> {
-        event::Entity::find()
-            .select_only()
-            .column(event::Column::WorkspaceId)
+        workspaces_with_events_after(after)
             .distinct()
-            .filter(
-                Expr::tuple([Expr::col(event::Column::Txid), Expr::col(event::Column::Id)])
-                    .gt(Expr::tuple([Expr::val(after.txid), Expr::val(after.id)])),
-            )
             .filter(event::Column::EventType.not_like("conversation.%"))
             .into_tuple::<String>()
             .all(&self.db)
@@ -313,6 +307,14 @@ impl Store {
         let row = event_purge::Entity::find_by_id(1).one(&self.db).await.map_err(classify)?;
         Ok(row.map_or_else(Cursor::default, |row| Cursor { txid: row.txid, id: row.event_id }))
     }
+}
+
+/// The workspace of every event after `after`, one row per event.
+pub(crate) fn workspaces_with_events_after(after: Cursor) -> sea_orm::Select<event::Entity> {
+    event::Entity::find().select_only().column(event::Column::WorkspaceId).filter(
+        Expr::tuple([Expr::col(event::Column::Txid), Expr::col(event::Column::Id)])
+            .gt(Expr::tuple([Expr::val(after.txid), Expr::val(after.id)])),
+    )
 }
 
 fn to_event(row: event::Model) -> Result<Event> {

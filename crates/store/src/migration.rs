@@ -23,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(ChangeFeed),
             Box::new(TakingQueuedWork),
             Box::new(PasswordLinkTable),
+            Box::new(SessionExpiry),
         ]
     }
 }
@@ -936,6 +937,27 @@ impl MigrationTrait for PasswordLinkTable {
             )
             .await?;
         manager.alter_table(Table::alter().table(Outbox::Table).add_column(text_null(Outbox::Link)).to_owned()).await
+    }
+}
+
+/// Expired sessions by their expiry, so that their purge every ten minutes reads the sessions it
+/// deletes rather than every session of every workspace.
+struct SessionExpiry;
+
+impl MigrationName for SessionExpiry {
+    fn name(&self) -> &str {
+        "m0011_session_expiry"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for SessionExpiry {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_index(
+                Index::create().name("sessions_expires_at").table(Sessions::Table).col(Sessions::ExpiresAt).to_owned(),
+            )
+            .await
     }
 }
 

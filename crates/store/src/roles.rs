@@ -12,8 +12,8 @@ use crate::{
 };
 use roster_authz::{BuiltinRole, RoleId};
 use roster_authz::{Role, RoleKind};
-use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::sea_query::{Condition, Expr, ExprTrait, JoinType, Query};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 /// What a change of roles does besides its answer: checks answer differently.
 const ROLES_CHANGED: Effects = Effects { permissions: true, room: false, mail: false };
@@ -303,40 +303,44 @@ impl Store {
 
     /// A workspace's authorization data: all of it (`since` `None`), or what changed after version
     /// `since` — the roles only if one of them changed, the members whose role or status changed
-    /// or who were created. The version is read first, so what is read is at least as new as it.
+    /// or who were created. The version and the members are one statement, the roles a second
+    /// one read after it: what is read is at least as new as the version, and loading a
+    /// workspace costs two queries however many members it has.
     pub async fn authz_changes(&self, workspace_id: &str, since: Option<i64>) -> Result<AuthzChanges> {
-        let (version, roles_version) = workspace::Entity::find_by_id(workspace_id.to_owned())
-            .select_only()
-            .column(workspace::Column::AuthzVersion)
-            .column(workspace::Column::RolesVersion)
-            .into_tuple::<(i64, i64)>()
-            .one(&self.db)
-            .await
-            .map_err(classify)?
-            .ok_or(StoreError::NotFound(Entity::Workspace))?;
-        let changed_after = since.unwrap_or(i64::MIN);
-        let roles = if roles_version > changed_after {
+        let mut joined = Condition::all().add(
+            Expr::col((user::Entity, user::Column::WorkspaceId)).equals((workspace::Entity, workspace::Column::Id)),
+        );
+        if let Some(since) = since {
+            joined = joined.add(Expr::col((user::Entity, user::Column::AuthzVersion)).gt(since));
+        }
+        let query = Query::select()
+            .column((workspace::Entity, workspace::Column::AuthzVersion))
+            .column((workspace::Entity, workspace::Column::RolesVersion))
+            .column((user::Entity, user::Column::Id))
+            .column((user::Entity, user::Column::RoleId))
+            .column((user::Entity, user::Column::Status))
+            .from(workspace::Entity)
+            .join(JoinType::LeftJoin, user::Entity, joined)
+            .and_where(Expr::col((workspace::Entity, workspace::Column::Id)).eq(workspace_id))
+            .to_owned();
+        let rows = self.db.query_all(&query).await.map_err(classify)?;
+        let first = rows.first().ok_or(StoreError::NotFound(Entity::Workspace))?;
+        let version: i64 = first.try_get("", "authz_version").map_err(classify)?;
+        let roles_version: i64 = first.try_get("", "roles_version").map_err(classify)?;
+        let mut members = Vec::with_capacity(rows.len());
+        for row in &rows {
+            // The one row of a workspace without (changed) members has no user.
+            let Some(user_id) = row.try_get::<Option<String>>("", "id").map_err(classify)? else { continue };
+            let role_id: String = row.try_get("", "role_id").map_err(classify)?;
+            let status: String = row.try_get("", "status").map_err(classify)?;
+            members.push(Member { user_id, role_id, active: UserStatus::from_stored(&status)? == UserStatus::Active });
+        }
+        let roles = if roles_version > since.unwrap_or(i64::MIN) {
             let rows = role::Entity::find().filter(visible_in(workspace_id)).all(&self.db).await.map_err(classify)?;
             Some(rows.into_iter().map(|row| to_role(row).map(|stored| stored.role)).collect::<Result<_>>()?)
         } else {
             None
         };
-        let mut members = user::Entity::find()
-            .select_only()
-            .column(user::Column::Id)
-            .column(user::Column::RoleId)
-            .column(user::Column::Status)
-            .filter(user::Column::WorkspaceId.eq(workspace_id));
-        if let Some(since) = since {
-            members = members.filter(user::Column::AuthzVersion.gt(since));
-        }
-        let members: Vec<(String, String, String)> = members.into_tuple().all(&self.db).await.map_err(classify)?;
-        let members = members
-            .into_iter()
-            .map(|(user_id, role_id, status)| {
-                Ok(Member { user_id, role_id, active: UserStatus::from_stored(&status)? == UserStatus::Active })
-            })
-            .collect::<Result<_>>()?;
         Ok(AuthzChanges { version, roles, members })
     }
 }

@@ -96,33 +96,71 @@ struct Eviction {
 /// `budget` bytes, when all of them take more than `budget`. A copy let go is read again from the
 /// database by its next check.
 fn evict(held: &Held, budget: usize) -> Eviction {
-    let mut ages: Vec<(u64, usize, String)> = {
+    let mut ages: Vec<(u64, String)> = {
         let held = held.read().unwrap_or_else(|e| e.into_inner());
-        let total: usize = held.values().map(|s| s.bytes()).sum();
-        if total <= budget {
-            return Eviction { gone: Vec::new(), held: held.len(), bytes: total };
+        if held.bytes <= budget {
+            return Eviction { gone: Vec::new(), held: held.copies.len(), bytes: held.bytes };
         }
-        held.iter().map(|(id, s)| (s.used.load(Ordering::Relaxed), s.bytes(), id.clone())).collect()
+        held.copies.iter().map(|(id, s)| (s.used.load(Ordering::Relaxed), id.clone())).collect()
     };
     ages.sort_unstable();
-    let mut total: usize = ages.iter().map(|(_, bytes, _)| bytes).sum();
     let target = budget / 10 * 9;
     let mut gone = Vec::new();
     let mut held = held.write().unwrap_or_else(|e| e.into_inner());
-    for (_, bytes, id) in ages {
-        if total <= target {
+    for (_, id) in ages {
+        if held.bytes <= target {
             break;
         }
-        held.remove(&id);
-        total -= bytes;
-        gone.push(id);
+        // Gone meanwhile: dropped by a follow, say.
+        if held.remove(&id).is_some() {
+            gone.push(id);
+        }
     }
-    // Copies loaded between the two locks are not counted: the next look counts them.
-    Eviction { gone, held: held.len(), bytes: total }
+    Eviction { gone, held: held.copies.len(), bytes: held.bytes }
 }
 
-/// The copy held of each workspace.
-type Held = RwLock<HashMap<String, Arc<Snapshot>>>;
+/// The copy held of each workspace, and their estimated bytes in all ([`Snapshot::bytes`]), kept
+/// as copies come, change and go, so that the budget is checked without a walk over every copy.
+#[derive(Debug, Default)]
+struct Copies {
+    copies: HashMap<String, Arc<Snapshot>>,
+    bytes: usize,
+}
+
+impl Copies {
+    fn get(&self, workspace_id: &str) -> Option<&Arc<Snapshot>> {
+        self.copies.get(workspace_id)
+    }
+
+    fn put(&mut self, workspace_id: &str, snapshot: Arc<Snapshot>) {
+        self.bytes += snapshot.bytes();
+        if let Some(old) = self.copies.insert(workspace_id.to_owned(), snapshot) {
+            self.bytes -= old.bytes();
+        }
+    }
+
+    fn remove(&mut self, workspace_id: &str) -> Option<Arc<Snapshot>> {
+        let old = self.copies.remove(workspace_id)?;
+        self.bytes -= old.bytes();
+        Some(old)
+    }
+
+    fn clear(&mut self) {
+        self.copies.clear();
+        self.bytes = 0;
+    }
+
+    /// Runs `change` on the workspace's entry, if held, and counts what it changed in size.
+    fn change<R>(&mut self, workspace_id: &str, change: impl FnOnce(&mut Arc<Snapshot>) -> R) -> Option<R> {
+        let entry = self.copies.get_mut(workspace_id)?;
+        let before = entry.bytes();
+        let result = change(entry);
+        self.bytes = self.bytes - before + entry.bytes();
+        Some(result)
+    }
+}
+
+type Held = RwLock<Copies>;
 
 /// Sets the members of `changes` (read since version `since`) in the held copy of the workspace,
 /// if it is older than them. `None` when the copy was dropped in between, or replaced by one
@@ -137,30 +175,40 @@ fn apply(held: &Held, workspace_id: &str, since: i64, changes: &AuthzChanges) ->
     loop {
         let read = {
             let mut held = held.write().unwrap_or_else(|e| e.into_inner());
-            let entry = held.get_mut(workspace_id)?;
-            if entry.version < since {
-                return None;
+            let done = held.change(workspace_id, |entry| {
+                if entry.version < since {
+                    return Err(None);
+                }
+                if entry.version >= changes.version {
+                    return Err(Some(entry.clone()));
+                }
+                if attempt == 2 {
+                    Arc::make_mut(entry).apply(changes);
+                    return Err(Some(entry.clone()));
+                }
+                if let Some(snapshot) = Arc::get_mut(entry) {
+                    snapshot.apply(changes);
+                    return Err(Some(entry.clone()));
+                }
+                Ok(entry.clone())
+            })?;
+            match done {
+                Ok(read) => read,
+                Err(answer) => return answer,
             }
-            if entry.version >= changes.version {
-                return Some(entry.clone());
-            }
-            if attempt == 2 {
-                Arc::make_mut(entry).apply(changes);
-                return Some(entry.clone());
-            }
-            if let Some(snapshot) = Arc::get_mut(entry) {
-                snapshot.apply(changes);
-                return Some(entry.clone());
-            }
-            entry.clone()
         };
         let mut copy = Snapshot::clone(&read);
         copy.apply(changes);
         let copy = Arc::new(copy);
         let mut held = held.write().unwrap_or_else(|e| e.into_inner());
-        let entry = held.get_mut(workspace_id)?;
-        if Arc::ptr_eq(entry, &read) {
-            *entry = copy.clone();
+        let replaced = held.change(workspace_id, |entry| {
+            let same = Arc::ptr_eq(entry, &read);
+            if same {
+                *entry = copy.clone();
+            }
+            same
+        })?;
+        if replaced {
             return Some(copy);
         }
         attempt += 1;
@@ -250,11 +298,13 @@ impl AuthzCache {
         );
         let loaded = Arc::new(Snapshot::new(data.version, directory, self.clock.load(Ordering::Relaxed)));
         let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
-        let entry = held.entry(workspace_id.to_owned()).or_insert_with(|| loaded.clone());
-        if entry.version <= loaded.version {
-            *entry = loaded;
+        match held.get(workspace_id) {
+            Some(newer) if newer.version > loaded.version => Ok(newer.clone()),
+            _ => {
+                held.put(workspace_id, loaded.clone());
+                Ok(loaded)
+            }
         }
-        Ok(entry.clone())
     }
 
     /// Brings the held copy up to date by reading only what changed since its version: the
@@ -419,7 +469,9 @@ mod tests {
             vec![Role::builtin(BuiltinRole::Admin), Role::builtin(BuiltinRole::Agent)],
             [(ADA.to_owned(), "agent", true)],
         );
-        RwLock::new(HashMap::from([("w".to_owned(), Arc::new(Snapshot::new(version, directory, 0)))]))
+        let mut copies = Copies::default();
+        copies.put("w", Arc::new(Snapshot::new(version, directory, 0)));
+        RwLock::new(copies)
     }
 
     fn deactivation(version: i64) -> AuthzChanges {
@@ -434,7 +486,7 @@ mod tests {
     #[test]
     fn a_copy_no_check_reads_is_changed_in_place() {
         let held = held(5);
-        let before = Arc::as_ptr(&held.read().unwrap()["w"]);
+        let before = Arc::as_ptr(held.read().unwrap().get("w").unwrap());
         let after = apply(&held, "w", 5, &deactivation(6)).expect("held");
         assert!(std::ptr::eq(before, Arc::as_ptr(&after)));
         assert_eq!((after.version, active(&after)), (6, false));
@@ -443,10 +495,10 @@ mod tests {
     #[test]
     fn a_copy_a_check_reads_is_replaced_by_a_changed_copy_and_left_as_it_was() {
         let held = held(5);
-        let reading = held.read().unwrap()["w"].clone();
+        let reading = held.read().unwrap().get("w").unwrap().clone();
         let after = apply(&held, "w", 5, &deactivation(6)).expect("held");
         assert!(!Arc::ptr_eq(&reading, &after));
-        assert!(Arc::ptr_eq(&held.read().unwrap()["w"], &after));
+        assert!(Arc::ptr_eq(held.read().unwrap().get("w").unwrap(), &after));
         assert_eq!((after.version, active(&after)), (6, false));
         assert_eq!((reading.version, active(&reading)), (5, true));
     }
@@ -471,7 +523,7 @@ mod tests {
         for i in 0..10u64 {
             let snapshot = one();
             snapshot.touch(i);
-            held.write().unwrap().insert(format!("w{i}"), Arc::new(snapshot));
+            held.write().unwrap().put(&format!("w{i}"), Arc::new(snapshot));
         }
         // At the budget: nothing goes.
         assert_eq!(evict(&held, 10 * size), Eviction { gone: vec![], held: 10, bytes: 10 * size });
@@ -479,12 +531,46 @@ mod tests {
         let eviction = evict(&held, 9 * size);
         assert_eq!(eviction.gone, ["w0", "w1"], "9 × 0.9 = 8.1 copies' worth: 8 stay");
         assert_eq!((eviction.held, eviction.bytes), (8, 8 * size));
-        let mut left: Vec<String> = held.read().unwrap().keys().cloned().collect();
+        let mut left: Vec<String> = held.read().unwrap().copies.keys().cloned().collect();
         left.sort();
         assert_eq!(left, (2..10).map(|i| format!("w{i}")).collect::<Vec<_>>());
         // A copy read again is kept over one read before it.
-        held.read().unwrap()["w2"].touch(20);
+        held.read().unwrap().get("w2").unwrap().touch(20);
         assert_eq!(evict(&held, 7 * size).gone, ["w3", "w4"]);
-        assert!(held.read().unwrap().contains_key("w2"));
+        assert!(held.read().unwrap().get("w2").is_some());
+    }
+
+    /// The running total is what a walk over the copies would sum, as copies come, grow in
+    /// place or by a copy, are replaced and go.
+    #[test]
+    fn the_estimated_bytes_follow_every_change_of_the_copies() {
+        let walked = |held: &Held| held.read().unwrap().copies.values().map(|s| s.bytes()).sum::<usize>();
+        let joins = |version: i64, users: &[&String]| AuthzChanges {
+            version,
+            roles: None,
+            members: users
+                .iter()
+                .map(|u| Changed { user_id: (*u).clone(), role_id: "agent".into(), active: true })
+                .collect(),
+        };
+        let held = held(5);
+        let w = held.read().unwrap().get("w").unwrap().clone();
+        held.write().unwrap().put("v", w);
+        apply(&held, "w", 5, &joins(6, &[&ADA.replace('0', "1"), &ADA.replace('0', "2")])).expect("grown by a copy");
+        // Read by a check meanwhile, then not.
+        let reading = held.read().unwrap().get("w").unwrap().clone();
+        apply(&held, "w", 6, &joins(7, &[&ADA.replace('0', "3")])).expect("grown by a copy");
+        drop(reading);
+        assert_eq!(held.read().unwrap().bytes, walked(&held));
+        apply(&held, "w", 7, &joins(8, &[&ADA.replace('0', "4")])).expect("grown in place");
+        assert_eq!(held.read().unwrap().bytes, walked(&held));
+        let small = held.read().unwrap().get("v").unwrap().clone();
+        assert!(held.read().unwrap().bytes > 2 * small.bytes(), "w grew by four members");
+        held.write().unwrap().put("w", small);
+        assert_eq!(held.read().unwrap().bytes, walked(&held));
+        held.write().unwrap().remove("v");
+        assert_eq!(held.read().unwrap().bytes, walked(&held));
+        held.write().unwrap().clear();
+        assert_eq!(held.read().unwrap().bytes, 0);
     }
 }

@@ -323,15 +323,26 @@ async fn purge_expired_sessions(store: Store, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Every `interval`, hands out the queues of every workspace that has queued conversations.
+/// Every `interval`, hands out the queues of the workspaces that changed since the last look and
+/// have queued conversations: a safety net for a hand-out lost after its change committed (a crash
+/// in between, or a failure of the hand-out). Every change that may make an agent eligible writes
+/// an event in its workspace's stream, so a look costs what changed, not the number of workspaces
+/// with a queue; the first look, at start, takes them all (a process stopped between a change and
+/// its hand-out). A look any of whose hand-outs failed is repeated from the same place.
 async fn sweep_queues(app: Arc<App>, interval: Duration, mut stop: watch::Receiver<bool>) {
+    let mut after: Option<roster_store::EventCursor> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = stop.changed() => return,
         }
-        let workspaces = match app.store.workspaces_with_queues().await {
-            Ok(workspaces) => workspaces,
+        let looked = async {
+            let head = app.store.newest_event().await?;
+            let workspaces = app.store.workspaces_with_queues(after).await?;
+            Ok::<_, roster_store::StoreError>((head, workspaces))
+        };
+        let (head, workspaces) = match looked.await {
+            Ok(looked) => looked,
             Err(e) => {
                 tracing::warn!(error = %crate::error::error_chain(&e), "could not list the queues");
                 continue;
@@ -342,8 +353,15 @@ async fn sweep_queues(app: Arc<App>, interval: Duration, mut stop: watch::Receiv
             request_id: String::new(),
             now: crate::auth::now_millis(),
         };
+        let mut handed_out = true;
         for workspace_id in workspaces {
-            app.drain_queues(&ctx, &workspace_id).await;
+            if let Err(e) = app.store.drain_queues(&ctx, &workspace_id).await {
+                tracing::warn!(error = %crate::error::error_chain(&e), "handing out queued conversations failed");
+                handed_out = false;
+            }
+        }
+        if handed_out {
+            after = Some(head.unwrap_or_default().max(after.unwrap_or_default()));
         }
     }
 }

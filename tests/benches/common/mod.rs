@@ -6,6 +6,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
+/// Where the PostgreSQL benchmarks run when `ROSTER_TEST_DATABASE_URL` is not set.
+pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// Runs a PostgreSQL benchmark's `run` on a multi-threaded runtime, at `ROSTER_TEST_DATABASE_URL`
+/// or [`DEFAULT_URL`].
+#[allow(dead_code, reason = "each benchmark compiles this module; only the PostgreSQL ones use it")]
+pub fn on_postgres<F: std::future::Future<Output = ()>>(run: impl FnOnce() -> F) {
+    if std::env::var("ROSTER_TEST_DATABASE_URL").is_err() {
+        // SAFETY: no other thread runs yet.
+        unsafe { std::env::set_var("ROSTER_TEST_DATABASE_URL", DEFAULT_URL) };
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    runtime.block_on(run());
+}
+
 /// A numeric setting from the environment, or `default`.
 pub fn setting(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)

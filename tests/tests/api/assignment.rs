@@ -603,6 +603,29 @@ async fn the_sweep_hands_out_queues_nobody_triggered() {
     assert_eq!(assigned.expect("handed out by the sweep").assignee_id, agents[0].id);
 }
 
+/// Between two looks the sweep takes only the workspaces with a change since (so an idle process
+/// costs nothing per queue), but its first look takes every queue: a hand-out whose change left no
+/// trace for the running processes is made by the next process to start.
+#[tokio::test]
+async fn a_starting_process_hands_out_every_queue_at_its_first_sweep() {
+    let app = spawn_app_with(|config| config.queue_sweep_ms = 3_600_000).await;
+    let acme = app.workspace("acme").await;
+    let (team, agents) = team_of_agents(&app, &acme, "Sweep", pb::Strategy::RoundRobin, 1, None).await;
+    set_availability(&app, &acme.id, &agents[0].id, pb::Availability::Away).await;
+    assert_eq!(route(&app, &acme.id, "lost-1", &team.id).await.assignee_id, "");
+    // Online in the database, with no event and no hand-out.
+    let db = sea_orm::Database::connect(app.db.url.as_str()).await.expect("db");
+    let online = format!("UPDATE users SET availability = 'ONLINE' WHERE id = '{}'", agents[0].id);
+    sea_orm::ConnectionTrait::execute_unprepared(&db, &online).await.expect("online behind the server's back");
+    let sweeping = PeerOptions { args: vec!["--queue-sweep-ms".into(), "100".into()], ..Default::default() };
+    let _peer = app.spawn_peer_process_with(sweeping).await;
+    let assigned = eventually(std::time::Duration::from_secs(10), || async {
+        Some(get(&app, &acme.id, "lost-1").await).filter(|a| !a.assignee_id.is_empty())
+    })
+    .await;
+    assert_eq!(assigned.expect("handed out by the new process's sweep").assignee_id, agents[0].id);
+}
+
 /// A manager may deliberately give a conversation to a member who is AWAY or at capacity, saying
 /// so in the request; the answer and the audit record say what was overridden. Nobody else can,
 /// and being a member still counts.
