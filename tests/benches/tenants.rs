@@ -9,7 +9,8 @@
 //! 3. Idle: three fresh processes each check one user of `BENCH_FEW` workspaces, then of all of
 //!    them; after each, `BENCH_IDLE_SECONDS` without calls: the CPU of the three processes and of
 //!    PostgreSQL, the transactions committed, and each process's RSS against its cache budget.
-//! 4. Mixed load: three fresh processes, `BENCH_CLIENTS` closed-loop clients spread over them for
+//! 4. Mixed load: three fresh processes, which first read the workspaces the load draws from (a
+//!    steady state), then `BENCH_CLIENTS` closed-loop clients spread over them for
 //!    `BENCH_SECONDS`: 95% CheckPermission, 4% AssignConversation, 1% UpdateUser (a rename, or an
 //!    agent made supervisor and back), each call's workspace drawn with Zipf popularity (s = 1).
 //!    Beside it, one prober per process alternates a check of the most popular workspace (held)
@@ -18,7 +19,7 @@
 //! 5. Queries: `EXPLAIN (ANALYZE, BUFFERS)` of the hot queries and of every background task's, at
 //!    this size: the index each uses and its time.
 //!
-//! Run: `cargo bench -p roster-tests --bench tenants` (100,000 workspaces; about 25 minutes here);
+//! Run: `cargo bench -p roster-tests --bench tenants` (100,000 workspaces; about 12 minutes here);
 //! `BENCH_TENANTS=10000` runs in under 10 minutes. PostgreSQL at `ROSTER_TEST_DATABASE_URL`
 //! (default `postgres://postgres@127.0.0.1:5432/test`); each run loads a new database.
 //! Settings: `BENCH_TENANTS` (100000), `BENCH_FEW` (100), `BENCH_IDLE_SECONDS` (30),
@@ -225,8 +226,8 @@ async fn load(db: &DatabaseConnection, t: &Template, tenants: usize) {
          WHERE status = 'OPEN' AND assignee_id IS NOT NULL GROUP BY assignee_id) c WHERE users.id = c.assignee_id",
     )
     .await;
-    // A session for every other admin, and five events per workspace from yesterday: the tables
-    // the background tasks read.
+    // A session for every other admin, the emails sent to the template's people for every
+    // workspace, and five events per workspace from yesterday: the tables the background tasks read.
     let sql = copy(
         "sessions",
         "s",
@@ -235,6 +236,14 @@ async fn load(db: &DatabaseConnection, t: &Template, tenants: usize) {
         &format!("t.workspace_id = '{}' AND g % 2 = 0", t.workspace),
     );
     exec(db, "sessions", &sql).await;
+    let sql = copy(
+        "outbox",
+        "o",
+        "",
+        &format!("'id', md5(g || t.id), 'workspace_id', {WORKSPACE}, 'status', 'SENT', 'link', NULL"),
+        &format!("t.workspace_id = '{}'", t.workspace),
+    );
+    exec(db, "sent emails", &sql).await;
     let sql = format!(
         "INSERT INTO events (txid, workspace_id, event_type, actor, request_id, target, details, created_at) \
          SELECT e.txid, {WORKSPACE}, e.event_type, e.actor, '', e.target, e.details, e.created_at - 86400000 \
@@ -458,6 +467,8 @@ struct Mixed {
     revocations: Vec<Duration>,
     rosterd: f64,
     postgres: f64,
+    /// The authorization cache's reads of the database in the window: loads and catch-ups.
+    reads: f64,
 }
 
 async fn mixed(app: &TestApp, tenants: usize, seconds: u64, clients: usize, cache_mib: Option<u64>) -> Mixed {
@@ -467,6 +478,15 @@ async fn mixed(app: &TestApp, tenants: usize, seconds: u64, clients: usize, cach
     let zipf = Arc::new(Zipf::new(tenants - cold));
     // The revoker's workspaces: the most popular ones with an agent to promote and demote.
     let revoked: Vec<usize> = (1..=tenants - cold).filter(|&g| users_of(g) >= 2).take(20).collect();
+    // Steady state: every process holds what the load asks for (within its budget) before the
+    // window opens.
+    let took = hold(&peers, tenants - cold).await;
+    println!(
+        "tenants: mixed load: {PROCESSES} processes each read {} workspaces in {:.1} s",
+        tenants - cold,
+        took.as_secs_f64()
+    );
+    let reads_before = cache_reads(&peers).await;
     let channels: Vec<Channel> = peers.iter().map(|p| p.channel.clone()).collect();
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let clocks: Vec<CpuClock> = peers.iter().map(|p| CpuClock::of(p.pid().expect("running"))).collect();
@@ -579,7 +599,17 @@ async fn mixed(app: &TestApp, tenants: usize, seconds: u64, clients: usize, cach
         .iter()
         .map(|(pid, after)| after - postgres_before.get(pid).unwrap_or(&0.0))
         .sum();
-    Mixed { timings, elapsed, revocations, rosterd, postgres }
+    let reads = cache_reads(&peers).await - reads_before;
+    Mixed { timings, elapsed, revocations, rosterd, postgres, reads }
+}
+
+/// The authorization cache's reads of the database so far, all processes together.
+async fn cache_reads(peers: &[PeerProcess]) -> f64 {
+    let mut reads = 0.0;
+    for peer in peers {
+        reads += metrics::scrape(peer.metrics_addr).await.sum("roster_authz_cache_reads_total", &[]);
+    }
+    reads
 }
 
 fn percentile(values: &mut [Duration], p: f64) -> Duration {
@@ -789,6 +819,7 @@ async fn run() {
         load.rosterd / calls as f64 * 1e6,
         load.postgres / calls as f64 * 1e6
     );
+    println!("tenants:   authorization cache reads of the database: {:.0}/s", load.reads / load.elapsed.as_secs_f64());
     let mut kinds: Vec<Kind> = load.timings.keys().copied().collect();
     kinds.sort();
     for kind in kinds {

@@ -223,10 +223,45 @@ impl fmt::Debug for Store {
     }
 }
 
+/// Brings the schema up to date, in one transaction that first takes the database's write lock
+/// (SQLite, `BEGIN IMMEDIATE`) or an advisory lock (PostgreSQL): processes started together on a
+/// new or older database migrate it once, one after the other, instead of failing on each other's
+/// tables; the others then find nothing to do.
+async fn migrate(db: &DatabaseConnection) -> Result<()> {
+    let options =
+        TransactionOptions { sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate), ..Default::default() };
+    let txn = db.begin_with_options(options).await.map_err(classify)?;
+    if db.get_database_backend() == DbBackend::Postgres {
+        txn.execute_unprepared("SELECT pg_advisory_xact_lock(hashtextextended('roster.migrations', 0))")
+            .await
+            .map_err(classify)?;
+    }
+    migration::Migrator::up(&txn, None).await.map_err(classify)?;
+    txn.commit().await.map_err(classify)
+}
+
 impl Store {
     /// Connects (creating a missing SQLite file) and brings the schema up to date. The pool opens
     /// further connections as calls need them; [`Store::open_pool`] opens the rest at once.
+    ///
+    /// SQLite may answer "database is locked" without waiting while another process is creating
+    /// or migrating the same new file (switching it to WAL takes a lock the busy timeout does not
+    /// cover): the connection is tried again until the acquire timeout.
     pub async fn connect(config: &StoreConfig) -> Result<Self> {
+        let deadline = std::time::Instant::now() + config.acquire_timeout;
+        loop {
+            match Self::connect_once(config).await {
+                Err(StoreError::Unavailable(_))
+                    if config.url.starts_with("sqlite") && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                connected => return connected,
+            }
+        }
+    }
+
+    async fn connect_once(config: &StoreConfig) -> Result<Self> {
         let mut options = connect_options(config);
         // A SQLite connection is a file handle and a thread, cheap to keep: once opened it is
         // kept, instead of being closed after 10 idle minutes or 30 in all only to be reopened
@@ -234,7 +269,7 @@ impl Store {
         // database a process each.
         options.map_sqlx_sqlite_pool_opts(|opts| opts.idle_timeout(None).max_lifetime(None));
         let db = Database::connect(options).await.map_err(classify)?;
-        migration::Migrator::up(&db, None).await.map_err(classify)?;
+        migrate(&db).await?;
         Ok(Self { db })
     }
 

@@ -156,7 +156,8 @@ pub struct Config {
     #[arg(long, env = "ROSTER_EVENTS_RETENTION_SECS", default_value_t = 7 * 24 * 3600, value_parser = clap::value_parser!(u64).range(1..=10 * 365 * 24 * 3600))]
     pub events_retention_secs: u64,
 
-    /// How often every queue is handed out anyway, in milliseconds: a safety net for queued
+    /// How often the queues of the workspaces changed since the last look are handed out anyway
+    /// (every queue at the first look after start), in milliseconds: a safety net for queued
     /// conversations whose hand-out after a change was lost (a crash between the change's commit
     /// and the hand-out, or a failure of the latter).
     #[arg(long, env = "ROSTER_QUEUE_SWEEP_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]

@@ -320,3 +320,21 @@ async fn past_the_calls_in_flight_a_call_is_refused_at_once_and_health_still_ans
     let mut health = HealthClient::new(app.channel.clone());
     health.check(HealthCheckRequest { service: String::new() }).await.expect("health answers");
 }
+
+/// Processes started together on a new database migrate it once between them: none fails on
+/// another's tables, and a server then runs on the schema they made.
+#[tokio::test]
+async fn stores_connecting_together_to_a_new_database_migrate_it_once() {
+    let db = TestDatabase::fresh().await;
+    let mut connects = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let config = roster_store::StoreConfig::new(db.url.clone());
+        connects.spawn(async move { roster_store::Store::connect(&config).await });
+    }
+    while let Some(store) = connects.join_next().await {
+        store.expect("task").expect("connected, the schema up to date").close().await.expect("closed");
+    }
+    let app = spawn_app_on(db, |_, _| {}).await;
+    let acme = app.workspace("acme").await;
+    assert_eq!(app.audit_actions(&acme.id).await.first().map(String::as_str), Some("workspace.created"));
+}
