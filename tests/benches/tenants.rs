@@ -19,7 +19,7 @@
 //! 5. Queries: `EXPLAIN (ANALYZE, BUFFERS)` of the hot queries and of every background task's, at
 //!    this size: the index each uses and its time.
 //!
-//! Run: `cargo bench -p roster-tests --bench tenants` (100,000 workspaces; about 12 minutes here);
+//! Run: `cargo bench -p roster-tests --bench tenants` (100,000 workspaces; about 13 minutes here);
 //! `BENCH_TENANTS=10000` runs in under 10 minutes. PostgreSQL at `ROSTER_TEST_DATABASE_URL`
 //! (default `postgres://postgres@127.0.0.1:5432/test`); each run loads a new database.
 //! Settings: `BENCH_TENANTS` (100000), `BENCH_FEW` (100), `BENCH_IDLE_SECONDS` (30),
