@@ -45,14 +45,17 @@ fn rank(role: &StoredRole) -> u8 {
         RoleKind::Builtin(BuiltinRole::Admin) => 0,
         RoleKind::Builtin(BuiltinRole::Supervisor) => 1,
         RoleKind::Builtin(BuiltinRole::Agent) => 2,
-        RoleKind::Custom => 3,
+        RoleKind::Custom => CUSTOM_RANK,
     }
 }
+
+/// Where custom roles stand in a listing: after every built-in role.
+const CUSTOM_RANK: u8 = 3;
 
 /// The position a role listing's cursor (`<rank>:<name key>`) names, if it is one.
 pub fn parse_role_cursor(cursor: &str) -> Option<(u8, &str)> {
     let (rank, key) = cursor.split_once(':')?;
-    let rank = rank.parse::<u8>().ok().filter(|r| *r <= 3 && rank.len() == 1)?;
+    let rank = rank.parse::<u8>().ok().filter(|r| *r <= CUSTOM_RANK && rank.len() == 1)?;
     Some((rank, key))
 }
 
@@ -77,7 +80,8 @@ impl Store {
             Ok((rank(&role), key, role))
         };
         let mut items = Vec::new();
-        if builtin != Some(false) {
+        // The built-in rows are read only for a page that can hold one: not past the last of them.
+        if builtin != Some(false) && after.is_none_or(|(rank, _)| rank < CUSTOM_RANK) {
             let rows = role::Entity::find()
                 .filter(role::Column::WorkspaceId.is_null())
                 .all(&self.db)
@@ -90,7 +94,7 @@ impl Store {
         }
         if builtin != Some(true) && (items.len() as u64) < wanted {
             let mut query = role::Entity::find().filter(role::Column::WorkspaceId.eq(workspace_id));
-            if let Some((3, key)) = after {
+            if let Some((CUSTOM_RANK, key)) = after {
                 query = query.filter(role::Column::NameKey.gt(key));
             }
             let rows = query
