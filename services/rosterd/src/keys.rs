@@ -307,18 +307,14 @@ pub(crate) enum Beyond<'a> {
 /// the key's workspace when it is bound to one, and answers PERMISSION_DENIED
 /// `SERVICE_KEY_OUT_OF_SCOPE` naming the key and the method.
 pub(crate) async fn refuse(store: &Store, key: &ServiceKey, ctx: &Context, method: &str, beyond: Beyond<'_>) -> Status {
-    let (message, target, mut metadata) = match beyond {
-        Beyond::Method => (
-            format!("service key {} may not call {method}", key.name),
-            format!("method:{method}"),
-            vec![("key", key.name.clone()), ("method", method.to_owned())],
-        ),
+    let (message, target) = match beyond {
+        Beyond::Method => (format!("service key {} may not call {method}", key.name), format!("method:{method}")),
         Beyond::Workspace(requested) => (
             format!("service key {} reaches only its own workspace", key.name),
             if requested.is_empty() { "workspace:new".to_owned() } else { format!("workspace:{requested}") },
-            vec![("key", key.name.clone()), ("method", method.to_owned())],
         ),
     };
+    let mut metadata = vec![("key", key.name.clone()), ("method", method.to_owned())];
     tracing::warn!(key = %key.name, %method, %target, "service key call out of scope refused");
     if let Some(own) = key.workspace_id() {
         metadata.push(("workspace_id", own.to_owned()));
