@@ -149,15 +149,6 @@ impl Copies {
         self.copies.clear();
         self.bytes = 0;
     }
-
-    /// Runs `change` on the workspace's entry, if held, and counts what it changed in size.
-    fn change<R>(&mut self, workspace_id: &str, change: impl FnOnce(&mut Arc<Snapshot>) -> R) -> Option<R> {
-        let entry = self.copies.get_mut(workspace_id)?;
-        let before = entry.bytes();
-        let result = change(entry);
-        self.bytes = self.bytes - before + entry.bytes();
-        Some(result)
-    }
 }
 
 type Held = RwLock<Copies>;
@@ -175,40 +166,34 @@ fn apply(held: &Held, workspace_id: &str, since: i64, changes: &AuthzChanges) ->
     loop {
         let read = {
             let mut held = held.write().unwrap_or_else(|e| e.into_inner());
-            let done = held.change(workspace_id, |entry| {
-                if entry.version < since {
-                    return Err(None);
-                }
-                if entry.version >= changes.version {
-                    return Err(Some(entry.clone()));
-                }
-                if attempt == 2 {
-                    Arc::make_mut(entry).apply(changes);
-                    return Err(Some(entry.clone()));
-                }
-                if let Some(snapshot) = Arc::get_mut(entry) {
-                    snapshot.apply(changes);
-                    return Err(Some(entry.clone()));
-                }
-                Ok(entry.clone())
-            })?;
-            match done {
-                Ok(read) => read,
-                Err(answer) => return answer,
+            let Copies { copies, bytes } = &mut *held;
+            let entry = copies.get_mut(workspace_id)?;
+            if entry.version < since {
+                return None;
             }
+            if entry.version >= changes.version {
+                return Some(entry.clone());
+            }
+            // In place, counting what the copy grew by.
+            let before = entry.bytes();
+            let in_place = match Arc::get_mut(entry) {
+                Some(snapshot) => Some(snapshot),
+                None if attempt == 2 => Some(Arc::make_mut(entry)),
+                None => None,
+            };
+            if let Some(snapshot) = in_place {
+                snapshot.apply(changes);
+                *bytes = *bytes - before + snapshot.bytes();
+                return Some(entry.clone());
+            }
+            entry.clone()
         };
         let mut copy = Snapshot::clone(&read);
         copy.apply(changes);
         let copy = Arc::new(copy);
         let mut held = held.write().unwrap_or_else(|e| e.into_inner());
-        let replaced = held.change(workspace_id, |entry| {
-            let same = Arc::ptr_eq(entry, &read);
-            if same {
-                *entry = copy.clone();
-            }
-            same
-        })?;
-        if replaced {
+        if held.get(workspace_id).is_some_and(|entry| Arc::ptr_eq(entry, &read)) {
+            held.put(workspace_id, copy.clone());
             return Some(copy);
         }
         attempt += 1;
