@@ -83,7 +83,15 @@ async fn a_permanent_refusal_or_too_many_attempts_abandon_the_email() {
     .await;
     assert!(abandoned.is_some(), "a 550 abandons at once: {:?}", app.store.outbox_entries(&acme.id).await);
 
-    let port = unused_port();
+    // A server that hangs up on every connection: each attempt fails at once, and the port stays
+    // taken, so that no other test's server can answer on it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listen");
+    let port = listener.local_addr().expect("port").port();
+    let _hangs_up = tokio::spawn(async move {
+        while let Ok((connection, _)) = listener.accept().await {
+            drop(connection);
+        }
+    });
     let app = spawn_app_with(|c| {
         c.smtp_url = Some(format!("smtp://127.0.0.1:{port}").parse().expect("smtp url"));
         c.outbox_max_attempts = 3;
